@@ -1,0 +1,82 @@
+"""The ``tpcflow`` command: one sub-command per module, imported on demand.
+
+Each module in :data:`COMMANDS` defines ``HELP`` (one line), ``add_arguments(parser)``
+and ``run(args) -> int``.  Modules keep heavy imports (torch, zmq, fastapi) inside
+``run`` so that ``tpcflow --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from tpcflow import __version__
+from tpcflow.errors import TpcflowError
+
+__all__ = ["COMMANDS", "build_parser", "main"]
+
+#: sub-command name -> module path
+COMMANDS: dict[str, str] = {
+    "demo": "tpcflow.cli.demo",
+    "info": "tpcflow.cli.info",
+    "generate": "tpcflow.cli.generate",
+    "train": "tpcflow.cli.train",
+    "iotest": "tpcflow.cli.iotest",
+    "inference": "tpcflow.cli.inference",
+    "broker": "tpcflow.cli.broker",
+    "worker": "tpcflow.cli.worker",
+    "submit": "tpcflow.cli.submit",
+    "serve-http": "tpcflow.cli.serve_http",
+    "client": "tpcflow.cli.client",
+    "root-train": "tpcflow.cli.root_train",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the top-level parser with every importable sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="tpcflow",
+        description="LArTPC and collider deep learning: larcv3 I/O, batch loading, "
+        "CosmicTagger UResNet training/inference, MDP and HTTP inference services.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"tpcflow {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, modpath in COMMANDS.items():
+        try:
+            mod = importlib.import_module(modpath)
+        except ModuleNotFoundError as err:
+            if err.name == modpath:
+                continue  # sub-command not built yet
+            raise
+        p = sub.add_parser(
+            name,
+            help=mod.HELP,
+            description=getattr(mod, "DESCRIPTION", mod.HELP),
+            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        )
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``tpcflow`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except TpcflowError as err:
+        print(f"tpcflow {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"tpcflow {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
