@@ -10,7 +10,7 @@ Padding, normalisation and batching live in :mod:`tpcflow.loader.root_generator`
 """
 
 from tpcflow.io.root._source import RemoteSourceError, is_remote, open_root
-from tpcflow.io.root.reader import BranchNotFoundError, DataReader, UnreadableBranchError, jagged_parts
+from tpcflow.io.root.reader import BranchNotFoundError, DataReader, UnreadableBranchError, flat_numpy, jagged_parts
 from tpcflow.io.root.specs import BranchSpec, Specs, load_specs, merge_specs, save_specs
 from tpcflow.io.root.summary import format_summary, summarize
 
@@ -21,6 +21,7 @@ __all__ = [
     "RemoteSourceError",
     "Specs",
     "UnreadableBranchError",
+    "flat_numpy",
     "format_summary",
     "is_remote",
     "jagged_parts",

@@ -18,7 +18,7 @@ from tpcflow.io._extras import require
 from tpcflow.io.root._source import open_root, source_name
 from tpcflow.io.root.specs import BranchSpec, Specs
 
-__all__ = ["BranchNotFoundError", "DataReader", "UnreadableBranchError", "jagged_parts"]
+__all__ = ["BranchNotFoundError", "DataReader", "UnreadableBranchError", "flat_numpy", "jagged_parts"]
 
 _GLOB = set("*?[")
 
@@ -46,16 +46,26 @@ class UnreadableBranchError(DataFormatError):
 def jagged_parts(array) -> tuple[np.ndarray, np.ndarray]:
     """Return ``(offsets (N+1,) int64, content (M,) numpy)`` of a one-level jagged awkward array.
 
-    ``content[offsets[i]:offsets[i+1]]`` are the values of event ``i``; no copy is made
-    when the layout already is a ``ListOffsetArray``.
+    ``content[offsets[i]:offsets[i+1]]`` are the values of event ``i``; no copy is made when
+    the layout already is a ``ListOffsetArray`` of a ``NumpyArray`` (what uproot returns).
     """
     ak = require("awkward")
-    layout = ak.to_layout(array)
+    layout = array.layout if isinstance(array, ak.Array) else ak.to_layout(array)
     if not hasattr(layout, "offsets"):
         layout = layout.to_ListOffsetArray64(True)
-    offsets = np.asarray(layout.offsets, dtype=np.int64)
-    content = ak.to_numpy(ak.Array(layout.content))
-    return offsets, content
+    content = layout.content
+    offsets = np.asarray(layout.offsets.data, dtype=np.int64)
+    data = content.data if hasattr(content, "data") else ak.to_numpy(ak.Array(content))
+    return offsets, np.asarray(data)
+
+
+def flat_numpy(array) -> np.ndarray:
+    """Return the numpy data of a flat (regular) awkward array without copying when possible."""
+    ak = require("awkward")
+    layout = array.layout if isinstance(array, ak.Array) else None
+    if layout is not None and hasattr(layout, "data") and not hasattr(layout, "offsets"):
+        return np.asarray(layout.data)
+    return ak.to_numpy(array)
 
 
 def _matches(key: str, patterns) -> bool:
@@ -277,7 +287,7 @@ class DataReader:
             for name, arr in arrays.items():
                 spec = specs.branches[name]
                 if spec.kind == "flat":
-                    spec.update(np.asarray(arr))
+                    spec.update(flat_numpy(arr))
                 else:
                     offsets, content = jagged_parts(arr)
                     counts = np.diff(offsets)
