@@ -1,0 +1,125 @@
+"""Dynamic batching: gather requests until ``max_batch`` or ``max_wait``, then run one batch.
+
+The worker's socket thread puts jobs on a queue; one processing thread takes a first job
+(blocking), then keeps taking more until the batch is full or ``max_wait`` seconds have passed
+since the first, and calls the batch handler once. Results go back through ``deliver``.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = ["Batcher", "Job", "per_request"]
+
+log = logging.getLogger(__name__)
+
+#: handler(list of request bodies) -> list of reply bodies (or an Exception per failed request)
+BatchHandler = Callable[[list], list]
+
+
+@dataclass
+class Job:
+    """One request in the worker: where to reply and its body frames."""
+
+    slot: int
+    generation: int
+    client: bytes
+    rid: int | None
+    body: list
+
+
+def per_request(fn: Callable[[list], list]) -> BatchHandler:
+    """Adapt ``fn(body) -> reply`` to a batch handler; an exception fails only its request."""
+
+    def handler(bodies: list) -> list:
+        out = []
+        for body in bodies:
+            try:
+                out.append(fn(body))
+            except Exception as err:  # handed back to that request's client as an error reply
+                out.append(err)
+        return out
+
+    handler.__name__ = getattr(fn, "__name__", "handler")
+    return handler
+
+
+class Batcher:
+    """Run ``handler`` on batches of jobs in a background thread.
+
+    Parameters
+    ----------
+    handler : callable
+        ``handler(bodies) -> replies``, one reply (list of frames) or Exception per body.
+    deliver : callable
+        ``deliver(job, reply_or_exception)``, called from the batch thread.
+    max_batch : int
+        Largest batch [requests].
+    max_wait : float
+        Longest wait for a batch to fill after its first request [s].
+    """
+
+    def __init__(self, handler: BatchHandler, deliver, *, max_batch: int = 1, max_wait: float = 0.0):
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, but got max_batch={max_batch}")
+        if max_wait < 0:
+            raise ValueError(f"max_wait must be >= 0, but got max_wait={max_wait}")
+        self.handler = handler
+        self.deliver = deliver
+        self.max_batch = int(max_batch)
+        self.max_wait = float(max_wait)
+        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self.batches = 0
+        self.batch_sizes: Counter = Counter()  # batch size -> number of batches
+        self._thread = threading.Thread(target=self._loop, name="mdp-batcher", daemon=True)
+        self._thread.start()
+
+    def put(self, job: Job) -> None:
+        """Queue a job (thread-safe)."""
+        self.jobs.put(job)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the thread after the batch in progress."""
+        self.jobs.put(None)
+        self._thread.join(timeout)
+
+    def _gather(self) -> list | None:
+        first = self.jobs.get()
+        if first is None:
+            return None
+        batch = [first]
+        deadline = time.monotonic() + self.max_wait
+        while len(batch) < self.max_batch:
+            left = deadline - time.monotonic()
+            try:
+                job = self.jobs.get(timeout=left) if left > 0 else self.jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:
+                self.jobs.put(None)
+                break
+            batch.append(job)
+        return batch
+
+    def _loop(self) -> None:
+        while True:
+            batch = self._gather()
+            if batch is None:
+                return
+            try:
+                replies = self.handler([j.body for j in batch])
+                if len(replies) != len(batch):
+                    raise RuntimeError(f"handler returned {len(replies)} replies for a batch of {len(batch)}")
+            except Exception as err:
+                log.exception("batch handler failed on %d requests", len(batch))
+                replies = [err] * len(batch)
+            self.batches += 1
+            self.batch_sizes[len(batch)] += 1
+            for job, reply in zip(batch, replies):
+                self.deliver(job, reply)

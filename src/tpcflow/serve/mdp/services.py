@@ -1,0 +1,137 @@
+"""Broker bookkeeping: services, workers and queued requests (no sockets, no clock).
+
+Time is always passed in (``now``, seconds) so the policies are testable without sleeping.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+
+__all__ = ["QueuedRequest", "ServiceState", "WorkerState"]
+
+
+@dataclass
+class QueuedRequest:
+    """A client request the broker holds until a worker replies FINAL.
+
+    Attributes
+    ----------
+    client : bytes
+        Client identity (ROUTER address).
+    rid : int or None
+        Client request id (tpcflow extension), echoed in front of the reply.
+    body : list
+        Request body frames (zero-copy ``zmq.Frame`` objects where received so).
+    service : bytes
+    attempts : int
+        Number of times it was dispatched to a worker.
+    queued_at : float
+    orphan_since : float or None
+        Since when the request waits on a service with no worker (unknown-service deadline).
+    """
+
+    client: bytes
+    rid: int | None
+    body: list
+    service: bytes
+    queued_at: float
+    attempts: int = 0
+    orphan_since: float | None = None
+
+
+@dataclass
+class WorkerState:
+    """A registered worker (one MDP DEALER connection)."""
+
+    identity: bytes
+    service: bytes
+    expires_at: float
+    heartbeat_at: float
+    user_id: str | None = None
+    request: QueuedRequest | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self.request is not None
+
+
+@dataclass
+class ServiceState:
+    """One named service: its workers (idle ones in LRU order) and its request queue.
+
+    The queue is fair between clients: one FIFO per client, served round robin, so one client with
+    thousands of requests in flight cannot starve another.
+    """
+
+    name: bytes
+    workers: dict = field(default_factory=dict)  # identity -> WorkerState
+    idle: OrderedDict = field(default_factory=OrderedDict)  # identity -> WorkerState, LRU first
+    queues: OrderedDict = field(default_factory=OrderedDict)  # client -> deque[QueuedRequest]
+    depth: int = 0
+    requests: int = 0
+    served: int = 0
+    errors: int = 0
+    redispatched: int = 0
+    expired: int = 0
+
+    def push(self, req: QueuedRequest, *, front: bool = False) -> None:
+        """Queue ``req`` (at the head of its client's queue with ``front``, for re-dispatch)."""
+        q = self.queues.get(req.client)
+        if q is None:
+            q = self.queues[req.client] = deque()
+            if front:
+                self.queues.move_to_end(req.client, last=False)
+        if front:
+            q.appendleft(req)
+        else:
+            q.append(req)
+        self.depth += 1
+
+    def pop(self) -> QueuedRequest | None:
+        """Pop the next request, round robin over clients; None if the queue is empty."""
+        if not self.queues:
+            return None
+        client, q = next(iter(self.queues.items()))
+        req = q.popleft()
+        if q:
+            self.queues.move_to_end(client)
+        else:
+            del self.queues[client]
+        self.depth -= 1
+        return req
+
+    def drain(self):
+        """Remove and yield every queued request."""
+        for q in self.queues.values():
+            yield from q
+        self.queues.clear()
+        self.depth = 0
+
+    def remove_if(self, pred) -> list[QueuedRequest]:
+        """Remove and return the queued requests for which ``pred(req)`` is true."""
+        removed = []
+        for client in list(self.queues):
+            q = self.queues[client]
+            keep = deque(r for r in q if not pred(r))
+            removed.extend(r for r in q if pred(r))
+            if keep:
+                self.queues[client] = keep
+            else:
+                del self.queues[client]
+        self.depth -= len(removed)
+        return removed
+
+    def stats(self) -> dict:
+        """Return the MMI statistics of this service (JSON-serialisable)."""
+        return {
+            "queue": self.depth,
+            "workers": len(self.workers),
+            "idle": len(self.idle),
+            "busy": len(self.workers) - len(self.idle),
+            "requests": self.requests,
+            "served": self.served,
+            "errors": self.errors,
+            "redispatched": self.redispatched,
+            "expired": self.expired,
+        }

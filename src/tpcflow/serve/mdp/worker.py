@@ -1,0 +1,283 @@
+"""MDP/0.2 worker: registers a service, answers requests, heartbeats while busy, reconnects.
+
+One :class:`Worker` holds ``slots`` MDP connections to the broker (each one a worker in the
+RFC 18 sense, handling one request at a time), so that the broker can hand it up to ``slots``
+requests at once for dynamic batching. A single socket thread serves every slot; the model runs
+in a :class:`~tpcflow.serve.mdp.batching.Batcher` thread, so heartbeats keep flowing while it is
+busy. When the broker stays silent for ``liveness * interval`` seconds, or sends DISCONNECT, the
+slot closes its socket and reconnects on a new one with exponential backoff, then sends READY
+again (RFC 18, "Opening and Closing a Connection"); this survives a broker restart.
+
+Source: ZeroMQ RFC 18 (MDP/0.2); wire dialect of majortomo 0.2.0.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+import zmq
+
+from tpcflow.serve.mdp import protocol as P
+from tpcflow.serve.mdp.batching import Batcher, Job
+
+__all__ = ["Worker"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Slot:
+    socket: zmq.Socket | None = None
+    generation: int = 0
+    busy: bool = False
+    last_recv: float = 0.0
+    last_send: float = 0.0
+    reconnect_at: float | None = None
+    backoff: float = 0.0
+
+
+class Worker:
+    """Serve one service for an MDP broker.
+
+    Parameters
+    ----------
+    broker : str
+        Broker endpoint, e.g. ``"tcp://127.0.0.1:5555"``.
+    service : str
+        Service name (printable ASCII).
+    handler : callable
+        Batch handler ``handler(bodies) -> replies``: one reply (list of frames) or Exception per
+        request body (list of ``zmq.Frame``). Wrap a per-request function with
+        :func:`~tpcflow.serve.mdp.batching.per_request`.
+    slots : int
+        Concurrent requests this worker accepts (MDP connections); at least ``max_batch``.
+    max_batch, max_wait
+        Dynamic batching limits [requests], [s].
+    heartbeat_interval : float
+        Seconds between heartbeats [s]; must match the broker's.
+    heartbeat_liveness : int
+        Reconnect after ``liveness * interval`` seconds without a message from the broker.
+    reconnect_max : float
+        Upper bound of the exponential reconnect backoff [s].
+    inline : bool
+        Run the handler in the socket thread (lowest latency, for handlers of well under one
+        heartbeat interval; no heartbeats while it runs).
+    context : zmq.Context, optional
+    curve : tpcflow.serve.mdp.curve.CurveClient, optional
+    """
+
+    def __init__(
+        self,
+        broker: str,
+        service: str,
+        handler,
+        *,
+        slots: int | None = None,
+        max_batch: int = 1,
+        max_wait: float = 0.0,
+        heartbeat_interval: float = 2.5,
+        heartbeat_liveness: int = 4,
+        reconnect_max: float = 10.0,
+        inline: bool = False,
+        context: zmq.Context | None = None,
+        curve=None,
+    ):
+        self.broker = broker
+        self.service = P.validate_service_name(service)
+        self.handler = handler
+        self.slots_n = int(slots if slots is not None else max(1, max_batch))
+        if self.slots_n < 1:
+            raise ValueError(f"slots must be >= 1, but got slots={slots}")
+        self.heartbeat_interval = float(heartbeat_interval)
+        self.expiry = float(heartbeat_interval) * int(heartbeat_liveness)
+        self.reconnect_max = float(reconnect_max)
+        self.inline = inline
+        self.max_batch, self.max_wait = max_batch, max_wait
+        self._ctx = context or zmq.Context.instance()
+        self._curve = curve
+        self._slots = [_Slot() for _ in range(self.slots_n)]
+        self._stop = threading.Event()
+        self._done: collections.deque = collections.deque()
+        self._thread: threading.Thread | None = None
+        self.registrations = 0  # READY messages sent (grows on every reconnect)
+        self.served = 0
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> threading.Thread:
+        """Run :meth:`run` in a daemon thread and return it."""
+        self._thread = threading.Thread(target=self.run, name=f"mdp-worker-{self.service.decode()}", daemon=True)
+        self._thread.start()
+        return self._thread
+
+    def stop(self, join: bool = True) -> None:
+        """Ask the loop to send DISCONNECT and exit (thread-safe)."""
+        self._stop.set()
+        if join and self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(10.0)
+
+    def run(self) -> None:
+        """Serve until :meth:`stop` (blocking)."""
+        wake_addr = f"inproc://mdp-worker-wake-{id(self)}"
+        wake_rx = self._ctx.socket(zmq.PULL)
+        wake_rx.bind(wake_addr)
+        wake_tx = self._ctx.socket(zmq.PUSH)
+        wake_tx.connect(wake_addr)
+        wake_lock = threading.Lock()
+
+        def deliver(job: Job, reply) -> None:
+            self._done.append((job, reply))
+            with wake_lock:
+                try:
+                    wake_tx.send(b"", zmq.NOBLOCK)
+                except zmq.Again:  # the socket thread has wake-ups pending already
+                    pass
+
+        batcher = None
+        if not self.inline:
+            batcher = Batcher(self.handler, deliver, max_batch=self.max_batch, max_wait=self.max_wait)
+        now = time.monotonic()
+        for i in range(self.slots_n):
+            self._connect(i, now)
+        try:
+            self._loop(wake_rx, batcher)
+        finally:
+            for slot in self._slots:
+                if slot.socket is not None:
+                    try:
+                        self._send(slot, P.DISCONNECT)
+                    except zmq.ZMQError:
+                        pass
+                    slot.socket.close(linger=200)
+                    slot.socket = None
+            if batcher is not None:
+                batcher.close()
+            wake_rx.close(0)
+            wake_tx.close(0)
+
+    # ------------------------------------------------------------------ socket loop
+    def _loop(self, wake_rx: zmq.Socket, batcher: Batcher | None) -> None:
+        while not self._stop.is_set():
+            poller = zmq.Poller()
+            poller.register(wake_rx, zmq.POLLIN)
+            owners = {}
+            for i, slot in enumerate(self._slots):
+                if slot.socket is not None:
+                    poller.register(slot.socket, zmq.POLLIN)
+                    owners[slot.socket] = i
+            events = dict(poller.poll(min(100.0, self.heartbeat_interval * 500)))
+            now = time.monotonic()
+            if wake_rx in events:
+                while True:
+                    try:
+                        wake_rx.recv(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+            while self._done:
+                job, reply = self._done.popleft()
+                self._finish(job, reply, now)
+            for sock, i in owners.items():
+                if sock in events:
+                    self._drain(i, batcher, now)
+            self._timers(time.monotonic())
+
+    def _drain(self, i: int, batcher: Batcher | None, now: float) -> None:
+        slot = self._slots[i]
+        while slot.socket is not None:
+            try:
+                frames = slot.socket.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            slot.last_recv = now
+            slot.backoff = 0.0
+            if len(frames) < 3 or len(frames[0].buffer) or frames[1].bytes != P.WORKER_HEADER:
+                log.warning("slot %d: dropped a malformed message from the broker (%d frames)", i, len(frames))
+                continue
+            cmd = frames[2].bytes
+            if cmd == P.HEARTBEAT:
+                continue
+            if cmd == P.DISCONNECT:
+                log.info("slot %d: broker sent DISCONNECT; reconnecting", i)
+                self._reconnect(i, now, delay=0.0)
+                return
+            if cmd != P.REQUEST or len(frames) < 5 or len(frames[4].buffer):
+                log.warning("slot %d: unexpected command %r from the broker", i, cmd)
+                continue
+            client = frames[3].bytes
+            rid, body = P.split_rid(frames[5:])
+            slot.busy = True
+            job = Job(i, slot.generation, client, rid, body)
+            if batcher is None:
+                try:
+                    reply = self.handler([body])[0]
+                except Exception as err:
+                    reply = err
+                self._finish(job, reply, time.monotonic())
+            else:
+                batcher.put(job)
+
+    def _finish(self, job: Job, reply, now: float) -> None:
+        slot = self._slots[job.slot]
+        if slot.generation != job.generation or slot.socket is None:
+            return  # the broker behind that request is gone; the client retries or it was re-dispatched
+        if isinstance(reply, BaseException):
+            body = P.error_body(500, f"service {self.service.decode()!r}: {type(reply).__name__}: {reply}")
+        else:
+            body = list(reply)
+        head = [b"", P.WORKER_HEADER, P.FINAL, job.client, b""]
+        if job.rid is not None:
+            head.append(P.pack_rid(job.rid))
+        slot.socket.send_multipart(head + body, copy=False)
+        slot.last_send = now
+        slot.last_recv = max(slot.last_recv, now)  # restart the liveness clock after a long job
+        slot.busy = False
+        self.served += 1
+
+    def _timers(self, now: float) -> None:
+        for i, slot in enumerate(self._slots):
+            if slot.socket is None:
+                if slot.reconnect_at is not None and now >= slot.reconnect_at:
+                    self._connect(i, now)
+                continue
+            if not slot.busy and now - slot.last_recv > self.expiry:
+                log.info("slot %d: no message from the broker for %.1f s; reconnecting", i, now - slot.last_recv)
+                self._reconnect(i, now, delay=None)
+                continue
+            if now - slot.last_send >= self.heartbeat_interval:
+                self._send(slot, P.HEARTBEAT)
+
+    # ------------------------------------------------------------------ connections
+    def _connect(self, i: int, now: float) -> None:
+        slot = self._slots[i]
+        sock = self._ctx.socket(zmq.DEALER)
+        sock.linger = 0
+        sock.sndhwm = 0
+        sock.rcvhwm = 0
+        if self._curve is not None:
+            self._curve.apply(sock)
+        sock.connect(self.broker)
+        slot.socket = sock
+        slot.generation += 1
+        slot.busy = False
+        slot.reconnect_at = None
+        slot.last_recv = now
+        self._send(slot, P.READY, self.service)
+        self.registrations += 1
+
+    def _reconnect(self, i: int, now: float, delay: float | None) -> None:
+        slot = self._slots[i]
+        if slot.socket is not None:
+            slot.socket.close(linger=0)
+            slot.socket = None
+        if delay is None:  # liveness expired: back off exponentially
+            slot.backoff = min(self.reconnect_max, max(self.heartbeat_interval, slot.backoff * 2))
+            delay = slot.backoff
+        slot.busy = False
+        slot.reconnect_at = now + delay
+
+    def _send(self, slot: _Slot, command: bytes, *frames) -> None:
+        slot.socket.send_multipart([b"", P.WORKER_HEADER, command, *frames])
+        slot.last_send = time.monotonic()
