@@ -1,0 +1,49 @@
+"""``tpcflow submit``: segment larcv3 files through an MDP service (argument parsing only)."""
+
+from __future__ import annotations
+
+HELP = "send larcv3 events to an MDP service and write its predictions as larcv3 sparse2d"
+DESCRIPTION = (
+    "Read the sparse2d planes of every entry of IN.h5 ..., send them to SERVICE with many "
+    "requests in flight, and write per-voxel labels and scores as larcv3 sparse2d with the input's "
+    "event ids, in entry order. Interrupted runs resume: finished entries are kept in OUT.h5.partial/ "
+    "and skipped when the same command is run again; OUT.h5 appears atomically at the end."
+)
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("inputs", nargs="+", metavar="IN.h5", help="larcv3 input files")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT.h5", help="larcv3 file to write")
+    parser.add_argument("--broker", default="tcp://127.0.0.1:5555", help="broker endpoint")
+    parser.add_argument("--service", default="cosmic_tagger", help="service name")
+    parser.add_argument("--producer", default="sbndwire", help="sparse2d producer of the input planes")
+    parser.add_argument("--output-producer", default="cosmicseg_pred",
+                        help="sparse2d producer of the labels (scores go to <name>_score)")
+    parser.add_argument("--max-in-flight", type=int, default=16, help="requests outstanding at once")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for each reply before retrying")
+    parser.add_argument("--retries", type=int, default=2, help="extra attempts per request after a timeout")
+    parser.add_argument("--wait-service", type=float, default=30.0, help="seconds to wait for a worker of SERVICE")
+    parser.add_argument("--compression", choices=["none", "lz4", "zstd"], default="lz4", help="request compression")
+    parser.add_argument("--curve-secret", default=None, help="this client's CurveZMQ secret key file (*.key_secret)")
+    parser.add_argument("--curve-server", default=None, help="the broker's public key file (*.key)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def run(args) -> int:
+    from tpcflow.errors import ConfigError
+    from tpcflow.serve.mdp.curve import CurveClient
+    from tpcflow.serve.mdp.submit import submit_files
+
+    curve = None
+    if args.curve_secret or args.curve_server:
+        if not (args.curve_secret and args.curve_server):
+            raise ConfigError("--curve-secret and --curve-server must be given together")
+        curve = CurveClient(args.curve_secret, args.curve_server)
+    res = submit_files(args.broker, args.service, args.inputs, args.output, producer=args.producer,
+                       out_producer=args.output_producer, max_in_flight=args.max_in_flight, timeout=args.timeout,
+                       retries=args.retries, wait_service=args.wait_service,
+                       compression=None if args.compression == "none" else args.compression,
+                       progress=not args.no_progress, curve=curve)
+    print(f"tpcflow submit: wrote {res.entries} entries to {res.output} "
+          f"({res.sent} sent, {res.skipped} resumed) in {res.seconds:.1f} s")
+    return 0

@@ -1,0 +1,157 @@
+"""Load a model file into a runner: ``runner(inputs: list[ndarray]) -> list[ndarray]``.
+
+Formats (detected from the file's content, not its name, except ONNX):
+
+* TorchScript archive (``torch.jit.save``: a zip holding ``<archive>/code/``);
+* tpcflow checkpoint (``torch.save`` dict, ``"format": "tpcflow-checkpoint"``), loaded
+  through :func:`tpcflow.models.registry.load_model`;
+* ONNX (``.onnx``), through onnxruntime when it is installed (optional extra ``onnx``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from tpcflow.serve.http.errors import ModelExecutionError, ModelFormatError
+
+__all__ = ["FORMAT_FILES", "Runner", "detect_format", "load_runner", "onnx_available"]
+
+Runner = Callable[[list[np.ndarray]], list[np.ndarray]]
+
+#: format -> file name of the model inside a version directory
+FORMAT_FILES = {"torchscript": "model.pt", "checkpoint": "model.pt", "onnx": "model.onnx"}
+
+
+def onnx_available() -> bool:
+    """Whether onnxruntime can be imported."""
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def detect_format(path: Path, filename: str | None = None) -> str:
+    """Return ``"torchscript"``, ``"checkpoint"`` or ``"onnx"`` for a model file.
+
+    Raises
+    ------
+    ModelFormatError
+        If the file is none of them.
+    """
+    if (filename or path.name).lower().endswith(".onnx"):
+        return "onnx"
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+        except (zipfile.BadZipFile, OSError) as err:
+            raise ModelFormatError(f"model file is a broken zip archive: {err}", file_path=filename) from None
+        if any("/code/" in n for n in names):
+            return "torchscript"
+        if any(n.endswith("data.pkl") for n in names):
+            return "checkpoint"
+    raise ModelFormatError(
+        "model file is not a TorchScript archive (torch.jit.save), a tpcflow checkpoint (torch.save) "
+        "or an ONNX file (*.onnx)",
+        file_path=filename or path.name,
+    )
+
+
+def _torch_runner(module, name: str) -> Runner:
+    import torch
+
+    module.eval()
+
+    def run(inputs: list[np.ndarray]) -> list[np.ndarray]:
+        tensors = [torch.from_numpy(np.require(a, requirements=["C", "W"])) for a in inputs]
+        try:
+            with torch.inference_mode():
+                out = module(*tensors)
+        except Exception as err:  # torch raises RuntimeError/TypeError/IndexError... on bad shapes
+            shapes = ", ".join(str(tuple(a.shape)) for a in inputs)
+            msg = str(err).strip().splitlines()
+            raise ModelExecutionError(
+                f"model {name!r} failed on inputs of shape {shapes}: {msg[-1] if msg else type(err).__name__}"
+            ) from None
+        return _outputs_to_numpy(out, name)
+
+    return run
+
+
+def _outputs_to_numpy(out, name: str) -> list[np.ndarray]:
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        outs = [out]
+    elif isinstance(out, (tuple, list)):
+        outs = list(out)
+    elif isinstance(out, dict):
+        outs = list(out.values())
+    else:
+        raise ModelExecutionError(f"model {name!r} returned {type(out).__name__}, expected tensors")
+    arrays = []
+    for o in outs:
+        if not isinstance(o, torch.Tensor):
+            raise ModelExecutionError(f"model {name!r} returned a {type(o).__name__} output, expected tensors")
+        arrays.append(o.detach().cpu().numpy())
+    return arrays
+
+
+def _onnx_runner(path: Path, name: str, input_names: list[str]) -> Runner:
+    if not onnx_available():
+        raise ModelFormatError(
+            "ONNX models need onnxruntime, which is not installed (pip install 'tpcflow[onnx]')",
+            file_path=path.name,
+        )
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph types
+        raise ModelFormatError(f"onnxruntime cannot load the model: {err}", file_path=path.name) from None
+    names = [i.name for i in session.get_inputs()]
+
+    def run(inputs: list[np.ndarray]) -> list[np.ndarray]:
+        try:
+            return list(session.run(None, dict(zip(names, inputs, strict=False))))
+        except Exception as err:
+            shapes = ", ".join(str(tuple(a.shape)) for a in inputs)
+            raise ModelExecutionError(f"model {name!r} failed on inputs of shape {shapes}: {err}") from None
+
+    return run
+
+
+def load_runner(path: Path, fmt: str, name: str, input_names: list[str]) -> Runner:
+    """Load ``path`` (of format ``fmt``) on CPU and return its runner.
+
+    Raises
+    ------
+    ModelFormatError
+        If the file cannot be loaded in that format.
+    """
+    if fmt == "onnx":
+        return _onnx_runner(path, name, input_names)
+    import torch
+
+    if fmt == "torchscript":
+        try:
+            module = torch.jit.load(str(path), map_location="cpu")
+        except Exception as err:  # torch raises RuntimeError with the archive problem
+            raise ModelFormatError(f"cannot load TorchScript archive: {err}", file_path=path) from None
+        return _torch_runner(module, name)
+    if fmt == "checkpoint":
+        try:
+            from tpcflow.models.registry import load_model
+        except ImportError:
+            raise ModelFormatError(
+                "tpcflow checkpoints need tpcflow.models.registry.load_model, which is not available",
+                file_path=path,
+            ) from None
+        try:
+            module, _config = load_model(path, map_location="cpu")
+        except Exception as err:  # load_model raises DataFormatError; torch its own
+            raise ModelFormatError(f"cannot load tpcflow checkpoint: {err}", file_path=path) from None
+        return _torch_runner(module, name)
+    raise ModelFormatError(f"unknown model format {fmt!r}", file_path=path)

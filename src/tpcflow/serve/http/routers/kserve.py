@@ -1,0 +1,181 @@
+"""KServe v2 / Open Inference Protocol routes (the protocol of Triton and tritonclient).
+
+Source: KServe "Open Inference Protocol" REST API: health, server and model
+metadata, model readiness, inference with JSON tensors and Triton's binary
+tensor data extension (see :mod:`tpcflow.serve.http.tensors`).  Errors are
+``{"error": message}`` bodies with a 4xx status.
+"""
+
+from __future__ import annotations
+
+import json
+
+from fastapi import APIRouter, Path, Request, Response
+
+from tpcflow import __version__
+from tpcflow.serve.http.cache import LoadedModel
+from tpcflow.serve.http.deps import get_state
+from tpcflow.serve.http.errors import BadRequestError
+from tpcflow.serve.http.inputs import check_sample_shape
+from tpcflow.serve.http.params import DATATYPES, NAME_PATTERN
+from tpcflow.serve.http.repository import check_name
+from tpcflow.serve.http.tensors import HEADER, InferRequest, decode_request, encode_response
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v2", tags=["kserve-v2"])
+
+_NAME = Path(pattern=NAME_PATTERN, description="model name")
+_VERSION = Path(pattern=r"^[1-9][0-9]{0,8}$", description="model version")
+_PLATFORM = {"torchscript": "pytorch_libtorch", "checkpoint": "pytorch_libtorch", "onnx": "onnxruntime_onnx"}
+
+
+def _json(data: object, status: int = 200) -> Response:
+    return Response(json.dumps(data, separators=(",", ":")), status, media_type="application/json")
+
+
+@router.get("/health/live", summary="Server liveness")
+def live() -> Response:
+    return _json({"live": True})
+
+
+@router.get("/health/ready", summary="Server readiness")
+def ready(request: Request) -> Response:
+    get_state(request).repository.names()  # the repository directory is readable
+    return _json({"ready": True})
+
+
+@router.get("", summary="Server metadata")
+def server_metadata() -> Response:
+    return _json({"name": "tpcflow", "version": __version__, "extensions": ["binary_tensor_data"]})
+
+
+def _metadata(request: Request, name: str, version: int | None) -> dict:
+    state = get_state(request)
+    entry = state.repository.entry(check_name(name), version)
+    p = entry.params
+    sample = p.input_shape if p.input_shape is not None else [-1]
+    inputs = [{"name": n, "datatype": p.datatype, "shape": [-1, *(sample if i == 0 else [-1])]}
+              for i, n in enumerate(p.input_names)]
+    outputs = [{"name": n, "datatype": "FP32", "shape": [-1, -1]} for n in p.output_names]
+    return {"name": name, "versions": [str(v) for v in state.repository.versions(name)],
+            "platform": _PLATFORM.get(p.format or "torchscript", "pytorch_libtorch"),
+            "inputs": inputs, "outputs": outputs}
+
+
+@router.get("/models/{name}", summary="Model metadata")
+def model_metadata(request: Request, name: str = _NAME) -> Response:
+    return _json(_metadata(request, name, None))
+
+
+@router.get("/models/{name}/versions/{version}", summary="Model version metadata")
+def model_version_metadata(request: Request, name: str = _NAME, version: str = _VERSION) -> Response:
+    return _json(_metadata(request, name, int(version)))
+
+
+async def _ready(request: Request, name: str, version: int | None) -> Response:
+    await get_state(request).cache.aget(check_name(name), version)  # loads it: ready means servable
+    return _json({"name": name, "ready": True})
+
+
+@router.get("/models/{name}/ready", summary="Model readiness")
+async def model_ready(request: Request, name: str = _NAME) -> Response:
+    return await _ready(request, name, None)
+
+
+@router.get("/models/{name}/versions/{version}/ready", summary="Model version readiness")
+async def model_version_ready(request: Request, name: str = _NAME, version: str = _VERSION) -> Response:
+    return await _ready(request, name, int(version))
+
+
+def _arrange_inputs(loaded: LoadedModel, request: InferRequest, arrays: list) -> list:
+    p = loaded.params
+    by_name = {}
+    for inp, arr in zip(request.inputs, arrays, strict=True):
+        if inp.name in by_name:
+            raise BadRequestError(f"input {inp.name!r} given twice")
+        by_name[inp.name] = (inp, arr)
+    if set(by_name) != set(p.input_names):
+        raise BadRequestError(f"model {p.name!r} takes inputs {p.input_names}, got {list(by_name)}")
+    ordered = []
+    for i, n in enumerate(p.input_names):
+        inp, arr = by_name[n]
+        if inp.datatype != p.datatype:
+            raise BadRequestError(f"input {n!r} must be {p.datatype}, got {inp.datatype}")
+        if arr.ndim < 1 or arr.shape[0] < 1:
+            raise BadRequestError(f"input {n!r} needs a batch dimension of at least 1, got shape {list(arr.shape)}")
+        if i == 0:
+            arr = check_sample_shape(arr, p, what=f"input {n!r}")
+        ordered.append(arr)
+    rows = {a.shape[0] for a in ordered}
+    if len(rows) != 1:
+        raise BadRequestError(f"inputs have different batch sizes {sorted(rows)}")
+    return ordered
+
+
+async def _infer(request: Request, name: str, version: int | None) -> Response:
+    state = get_state(request)
+    check_name(name)
+    body = await request.body()
+    infer_request, arrays = decode_request(body, request.headers.get(HEADER))
+    loaded = await state.cache.aget(name, version)
+    inputs = _arrange_inputs(loaded, infer_request, arrays)
+    outputs = await loaded.batcher.submit(inputs)
+    names = list(loaded.params.output_names)
+    names += [f"output{i}" for i in range(len(names), len(outputs))]
+    payload, header_length = encode_response(infer_request, name, loaded.version, names, outputs)
+    if header_length is None:
+        return Response(payload, media_type="application/json")
+    return Response(payload, media_type="application/octet-stream",
+                    headers={"Inference-Header-Content-Length": str(header_length)})
+
+
+_PARAMS_SCHEMA = {"type": "object", "additionalProperties": {"type": ["string", "integer", "number", "boolean", "null"]}}
+_INFER_SCHEMA = {
+    "type": "object",
+    "required": ["inputs"],
+    "additionalProperties": False,
+    "properties": {
+        "id": {"type": "string"},
+        "parameters": _PARAMS_SCHEMA,
+        "inputs": {"type": "array", "minItems": 1, "items": {
+            "type": "object", "required": ["name", "shape", "datatype"], "additionalProperties": False,
+            "properties": {
+                "name": {"type": "string"},
+                "shape": {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}},
+                "datatype": {"type": "string", "enum": sorted(DATATYPES)},
+                "parameters": _PARAMS_SCHEMA,
+                "data": {"type": "array"},
+            }}},
+        "outputs": {"type": "array", "items": {
+            "type": "object", "required": ["name"], "additionalProperties": False,
+            "properties": {"name": {"type": "string"}, "parameters": _PARAMS_SCHEMA}}},
+    },
+}
+
+
+def _infer_openapi() -> dict:
+    return {
+        "requestBody": {"required": True, "content": {
+            "application/json": {"schema": _INFER_SCHEMA},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+        "parameters": [{"name": "Inference-Header-Content-Length", "in": "header", "required": False,
+                        "schema": {"type": "integer", "minimum": 1},
+                        "description": "length of the JSON header when binary tensors follow"}],
+    }
+
+
+@router.post("/models/{name}/infer", summary="Inference", openapi_extra=_infer_openapi())
+async def infer(request: Request, name: str = _NAME) -> Response:
+    """Run the latest version of ``name`` on JSON or binary tensors (datatypes: %s)."""
+    return await _infer(request, name, None)
+
+
+@router.post("/models/{name}/versions/{version}/infer", summary="Inference on a version",
+             openapi_extra=_infer_openapi())
+async def infer_version(request: Request, name: str = _NAME, version: str = _VERSION) -> Response:
+    """Run version ``version`` of ``name``."""
+    return await _infer(request, name, int(version))
+
+
+infer.__doc__ = (infer.__doc__ or "") % ", ".join(DATATYPES)

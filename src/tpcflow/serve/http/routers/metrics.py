@@ -1,0 +1,20 @@
+"""``GET /metrics``: Prometheus text exposition of the server's registry."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from tpcflow.serve.http.deps import get_state
+from tpcflow.serve.http.metrics import CONTENT_TYPE_LATEST
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["metrics"])
+
+
+@router.get("/metrics", response_class=Response, summary="Prometheus metrics")
+def prometheus_metrics(request: Request) -> Response:
+    """Request counts and latencies per route, model batch sizes and durations."""
+    state = get_state(request)
+    state.metrics.models_loaded.set(len(state.cache))
+    return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,215 @@
+"""TFaaS-compatible routes: upload, list, delete, JSON and image predictions, status.
+
+Source: TFaaS (vkuznet/TFaaS) ``/upload``, ``/models``, ``/delete``, ``/json``,
+``/image``, ``/status``; here ``/json`` also takes batches of rows and uses the
+``keys`` to order the features.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import anyio.to_thread
+import numpy as np
+from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.datastructures import UploadFile
+
+from tpcflow import __version__
+from tpcflow.serve.http.deps import get_state, require_token
+from tpcflow.serve.http.errors import BadRequestError, ModelFormatError
+from tpcflow.serve.http.inputs import decode_image, label_probabilities, rows_to_array
+from tpcflow.serve.http.loading import onnx_available
+from tpcflow.serve.http.params import NAME_PATTERN
+from tpcflow.serve.http.repository import check_name, parse_labels
+
+__all__ = ["PredictRequest", "router"]
+
+router = APIRouter(tags=["tfaas"])
+
+_FORM_LIMITS = {"max_files": 3, "max_fields": 4, "max_part_size": 1024 * 1024}
+
+
+def _json(data: object, status: int = 200) -> Response:
+    return Response(json.dumps(data, separators=(",", ":")), status, media_type="application/json")
+
+
+class PredictRequest(BaseModel):
+    """Body of ``POST /json``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(pattern=NAME_PATTERN, description="model name")
+    keys: list[str] | None = Field(default=None, description="feature names of the values, in their order")
+    values: list[float] | list[list[float]] = Field(description="one row [v, ...] or rows [[v, ...], ...]")
+    version: int | None = Field(default=None, ge=1, description="model version (default: latest)")
+
+
+def _multipart_body(properties: dict, required: list[str]) -> dict:
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+        "type": "object", "properties": properties, "required": required}}}}}
+
+
+_BINARY = {"type": "string", "format": "binary"}
+
+
+async def _read_part(part: object, what: str) -> bytes:
+    if isinstance(part, UploadFile):
+        return await part.read()
+    if isinstance(part, str):
+        return part.encode()
+    raise BadRequestError(f"missing multipart field {what!r}")
+
+
+@router.post(
+    "/upload",
+    status_code=201,
+    dependencies=[Depends(require_token)],
+    summary="Upload a model (new version)",
+    openapi_extra=_multipart_body(
+        {"name": {"type": "string", "pattern": NAME_PATTERN}, "params": {"type": "string"},
+         "model": _BINARY, "labels": {"type": "string"}},
+        ["name", "params", "model"],
+    ),
+)
+async def upload(request: Request) -> Response:
+    """Store a TorchScript, tpcflow checkpoint or ONNX model as a new version of ``name``.
+
+    Multipart fields: ``name``; ``params`` (params.json, a file or a string);
+    ``model`` (the model file); ``labels`` (optional labels.txt).  Needs the API token.
+    """
+    state = get_state(request)
+    form = await request.form(**_FORM_LIMITS)
+    try:
+        name = form.get("name")
+        if not isinstance(name, str):
+            raise BadRequestError("missing multipart field 'name' (the model name)")
+        check_name(name)
+        try:
+            params = json.loads(await _read_part(form.get("params"), "params"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ModelFormatError(f"params is not valid JSON: {err}", file_path="params.json") from None
+        if not isinstance(params, dict):
+            raise ModelFormatError("params must be a JSON object", file_path="params.json")
+        model = form.get("model")
+        if not isinstance(model, UploadFile):
+            raise BadRequestError("missing multipart file 'model' (the model file)")
+        labels_part = form.get("labels")
+        labels = parse_labels(await _read_part(labels_part, "labels")) if labels_part is not None else None
+        scratch = state.repository.scratch_dir()
+        fd, tmp = tempfile.mkstemp(prefix="model-", dir=scratch)
+        tmp_path = Path(tmp)
+        try:
+            with open(fd, "wb") as out:
+                await model.seek(0)
+                await anyio.to_thread.run_sync(shutil.copyfileobj, model.file, out)
+            entry = await anyio.to_thread.run_sync(
+                lambda: state.repository.add(name, params, tmp_path, filename=model.filename, labels=labels)
+            )
+        finally:
+            tmp_path.unlink(missing_ok=True)
+    finally:
+        await form.close()
+    state.cache.evict(name)
+    return _json({"name": entry.name, "version": entry.version, "format": entry.params.format,
+                  "params": entry.params.model_dump(mode="json", exclude_none=True)}, 201)
+
+
+@router.get("/models", summary="List the models")
+def models(request: Request) -> Response:
+    """Params of the latest version of every model, each with its ``versions``."""
+    return _json(get_state(request).repository.describe())
+
+
+@router.delete("/delete/{model:path}", dependencies=[Depends(require_token)], summary="Delete a model")
+async def delete(request: Request, model: str,
+                 version: int | None = Query(default=None, ge=1, description="only this version")) -> Response:
+    """Delete every version of ``model`` (or one).  Needs the API token."""
+    state = get_state(request)
+    check_name(model)
+    removed = await anyio.to_thread.run_sync(state.repository.delete, model, version)
+    state.cache.evict(model, version)
+    return _json({"name": model, "deleted_versions": removed})
+
+
+@router.post("/json", summary="Predict from JSON rows")
+async def predict_json(request: Request, body: PredictRequest) -> Response:
+    """Run ``model`` on one row or a batch of rows; returns ``predictions`` (one per row)."""
+    state = get_state(request)
+    loaded = await state.cache.aget(body.model, body.version)
+    x, single = rows_to_array(body.values, body.keys, loaded.params)
+    if len(loaded.params.input_names) != 1:
+        raise BadRequestError(f"model {body.model!r} takes {len(loaded.params.input_names)} inputs; "
+                              "use POST /v2/models/{name}/infer")
+    outputs = await loaded.batcher.submit([x])
+    first = outputs[0][0] if single else outputs[0]
+    answer: dict = {"model": loaded.name, "version": loaded.version, "predictions": first.tolist()}
+    if len(outputs) > 1:
+        names = loaded.params.output_names
+        answer["outputs"] = {
+            (names[i] if i < len(names) else f"output{i}"): (o[0] if single else o).tolist()
+            for i, o in enumerate(outputs)
+        }
+    return _json(answer)
+
+
+@router.post(
+    "/image",
+    summary="Classify a PNG or JPEG image",
+    openapi_extra=_multipart_body(
+        {"image": _BINARY, "model": {"type": "string", "pattern": NAME_PATTERN}, "version": {"type": "integer"}},
+        ["image", "model"],
+    ),
+)
+async def predict_image(request: Request) -> Response:
+    """Multipart ``image`` (PNG/JPEG) and ``model``; returns labels with probabilities, most probable first."""
+    state = get_state(request)
+    form = await request.form(**_FORM_LIMITS)
+    try:
+        name = form.get("model")
+        if not isinstance(name, str):
+            raise BadRequestError("missing multipart field 'model' (the model name)")
+        check_name(name)
+        version_field = form.get("version")
+        version = None
+        if isinstance(version_field, str) and version_field:
+            if not version_field.isdigit() or int(version_field) < 1:
+                raise BadRequestError(f"version must be a positive integer, got {version_field!r}")
+            version = int(version_field)
+        image = form.get("image") or form.get("file")
+        if not isinstance(image, UploadFile):
+            raise BadRequestError("missing multipart file 'image' (a PNG or JPEG)")
+        data = await image.read()
+        filename = image.filename
+    finally:
+        await form.close()
+    loaded = await state.cache.aget(name, version)
+    x = await anyio.to_thread.run_sync(decode_image, data, loaded.params, state.settings.max_image_pixels)
+    outputs = await loaded.batcher.submit([x])
+    return _json({"model": loaded.name, "version": loaded.version, "filename": filename,
+                  "labels": label_probabilities(outputs[0][0], loaded.params, loaded.labels)})
+
+
+@router.get("/status", summary="Server status")
+def status(request: Request) -> Response:
+    """Server version, uptime, number of models, loaded models with batch counters, settings."""
+    state = get_state(request)
+    s = state.settings
+    return _json({
+        "status": "ok",
+        "server": "tpcflow",
+        "version": __version__,
+        "uptime_s": round(time.time() - state.started_at, 3),
+        "models": len(state.repository.names()),
+        "loaded": state.cache.info(),
+        "formats": ["torchscript", "checkpoint"] + (["onnx"] if onnx_available() else []),
+        "batching": {"enabled": s.batching, "max_batch_size": s.max_batch_size,
+                     "max_batch_delay_ms": s.max_batch_delay_ms},
+        "limits": {"max_upload_bytes": s.max_upload_bytes, "max_request_bytes": s.max_request_bytes},
+        "uploads_enabled": s.api_token is not None,
+        "numpy": np.__version__,
+    })

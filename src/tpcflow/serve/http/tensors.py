@@ -1,0 +1,188 @@
+"""KServe v2 inference request/response bodies, JSON and binary tensor extension.
+
+Source: KServe "Open Inference Protocol" (v2) REST spec, and Triton's
+"Binary Tensor Data Extension": the body is a JSON header of
+``Inference-Header-Content-Length`` bytes followed by the raw tensors, in the
+order of the inputs whose ``parameters.binary_data_size`` is set (row-major,
+little-endian).  Outputs are sent binary when the request asks for it
+(``outputs[i].parameters.binary_data`` or ``parameters.binary_data_output``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tpcflow.serve.http.errors import BadRequestError
+from tpcflow.serve.http.params import DATATYPES
+
+__all__ = ["InferRequest", "decode_request", "encode_response"]
+
+HEADER = "inference-header-content-length"
+_NP_TO_V2 = {np.dtype(v).str: k for k, v in DATATYPES.items()}
+
+Parameters = dict[str, str | int | float | bool | None]
+
+
+class RequestInput(BaseModel):
+    """One input tensor of an inference request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    shape: list[int] = Field(min_length=1)
+    datatype: str
+    parameters: Parameters | None = None
+    data: list[Any] | None = None
+
+
+class RequestOutput(BaseModel):
+    """One requested output."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    parameters: Parameters | None = None
+
+
+class InferRequest(BaseModel):
+    """``POST /v2/models/{name}/infer`` JSON body (or the JSON header of a binary body)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | None = None
+    parameters: Parameters | None = None
+    inputs: list[RequestInput] = Field(min_length=1)
+    outputs: list[RequestOutput] | None = None
+
+
+class InferValidationError(BadRequestError):
+    """The JSON header does not follow the inference request schema (HTTP 422)."""
+
+    status_code = 422
+
+
+def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
+    if header_length is None:
+        return body, memoryview(b"")
+    try:
+        n = int(header_length)
+    except ValueError:
+        raise BadRequestError(f"Inference-Header-Content-Length must be an integer, got {header_length!r}") from None
+    if not 0 < n <= len(body):
+        raise BadRequestError(f"Inference-Header-Content-Length {n} is outside the body of {len(body)} bytes")
+    view = memoryview(body)
+    return bytes(view[:n]), view[n:]
+
+
+def decode_request(body: bytes, header_length: str | None) -> tuple[InferRequest, list[np.ndarray]]:
+    """Parse a v2 inference body into the request and its input arrays (shaped, typed).
+
+    Raises
+    ------
+    BadRequestError
+        On malformed JSON, unknown datatypes, data that does not fit the shape,
+        or binary sizes that do not add up.
+    """
+    header, binary = _split_body(body, header_length)
+    try:
+        raw = json.loads(header)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise BadRequestError(f"inference request is not valid JSON: {err}") from None
+    try:
+        request = InferRequest.model_validate(raw)
+    except ValidationError as err:
+        raise InferValidationError(f"invalid inference request: {err}") from None
+    arrays = []
+    offset = 0
+    for inp in request.inputs:
+        if inp.datatype not in DATATYPES:
+            raise BadRequestError(
+                f"input {inp.name!r}: datatype {inp.datatype!r} is not supported; use one of {sorted(DATATYPES)}"
+            )
+        if any(d < 0 for d in inp.shape):
+            raise BadRequestError(f"input {inp.name!r}: shape {inp.shape} has negative dimensions")
+        dtype = np.dtype(DATATYPES[inp.datatype]).newbyteorder("<")
+        count = math.prod(inp.shape)
+        size = (inp.parameters or {}).get("binary_data_size")
+        if size is not None:
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                raise BadRequestError(f"input {inp.name!r}: binary_data_size must be a non-negative integer")
+            if size != count * dtype.itemsize:
+                raise BadRequestError(
+                    f"input {inp.name!r}: binary_data_size {size} does not match shape {inp.shape} of "
+                    f"{inp.datatype} ({count * dtype.itemsize} bytes)"
+                )
+            if offset + size > len(binary):
+                raise BadRequestError(
+                    f"input {inp.name!r}: binary data ends after {len(binary) - offset} of {size} bytes"
+                )
+            arr = np.frombuffer(binary[offset:offset + size], dtype=dtype).reshape(inp.shape).copy()
+            offset += size
+        else:
+            if inp.data is None:
+                raise BadRequestError(f"input {inp.name!r} has neither data nor parameters.binary_data_size")
+            try:
+                arr = np.asarray(inp.data, dtype=dtype)
+            except (ValueError, TypeError, OverflowError) as err:
+                raise BadRequestError(f"input {inp.name!r}: data is not {inp.datatype} numbers: {err}") from None
+            if arr.size != count:
+                raise BadRequestError(
+                    f"input {inp.name!r}: data has {arr.size} elements but shape {inp.shape} needs {count}"
+                )
+            arr = arr.reshape(inp.shape)
+        arrays.append(np.ascontiguousarray(arr, dtype=dtype.newbyteorder("=")))
+    if offset != len(binary):
+        raise BadRequestError(f"{len(binary) - offset} bytes of binary data follow the inputs unclaimed")
+    return request, arrays
+
+
+def _as_bool(value: object) -> bool:
+    return value is True or (isinstance(value, str) and value.lower() == "true")
+
+
+def encode_response(request: InferRequest, model_name: str, model_version: int, names: list[str],
+                    outputs: list[np.ndarray]) -> tuple[bytes, int | None]:
+    """Build the response body; return it and the JSON header length if binary tensors follow.
+
+    Raises
+    ------
+    BadRequestError
+        If the request asks for an output the model does not have.
+    """
+    by_name = dict(zip(names, outputs, strict=False))
+    default_binary = _as_bool((request.parameters or {}).get("binary_data_output"))
+    if request.outputs:
+        unknown = [o.name for o in request.outputs if o.name not in by_name]
+        if unknown:
+            raise BadRequestError(f"unknown outputs {unknown}; model {model_name!r} has {list(by_name)}")
+        selected = [(o.name, _as_bool((o.parameters or {}).get("binary_data", default_binary))) for o in request.outputs]
+    else:
+        selected = [(n, default_binary) for n in by_name]
+    tensors = []
+    blobs = []
+    for name, binary in selected:
+        arr = np.ascontiguousarray(by_name[name])
+        datatype = _NP_TO_V2.get(arr.dtype.str)
+        if datatype is None:
+            arr = arr.astype(np.float32)
+            datatype = "FP32"
+        tensor: dict[str, object] = {"name": name, "datatype": datatype, "shape": list(arr.shape)}
+        if binary:
+            blob = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+            tensor["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            tensor["data"] = arr.reshape(-1).tolist()
+        tensors.append(tensor)
+    answer: dict[str, object] = {"model_name": model_name, "model_version": str(model_version), "outputs": tensors}
+    if request.id is not None:
+        answer["id"] = request.id
+    header = json.dumps(answer, separators=(",", ":")).encode()
+    if not blobs:
+        return header, None
+    return b"".join([header, *blobs]), len(header)

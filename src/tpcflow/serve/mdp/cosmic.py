@@ -1,0 +1,263 @@
+"""Cosmic-tagger payload convention and the worker-side model runner.
+
+Request body (tensor codec, :mod:`tpcflow.serve.codec`): one COO tensor per plane, named
+``plane<k>``, dtype float32 (charge [ADC]), shape = larcv3 ``meta.number_of_voxels`` (SBND:
+(2048, 1280)), flat larcv3 voxel index, the event id in every header and the plane's ImageMeta in
+``attrs["meta"]``. Compressed with lz4 by default.
+
+Reply body: per plane, a dense uint8 tensor ``label<k>`` (0 background, 1 cosmic, 2 neutrino)
+and a dense float32 tensor ``score<k>`` (softmax probability of that label), both of length
+N = the plane's voxel count, in the request's voxel order, plus the event id.
+
+The worker scatters each event into CosmicTagger's image layout [3, H, W] with
+``image[p, h, w] = dense_p[w, h]`` (H = number_of_voxels[1], W = number_of_voxels[0]), runs the
+network on a batch, and gathers its prediction at the input voxels only.
+
+Source: CosmicTagger image layout and label convention (tpcflow products docstring).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from tpcflow.errors import ConfigError, ProtocolError
+from tpcflow.serve import codec
+
+__all__ = [
+    "CosmicTaggerHandler",
+    "decode_reply",
+    "decode_request",
+    "encode_reply",
+    "encode_request",
+    "load_predictor",
+]
+
+log = logging.getLogger(__name__)
+
+
+def _meta_attrs(meta) -> dict:
+    return {
+        "projection_id": int(meta.projection_id),
+        "number_of_voxels": [int(n) for n in meta.number_of_voxels],
+        "image_sizes": [float(s) for s in meta.image_sizes],
+        "origin": [float(o) for o in meta.origin],
+    }
+
+
+def encode_request(event_id, projections, *, compression: str | None = "lz4") -> list:
+    """Encode the planes of one event (list of :class:`~tpcflow.io.SparseProjection`) as a request."""
+    eid = None if event_id is None else tuple(int(x) for x in (event_id.as_tuple() if hasattr(event_id, "as_tuple") else event_id))
+    frames = []
+    for k, proj in enumerate(projections):
+        frames += codec.encode_coo(
+            np.asarray(proj.index), np.asarray(proj.values, dtype=np.float32), tuple(proj.meta.number_of_voxels),
+            name=f"plane{k}", compression=compression, event_id=eid, attrs={"meta": _meta_attrs(proj.meta)},
+        )
+    return frames
+
+
+def decode_request(frames) -> tuple[tuple | None, list]:
+    """Return ``(event_id, planes)``: ``planes`` are COO :class:`~tpcflow.serve.codec.Decoded` tensors.
+
+    Raises
+    ------
+    ProtocolError
+        If the body is not 1+ two-dimensional COO planes.
+    """
+    planes = codec.decode_all(frames)
+    if not planes:
+        raise ProtocolError("cosmic-tagger request: no plane tensor in the body")
+    for k, t in enumerate(planes):
+        if t.encoding != "coo" or len(t.shape) != 2:
+            raise ProtocolError(f"cosmic-tagger request: plane {k} must be a 2-D COO tensor, got {t.encoding} {t.shape}")
+    return planes[0].event_id, planes
+
+
+def encode_reply(event_id, labels: list, scores: list) -> list:
+    """Encode per-plane labels (uint8) and scores (float32) at the request's voxels."""
+    frames = []
+    for k, (lab, sc) in enumerate(zip(labels, scores)):
+        frames += codec.encode(np.asarray(lab, dtype=np.uint8), name=f"label{k}", event_id=event_id)
+        frames += codec.encode(np.asarray(sc, dtype=np.float32), name=f"score{k}", event_id=event_id)
+    return frames
+
+
+def decode_reply(frames) -> tuple[tuple | None, list, list]:
+    """Return ``(event_id, labels, scores)`` lists of per-plane arrays from a reply body."""
+    ts = codec.decode_all(frames)
+    if len(ts) % 2 or not ts:
+        raise ProtocolError(f"cosmic-tagger reply: expected label/score pairs, got {len(ts)} tensors")
+    return ts[0].event_id, [t.data for t in ts[0::2]], [t.data for t in ts[1::2]]
+
+
+def _scatter(batch_planes: list, shape) -> np.ndarray:
+    """Dense CosmicTagger images [B, P, H, W] float32 from COO planes of shape (W, H)."""
+    w_n, h_n = shape
+    nplanes = len(batch_planes[0])
+    images = np.zeros((len(batch_planes), nplanes, h_n, w_n), dtype=np.float32)
+    flat = images.reshape(-1)
+    for b, planes in enumerate(batch_planes):
+        for p, t in enumerate(planes):
+            idx = t.index.astype(np.int64)
+            w, h = np.divmod(idx, h_n)
+            flat[((b * nplanes + p) * h_n + h) * w_n + w] = t.values
+    return images
+
+
+def _interpret(out, nplanes: int):
+    """Return ("labels", [B,P,H,W]) or ("logits", [B,C,P,H,W]) from a network's output."""
+    if isinstance(out, (list, tuple)):
+        if len(out) != nplanes:
+            raise RuntimeError(f"network returned {len(out)} outputs for {nplanes} planes")
+        stack = __import__("torch").stack if hasattr(out[0], "detach") else np.stack
+        out = stack(list(out), 2)  # P x [B, C, H, W] -> [B, C, P, H, W]
+    ndim = out.ndim if hasattr(out, "ndim") else len(out.shape)
+    if ndim == 5:
+        return "logits", out
+    is_float = out.is_floating_point() if hasattr(out, "detach") else np.issubdtype(out.dtype, np.floating)
+    if ndim == 4 and not is_float:
+        return "labels", out
+    raise RuntimeError(
+        f"network output of shape {tuple(out.shape)} is neither logits [B,C,P,H,W], a tuple of P "
+        "[B,C,H,W] tensors, nor integer labels [B,P,H,W]"
+    )
+
+
+def _gather(kind: str, out, b: int, p: int, h, w):
+    if hasattr(out, "detach"):  # torch: gather on the device, move only N values
+        import torch
+
+        hh = torch.as_tensor(h, device=out.device)
+        ww = torch.as_tensor(w, device=out.device)
+        if kind == "labels":
+            lab = out[b, p][hh, ww].to("cpu").numpy()
+            return lab.astype(np.uint8), np.ones(lab.shape, np.float32)
+        prob = torch.softmax(out[b, :, p][:, hh, ww].float(), dim=0)
+        score, lab = prob.max(dim=0)
+        return lab.to("cpu").numpy().astype(np.uint8), score.to("cpu").numpy().astype(np.float32)
+    out = np.asarray(out)
+    if kind == "labels":
+        lab = out[b, p][h, w]
+        return lab.astype(np.uint8), np.ones(lab.shape, np.float32)
+    logits = out[b, :, p][:, h, w].astype(np.float64)
+    logits -= logits.max(axis=0, keepdims=True) if logits.size else 0
+    prob = np.exp(logits)
+    prob /= prob.sum(axis=0, keepdims=True)
+    return prob.argmax(axis=0).astype(np.uint8), prob.max(axis=0).astype(np.float32) if prob.size else np.zeros(0, np.float32)
+
+
+class CosmicTaggerHandler:
+    """Batch handler for :class:`~tpcflow.serve.mdp.worker.Worker`: decode, batch, predict, encode.
+
+    Parameters
+    ----------
+    predict : callable
+        ``predict(images [B, 3, H, W] float32 ndarray) -> output``; output as accepted by the
+        worker (logits [B,C,P,H,W], a tuple of P logit tensors [B,C,H,W], or integer labels
+        [B,P,H,W]; numpy or torch).
+    """
+
+    def __init__(self, predict):
+        self.predict = predict
+
+    def __call__(self, bodies: list) -> list:
+        replies: list = [None] * len(bodies)
+        groups: dict = {}
+        for i, body in enumerate(bodies):
+            try:
+                eid, planes = decode_request(body)
+            except ProtocolError as err:
+                replies[i] = err
+                continue
+            groups.setdefault((len(planes), planes[0].shape), []).append((i, eid, planes))
+        for (nplanes, shape), items in groups.items():
+            images = _scatter([planes for _, _, planes in items], shape)
+            kind, out = _interpret(self.predict(images), nplanes)
+            h_n = shape[1]
+            for b, (i, eid, planes) in enumerate(items):
+                labels, scores = [], []
+                for p, t in enumerate(planes):
+                    w, h = np.divmod(t.index.astype(np.int64), h_n)
+                    lab, sc = _gather(kind, out, b, p, h, w)
+                    labels.append(lab)
+                    scores.append(sc)
+                replies[i] = encode_reply(eid, labels, scores)
+        return replies
+
+
+def _device(device: str | None):
+    import torch
+
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def torch_predictor(model, *, device: str | None = None, precision: str | None = None):
+    """Wrap a torch module as ``predict(images ndarray) -> output`` on ``device`` with autocast.
+
+    Parameters
+    ----------
+    precision : {None, "fp32", "bf16", "fp16"}
+        Autocast dtype; None / "fp32" runs in float32.
+    """
+    import torch
+
+    dev = _device(device)
+    dtypes = {None: None, "fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if precision not in dtypes:
+        raise ConfigError(f"precision: {precision!r} is not one of fp32, bf16, fp16")
+    amp = dtypes[precision]
+    model = model.to(dev).eval()
+
+    def predict(images: np.ndarray):
+        x = torch.from_numpy(images).to(dev, non_blocking=True)
+        with torch.inference_mode():
+            if amp is not None:
+                with torch.autocast(device_type=dev.type, dtype=amp):
+                    return model(x)
+            return model(x)
+
+    predict.device = dev
+    return predict
+
+
+def load_user_module(path):
+    """Import ``path`` (a user's Python file) and return its ``process_net`` function.
+
+    Raises
+    ------
+    ConfigError
+        If the file does not exist or defines no callable ``process_net``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--module: {str(path)!r} does not exist")
+    name = f"tpcflow_user_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    fn = getattr(mod, "process_net", None)
+    if not callable(fn):
+        raise ConfigError(f"--module: {str(path)!r} must define process_net(images) -> outputs")
+    return fn
+
+
+def load_predictor(*, model_path=None, module_path=None, device=None, precision=None):
+    """Build ``predict(images)`` from a tpcflow checkpoint / TorchScript file or a user module."""
+    if (model_path is None) == (module_path is None):
+        raise ConfigError("give exactly one of --model CHECKPOINT or --module user.py")
+    if module_path is not None:
+        return load_user_module(module_path)
+    if not Path(model_path).is_file():
+        raise ConfigError(f"--model: {str(model_path)!r} does not exist")
+    from tpcflow.models.registry import load_model
+
+    model, _config = load_model(model_path, map_location="cpu")
+    return torch_predictor(model, device=device, precision=precision)

@@ -1,0 +1,65 @@
+"""All-in-one: broker + worker on 127.0.0.1 in threads, submit the files, stop everything.
+
+Used by ``tpcflow demo`` to segment its sample events through the inference service.
+"""
+
+from __future__ import annotations
+
+import zmq
+
+from tpcflow.serve.mdp.broker import Broker
+from tpcflow.serve.mdp.cosmic import CosmicTaggerHandler, load_predictor
+from tpcflow.serve.mdp.submit import SubmitResult, submit_files
+from tpcflow.serve.mdp.worker import Worker
+
+__all__ = ["segment_via_broker"]
+
+
+def segment_via_broker(
+    checkpoint=None,
+    inputs=(),
+    output=None,
+    *,
+    module=None,
+    service: str = "cosmic_tagger",
+    max_batch: int = 2,
+    max_wait: float = 0.01,
+    device: str | None = None,
+    precision: str | None = None,
+    producer: str = "sbndwire",
+    out_producer: str = "cosmicseg_pred",
+    progress: bool = True,
+) -> SubmitResult:
+    """Serve ``checkpoint`` (or ``module``'s ``process_net``) and segment ``inputs`` into ``output``.
+
+    Starts a :class:`Broker` on ``tcp://127.0.0.1`` (ephemeral port) and one :class:`Worker` in
+    daemon threads, runs :func:`~tpcflow.serve.mdp.submit.submit_files`, then stops both, also
+    on error.
+
+    Parameters
+    ----------
+    checkpoint : path
+        tpcflow checkpoint or TorchScript file (``tpcflow.models.registry.load_model``).
+    inputs : path or list of paths
+        larcv3 files with ``sparse2d/<producer>``.
+    output : path
+        larcv3 file to write (``sparse2d/<out_producer>`` and ``sparse2d/<out_producer>_score``).
+
+    Returns
+    -------
+    SubmitResult
+    """
+    predict = load_predictor(model_path=checkpoint, module_path=module, device=device, precision=precision)
+    ctx = zmq.Context()
+    broker = Broker("tcp://127.0.0.1:0", heartbeat_interval=0.5, context=ctx)
+    broker.start()
+    worker = Worker(broker.endpoint, service, CosmicTaggerHandler(predict), max_batch=max_batch,
+                    max_wait=max_wait, slots=2 * max_batch, heartbeat_interval=0.5, context=ctx)
+    worker.start()
+    try:
+        return submit_files(broker.endpoint, service, inputs, output, producer=producer,
+                            out_producer=out_producer, max_in_flight=4 * max_batch, progress=progress, context=ctx)
+    finally:
+        worker.stop()
+        broker.stop()
+        ctx.term()

@@ -1,0 +1,239 @@
+"""Submit larcv3 events to a cosmic-tagger service and write the predictions as larcv3 sparse2d.
+
+Resumable and exact: finished predictions are flushed to a sidecar directory ``OUT.h5.partial/``
+(one ``chunk-*.npz`` per flush, each written to a temporary name and renamed). A rerun with the
+same inputs reads the chunks, skips those entries, and sends only the rest. When every entry is
+done, ``OUT.h5`` is written in entry order through :class:`tpcflow.io.Larcv3Writer` (which appears
+atomically on close) and the sidecar is removed. So an entry is never lost (it is in a chunk or it
+is sent again) nor duplicated (each entry is written once, from one chunk).
+
+Output products: ``sparse2d/<out>`` (label per input voxel, float32 0/1/2) and
+``sparse2d/<out>_score`` (softmax probability of that label), with the input's metas and event ids.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tpcflow.errors import ConfigError, ProtocolError
+from tpcflow.serve.mdp.client import Client
+from tpcflow.serve.mdp.cosmic import decode_reply, encode_request
+
+__all__ = ["SubmitResult", "submit_files"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SubmitResult:
+    """Outcome of :func:`submit_files`."""
+
+    output: Path
+    entries: int
+    sent: int
+    skipped: int
+    seconds: float
+
+
+class _Sidecar:
+    """The ``OUT.h5.partial`` directory: manifest + atomically written result chunks."""
+
+    def __init__(self, output: Path, manifest: dict):
+        self.dir = output.with_name(output.name + ".partial")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        mpath = self.dir / "manifest.json"
+        if mpath.exists():
+            old = json.loads(mpath.read_text())
+            if old != manifest:
+                raise ConfigError(
+                    f"resume directory {str(self.dir)!r} belongs to a different submission "
+                    f"(inputs/producer differ); remove it to start again"
+                )
+        else:
+            self._atomic_write(mpath, json.dumps(manifest, indent=1).encode())
+        self.where: dict[int, tuple[Path, int]] = {}  # entry -> (chunk, row)
+        for chunk in sorted(self.dir.glob("chunk-*.npz")):
+            with np.load(chunk) as z:
+                for row, entry in enumerate(z["entries"].tolist()):
+                    self.where.setdefault(int(entry), (chunk, row))
+        self._cache: dict[Path, dict] = {}
+
+    @staticmethod
+    def _atomic_write(path: Path, data: bytes) -> None:
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+    def flush(self, results: list) -> None:
+        """Write finished entries ``[(entry, event_id, metas, index_per_plane, labels, scores)]``."""
+        if not results:
+            return
+        entries = np.array([r[0] for r in results], np.int64)
+        eids = np.array([r[1] for r in results], np.int64).reshape(-1, 3)
+        counts = np.array([[len(ix) for ix in r[3]] for r in results], np.int64)
+        metas = np.array([[[*m["number_of_voxels"], *m["image_sizes"], *m["origin"], m["projection_id"]]
+                           for m in r[2]] for r in results], np.float64)
+        cat = lambda k, dt: np.concatenate([np.asarray(a, dt) for r in results for a in r[k]] or [np.zeros(0, dt)])  # noqa: E731
+        chunk = self.dir / f"chunk-{int(entries.min()):09d}-{uuid.uuid4().hex[:8]}.npz"
+        tmp = chunk.with_name("." + chunk.name + ".tmp")
+        with open(tmp, "wb") as fh:
+            np.savez(fh, entries=entries, event_ids=eids, counts=counts, metas=metas,
+                     index=cat(3, np.uint64), labels=cat(4, np.uint8), scores=cat(5, np.float32))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, chunk)
+        for row, e in enumerate(entries.tolist()):
+            self.where.setdefault(e, (chunk, row))
+
+    def load(self, entry: int):
+        """Return ``(event_id, metas (P, 7), [(index, labels, scores)] per plane)`` of a done entry."""
+        chunk, row = self.where[entry]
+        z = self._cache.get(chunk)
+        if z is None:
+            if len(self._cache) >= 4:
+                self._cache.pop(next(iter(self._cache)))
+            with np.load(chunk) as f:
+                z = {k: f[k] for k in f.files}
+            z["offsets"] = np.concatenate([[0], np.cumsum(z["counts"].reshape(-1))])
+            self._cache[chunk] = z
+        nplanes = z["counts"].shape[1]
+        planes = []
+        for p in range(nplanes):
+            a, b = z["offsets"][row * nplanes + p], z["offsets"][row * nplanes + p + 1]
+            planes.append((z["index"][a:b], z["labels"][a:b], z["scores"][a:b]))
+        return tuple(z["event_ids"][row].tolist()), z["metas"][row], planes
+
+
+def _write_output(output: Path, n: int, side: _Sidecar, out_producer: str, compression: int) -> None:
+    from tpcflow.io import Event, EventID, ImageMeta, Larcv3Writer, SparseProjection
+
+    with Larcv3Writer(output, compression=compression) as writer:
+        for entry in range(n):
+            eid, metas, planes = side.load(entry)
+            labels, scores = [], []
+            for m, (index, lab, sc) in zip(metas, planes):
+                meta = ImageMeta(int(m[6]), (int(m[0]), int(m[1])), (float(m[2]), float(m[3])), (float(m[4]), float(m[5])))
+                labels.append(SparseProjection(meta, index, lab.astype(np.float32)))
+                scores.append(SparseProjection(meta, index, sc.astype(np.float32)))
+            writer.write(Event(EventID(*eid), {f"sparse2d/{out_producer}": labels,
+                                               f"sparse2d/{out_producer}_score": scores}, entry=entry))
+
+
+def submit_files(
+    broker: str,
+    service: str,
+    inputs,
+    output,
+    *,
+    producer: str = "sbndwire",
+    out_producer: str = "cosmicseg_pred",
+    max_in_flight: int = 16,
+    timeout: float = 60.0,
+    retries: int = 2,
+    wait_service: float = 30.0,
+    flush_every: int = 64,
+    flush_seconds: float = 10.0,
+    compression: str | None = "lz4",
+    h5_compression: int = 1,
+    progress: bool = True,
+    curve=None,
+    context=None,
+) -> SubmitResult:
+    """Send every entry of ``inputs`` to ``service`` and write ``output`` (see module docstring).
+
+    Parameters
+    ----------
+    broker : str
+        Broker endpoint.
+    inputs : path or list of paths
+        larcv3 files holding ``sparse2d/<producer>`` (the planes sent).
+    output : path
+        larcv3 file to write; must not exist.
+    max_in_flight : int
+        Requests outstanding at once.
+    timeout, retries
+        Per-attempt reply timeout [s] and extra attempts (see :class:`~tpcflow.serve.mdp.Client`).
+
+    Raises
+    ------
+    ConfigError
+        If ``output`` exists or the sidecar belongs to other inputs.
+    ServiceError
+        If the service is unavailable, replies with an error, or does not answer in time.
+    ProtocolError
+        If a reply does not match its request (event id, voxel count).
+    """
+    from tpcflow.io import open_larcv3
+
+    t0 = time.monotonic()
+    output = Path(output)
+    if output.exists():
+        raise ConfigError(f"output: {str(output)!r} already exists; remove it or choose another -o")
+    paths = [Path(p) for p in ([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)]
+    key = f"sparse2d/{producer}"
+    reader = open_larcv3(paths, products=[key])
+    n = len(reader)
+    manifest = {"inputs": [str(p.resolve()) for p in reader.files], "sizes": [p.stat().st_size for p in reader.files],
+                "entries": n, "producer": producer, "out_producer": out_producer}
+    side = _Sidecar(output, manifest)
+    todo = [e for e in range(n) if e not in side.where]
+    skipped = n - len(todo)
+    sent = 0
+    if todo:
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=n, initial=skipped, unit="event", desc=f"submit {service}", dynamic_ncols=True)
+        requests: dict[int, tuple] = {}
+
+        def bodies():
+            for entry in todo:
+                ev = reader.read(entry, products=[key])
+                planes = ev.products[key]
+                requests[entry] = (ev.event_id.as_tuple(), [p.index for p in planes],
+                                   [{"number_of_voxels": list(p.meta.number_of_voxels), "image_sizes": list(p.meta.image_sizes),
+                                     "origin": list(p.meta.origin), "projection_id": p.meta.projection_id} for p in planes])
+                yield entry, encode_request(ev.event_id, planes, compression=compression)
+
+        done: list = []
+        last_flush = time.monotonic()
+        client = Client(broker, timeout=timeout, retries=retries, copy=False, context=context, curve=curve)
+        try:
+            client.wait_for_service(service, timeout=wait_service)
+            for entry, reply in client.map(service, bodies(), max_in_flight=max_in_flight):
+                eid, index, metas = requests.pop(entry)
+                r_eid, labels, scores = decode_reply(reply)
+                if (r_eid is not None and tuple(r_eid) != tuple(eid)) or [len(x) for x in labels] != [len(x) for x in index]:
+                    raise ProtocolError(
+                        f"reply for entry {entry} does not match its request: event id {r_eid} vs {eid}, "
+                        f"voxels {[len(x) for x in labels]} vs {[len(x) for x in index]}"
+                    )
+                done.append((entry, eid, metas, index, [np.array(x) for x in labels], [np.array(x) for x in scores]))
+                sent += 1
+                if bar is not None:
+                    bar.update(1)
+                if len(done) >= flush_every or time.monotonic() - last_flush > flush_seconds:
+                    side.flush(done)
+                    done, last_flush = [], time.monotonic()
+        finally:
+            side.flush(done)  # keep what is finished, even on Ctrl-C or error
+            client.close()
+            if bar is not None:
+                bar.close()
+    reader.close()
+    _write_output(output, n, side, out_producer, h5_compression)
+    shutil.rmtree(side.dir, ignore_errors=True)
+    return SubmitResult(output, n, sent, skipped, time.monotonic() - t0)
