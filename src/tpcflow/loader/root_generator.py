@@ -193,8 +193,10 @@ class DataGenerator:
         for r in self.readers:
             missing = [b for b in self.branches if b not in r.branches]
             if missing:
-                raise BranchNotFoundError(missing[0], available=list(r.branches), file_path=r.source,
-                                          object_path=r.tree_name)
+                raise DataFormatError(
+                    f"{len(missing)} branch(es) of the specs are not selected in this file, e.g. {missing[:3]}; "
+                    "all files must share the branches: narrow the selection with include/exclude",
+                    file_path=r.source, object_path=r.tree_name)
             if self.label_branch and self.label_branch not in r.tree.keys(recursive=True):
                 raise BranchNotFoundError(self.label_branch, available=r.tree.keys(), file_path=r.source,
                                           object_path=r.tree_name)
