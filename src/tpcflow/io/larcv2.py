@@ -29,7 +29,7 @@ from tpcflow.errors import DataFormatError, ProductNotFoundError
 from tpcflow.io._extras import require
 from tpcflow.io.products import ImageMeta
 
-__all__ = ["list_larcv2_trees", "open_root_file", "read_larcv2_event_ids", "read_larcv2_images"]
+__all__ = ["list_larcv2_trees", "open_root_file", "read_larcv2_event_ids", "read_larcv2_images", "read_larcv2_particles"]
 
 
 def open_root_file(path):
@@ -65,8 +65,8 @@ def _image_tree(f, path, producer: str):
     return f[name], f"image2d_{producer}_branch"
 
 
-def read_larcv2_event_ids(path, producer: str = "wire") -> np.ndarray:
-    """Read the event ids of ``image2d_<producer>_tree``.
+def read_larcv2_event_ids(path, producer: str = "wire", *, ptype: str = "image2d") -> np.ndarray:
+    """Read the event ids of ``<ptype>_<producer>_tree`` (any larcv2 product tree).
 
     Returns
     -------
@@ -76,17 +76,21 @@ def read_larcv2_event_ids(path, producer: str = "wire") -> np.ndarray:
     Raises
     ------
     DataFormatError
-        Missing or non-ROOT file.
+        Missing or non-ROOT file, or a tree without ``larcv::EventBase``.
     ProductNotFoundError
-        No ``image2d_<producer>_tree``; the message lists the trees.
+        No ``<ptype>_<producer>_tree``; the message lists the trees.
     """
+    name = f"{ptype}_{producer}_tree"
     with open_root_file(path) as f:
-        tree, branch = _image_tree(f, path, producer)
-        base = f"{branch}/larcv::EventBase/"
+        trees = _trees(f)
+        if name not in trees:
+            raise ProductNotFoundError(name, available=trees, file_path=path)
+        tree = f[name]
+        base = f"{ptype}_{producer}_branch/larcv::EventBase/"
         try:
             cols = [tree[base + k].array(library="np").astype(np.int64) for k in ("_run", "_subrun", "_event")]
         except Exception as err:  # uproot KeyInFileError / deserialisation errors
-            raise DataFormatError(f"cannot read the event id: {err}", file_path=path, object_path=tree.name) from None
+            raise DataFormatError(f"cannot read the event id: {err}", file_path=path, object_path=name) from None
     return np.stack(cols, axis=1) if cols[0].size else np.zeros((0, 3), np.int64)
 
 
@@ -171,3 +175,38 @@ def read_larcv2_images(path, producer: str = "wire") -> tuple[np.ndarray, list[l
         for e in range(n_entries)
     ]
     return images, metas
+
+
+def read_larcv2_particles(path, producer: str) -> list[dict[str, np.ndarray]]:
+    """Read ``pdg`` and ``energy_init`` of every particle of a larcv2 ``particle_<producer>_tree``.
+
+    Returns
+    -------
+    list of dict
+        One dict per entry: ``{"pdg": (K,) int32, "energy_init": (K,) float64 [MeV]}``.
+
+    Raises
+    ------
+    DataFormatError, ProductNotFoundError
+        As :func:`read_larcv2_images`.
+    """
+    ak = require("awkward")
+    name = f"particle_{producer}_tree"
+    with open_root_file(path) as f:
+        trees = _trees(f)
+        if name not in trees:
+            raise ProductNotFoundError(name, available=trees, file_path=path)
+        tree = f[name]
+        keys = {k.rsplit(".", 1)[-1]: k for k in tree.keys() if k.endswith(("_part_v._pdg", "_part_v._energy_init"))}
+        if set(keys) != {"_pdg", "_energy_init"}:
+            raise DataFormatError("no _part_v._pdg / _part_v._energy_init branches", file_path=path,
+                                  object_path=name)
+        try:
+            arr = tree.arrays(list(keys.values()), library="ak", how=dict)
+        except Exception as err:  # uproot deserialisation errors
+            raise DataFormatError(f"cannot read particles: {err}", file_path=path, object_path=name) from None
+    pdg, energy = arr[keys["_pdg"]], arr[keys["_energy_init"]]
+    return [
+        {"pdg": ak.to_numpy(pdg[e]).astype(np.int32), "energy_init": ak.to_numpy(energy[e]).astype(np.float64)}
+        for e in range(len(pdg))
+    ]
