@@ -1,0 +1,35 @@
+"""tpcflow.loader: minibatches for training, filled in the background.
+
+* :class:`ThreadProcessor`: larcv's circular buffer of minibatches (``start_manager``,
+  ``storage_status_array``, ``release_data``, ...) filled by worker processes in shared memory.
+* :class:`BatchLoader`: epoch iterator over it, numpy or torch, sharded per rank.
+* :func:`load_config` / :func:`parse_pset` / :func:`cosmic_tagger_config`: configuration
+  from YAML, dicts, or larcv PSet text.
+* Batch fillers: :mod:`tpcflow.loader.fillers`; entry order: :mod:`tpcflow.loader.sampler`.
+
+``tpcflow.loader.torch`` is the only module here that imports torch; it is imported
+only when a loader is asked for tensors.
+"""
+
+from tpcflow.loader.batch_loader import BatchLoader
+from tpcflow.loader.config import FillerConfig, ProcessorConfig, cosmic_tagger_config, load_config
+from tpcflow.loader.processor import ThreadProcessor
+from tpcflow.loader.pset import parse_pset
+from tpcflow.loader.runtime import WorkerDiedError
+from tpcflow.loader.sampler import EntrySampler
+from tpcflow.loader.storage import SlotState
+from tpcflow.loader.worker import BatchFillError
+
+__all__ = [
+    "BatchFillError",
+    "BatchLoader",
+    "EntrySampler",
+    "FillerConfig",
+    "ProcessorConfig",
+    "SlotState",
+    "ThreadProcessor",
+    "WorkerDiedError",
+    "cosmic_tagger_config",
+    "load_config",
+    "parse_pset",
+]

@@ -1,0 +1,193 @@
+"""Batch filling math on flat voxel lists (numpy only; no file access).
+
+A :class:`VoxelBatch` holds every voxel of a minibatch for one product as flat arrays:
+batch position, channel position, larcv3 voxel index and value.  The three writers
+turn it into the batch layouts of the fillers:
+
+* :func:`fill_dense`: dense ``[B, C, *shape]`` with optional down-sampling by ``2**k``
+  per axis (mean / max / sum pooling) and axis reversal (CosmicTagger layout for 2D:
+  ``image[h, w] = dense[w, h]``).  Pooling is done sparsely: voxels are aggregated into
+  coarse indices with ``np.add.at`` / ``np.maximum.at``; the result equals dense pooling
+  (``torch.nn.functional.avg_pool2d`` / ``max_pool2d`` with kernel = stride = ``2**k``)
+  of the dense image, because the empty pixels hold the fill value.
+* :func:`fill_padded`: ``[B, C, MaxVoxels, ndim (+1)]`` rows ``(coords..., value)`` padded
+  with ``UnfilledVoxelValue``; larcv3 ``BatchFillerSparseTensor::process`` layout
+  (coordinates in larcv3 axis order, value last, truncated at MaxVoxels).
+* :func:`fill_coo`: variable-length ``[N, 2 + ndim + 1]`` rows
+  ``(batch, channel, coords..., value)`` (spine's ``CollateAll`` convention with an
+  extra channel column).
+
+Sources: larcv3 ``ImageMeta`` (row-major voxel index), CosmicTagger ``larcv_io``
+(downsample by average pooling), larcv3 ``BatchFillerSparseTensor.cxx``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["VoxelBatch", "dense_shape", "fill_coo", "fill_dense", "fill_padded", "group_rank"]
+
+
+@dataclass
+class VoxelBatch:
+    """Voxels of one product for a minibatch.
+
+    Attributes
+    ----------
+    batch : (M,) int64, position in the minibatch
+    channel : (M,) int64, position in the filler's ``Channels`` list
+    index : (M,) int64, larcv3 voxel index (row-major over ``number_of_voxels``)
+    values : (M,) float32, voxel values
+    number_of_voxels : tuple of int, grid shape shared by the selected projections
+    """
+
+    batch: np.ndarray
+    channel: np.ndarray
+    index: np.ndarray
+    values: np.ndarray
+    number_of_voxels: tuple[int, ...]
+
+
+def dense_shape(number_of_voxels, downsample: int, transpose: bool) -> tuple[int, ...]:
+    """Return the spatial shape after down-sampling by ``2**downsample`` (floor) and axis reversal."""
+    shape = tuple(int(n) >> downsample for n in number_of_voxels)
+    return shape[::-1] if transpose else shape
+
+
+def _coords(index: np.ndarray, nv: tuple[int, ...]) -> list[np.ndarray]:
+    if len(nv) == 2:
+        x, y = np.divmod(index, nv[1])
+        return [x, y]
+    return list(np.unravel_index(index, nv))
+
+
+def _flat_targets(vb: VoxelBatch, n_channels: int, downsample: int, transpose: bool):
+    """Flat index into ``[B, C, *shape]`` of every voxel, and the mask of voxels kept."""
+    nv = vb.number_of_voxels
+    shape = dense_shape(nv, downsample, transpose)
+    plane = int(np.prod(shape, dtype=np.int64))
+    base = (vb.batch * n_channels + vb.channel) * plane
+    if downsample == 0 and not transpose:
+        return base + vb.index, None
+    coords = _coords(vb.index, nv)
+    if downsample:
+        coords = [c >> downsample for c in coords]
+    if transpose:
+        coords = coords[::-1]
+    keep = None
+    if downsample:
+        keep = np.ones(len(vb.index), dtype=bool)
+        for c, n in zip(coords, shape):
+            keep &= c < n
+        if keep.all():
+            keep = None
+        else:
+            coords = [c[keep] for c in coords]
+            base = base[keep]
+    sp = coords[0]
+    for c, n in zip(coords[1:], shape[1:]):
+        sp = sp * n + c
+    return base + sp, keep
+
+
+def fill_dense(
+    out: np.ndarray,
+    vb: VoxelBatch,
+    *,
+    downsample: int = 0,
+    transpose: bool = False,
+    pooling: str = "mean",
+) -> np.ndarray:
+    """Write voxels into a dense batch ``out`` ([B, C, *shape]) that already holds the fill value.
+
+    Parameters
+    ----------
+    out : ndarray, C-contiguous, shape ``[B, C, *dense_shape(...)]``
+    vb : VoxelBatch
+    downsample : int
+        Pool by ``2**downsample`` per axis.
+    transpose : bool
+        Reverse the spatial axes (CosmicTagger 2D layout).
+    pooling : {"mean", "max", "sum"}
+        "mean" divides the window sum by the window size (average pooling with the empty
+        pixels counted as 0; requires fill 0); "max" takes the maximum with the fill value.
+
+    Returns
+    -------
+    (K,) int64
+        Flat indices written (with repeats), to clear them before the next fill.
+    """
+    flat_out = out.reshape(-1)
+    flat, keep = _flat_targets(vb, out.shape[1], downsample, transpose)
+    values = vb.values if keep is None else vb.values[keep]
+    if downsample == 0:
+        if pooling == "max":
+            np.maximum.at(flat_out, flat, values.astype(out.dtype, copy=False))
+        else:
+            flat_out[flat] = values
+        return flat
+    if pooling == "max":
+        np.maximum.at(flat_out, flat, values.astype(out.dtype, copy=False))
+        return flat
+    scale = 1.0 if pooling == "sum" else 1.0 / float(2 ** (downsample * len(vb.number_of_voxels)))
+    if np.issubdtype(out.dtype, np.floating):
+        np.add.at(flat_out, flat, (values * scale).astype(out.dtype, copy=False))
+    else:
+        uniq, inv = np.unique(flat, return_inverse=True)
+        sums = np.bincount(inv, weights=values.astype(np.float64)) * scale
+        flat_out[uniq] = sums.astype(out.dtype)
+    return flat
+
+
+def group_rank(group: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return (order, rank): a stable order sorting ``group`` and each item's rank within its group."""
+    order = np.argsort(group, kind="stable")
+    g = group[order]
+    counts = np.bincount(g, minlength=n_groups)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank = np.arange(len(g), dtype=np.int64) - starts[g]
+    return order, rank
+
+
+def fill_padded(out: np.ndarray, vb: VoxelBatch, *, include_values: bool = True) -> None:
+    """Write voxels as rows into ``out`` [B, C, MaxVoxels, ndim (+1)] that holds the fill value.
+
+    Each (entry, channel) keeps its first MaxVoxels voxels in file order (larcv3 truncates
+    the same way).  Coordinates are in larcv3 axis order.
+    """
+    b, c, maxv = out.shape[0], out.shape[1], out.shape[2]
+    group = vb.batch * c + vb.channel
+    order, rank = group_rank(group, b * c)
+    keep = rank < maxv
+    sel = order[keep]
+    rows = out.reshape(b * c, maxv, out.shape[3])
+    g, r = group[sel], rank[keep]
+    coords = _coords(vb.index[sel], vb.number_of_voxels)
+    for axis, coord in enumerate(coords):
+        rows[g, r, axis] = coord
+    if include_values:
+        rows[g, r, len(coords)] = vb.values[sel]
+
+
+def fill_coo(out: np.ndarray, vb: VoxelBatch, *, n_channels: int, max_voxels: int) -> int:
+    """Write rows ``(batch, channel, coords..., value)`` into ``out`` [capacity, 3 + ndim]; return N.
+
+    Rows are ordered by batch position then channel; each (entry, channel) keeps at most
+    ``max_voxels`` voxels.
+    """
+    group = vb.batch * n_channels + vb.channel
+    n_groups = int(group.max()) + 1 if len(group) else 1
+    order, rank = group_rank(group, n_groups)
+    sel = order[rank < max_voxels]
+    n = len(sel)
+    if n > out.shape[0]:
+        raise ValueError(f"COO capacity {out.shape[0]} is smaller than {n} rows")
+    out[:n, 0] = vb.batch[sel]
+    out[:n, 1] = vb.channel[sel]
+    coords = _coords(vb.index[sel], vb.number_of_voxels)
+    for axis, coord in enumerate(coords):
+        out[:n, 2 + axis] = coord
+    out[:n, 2 + len(coords)] = vb.values[sel]
+    return n
