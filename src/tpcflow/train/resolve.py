@@ -1,0 +1,140 @@
+"""Resolve the ``network`` section, the device, the data sources and the precision of a run.
+
+This is the seam between :mod:`tpcflow.config` (no torch) and :mod:`tpcflow.models`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from tpcflow.config import Config, NetworkSchema
+from tpcflow.errors import ConfigError
+
+__all__ = [
+    "autocast_context",
+    "check_image_shape",
+    "make_source",
+    "network_depth",
+    "network_schema",
+    "pick_device",
+    "resolve_network",
+    "run_directory",
+]
+
+
+def network_schema() -> NetworkSchema:
+    """Return the network presets of :data:`tpcflow.models.registry.PRESETS` as plain dicts."""
+    from tpcflow.models.registry import PRESETS
+
+    presets = {name: dataclasses.asdict(cfg) for name, cfg in PRESETS.items()}
+    return NetworkSchema(presets=presets, default="uresnet" if "uresnet" in presets else sorted(presets)[0])
+
+
+def resolve_network(cfg: Config):
+    """Return the :class:`tpcflow.models.registry.NetworkConfig` of ``cfg.network``.
+
+    Raises
+    ------
+    ConfigError
+        Unknown preset or field, or a value NetworkConfig rejects.
+    """
+    from tpcflow.models.registry import PRESETS
+
+    if cfg.network.preset not in PRESETS:
+        raise ConfigError(f"network: unknown preset {cfg.network.preset!r}\nAvailable: {', '.join(sorted(PRESETS))}")
+    base = PRESETS[cfg.network.preset]
+    names = {f.name for f in dataclasses.fields(base)}
+    for key in cfg.network.overrides:
+        if key not in names:
+            from tpcflow.errors import closest
+
+            raise ConfigError(f"unknown configuration key: 'network.{key}'\nAvailable: {', '.join('network.' + n for n in closest(key, names, 3))}")
+    try:
+        return dataclasses.replace(base, **dict(cfg.network.overrides))
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"network: {err}") from None
+
+
+def network_depth(netcfg) -> int:
+    """Number of 2x down-samplings of the network (``network_depth``)."""
+    for name in ("network_depth", "depth"):
+        if hasattr(netcfg, name):
+            return int(getattr(netcfg, name))
+    return 0
+
+
+def check_image_shape(shape: tuple[int, int], netcfg, downsample: int) -> None:
+    """Raise ConfigError if an image of ``shape`` cannot be halved ``network_depth`` times.
+
+    Source: CosmicTagger README, "the sum of network_depth and downsample_images must be
+    less than 8, since 1280 pixels / 2^8 = 5".
+    """
+    depth = network_depth(netcfg)
+    h, w = shape
+    if h % (2**depth) or w % (2**depth) or h == 0 or w == 0:
+        full_h, full_w = h << downsample, w << downsample
+        ok_depth = min((h & -h).bit_length() - 1, (w & -w).bit_length() - 1) if h and w else 0
+        raise ConfigError(
+            f"image shape {h}x{w} (= {full_h}x{full_w} / 2**data.downsample={downsample}) cannot be halved "
+            f"network.network_depth={depth} times (needs H and W divisible by {2**depth}).\n"
+            f"Set network.network_depth<={ok_depth} or lower data.downsample "
+            f"(data.downsample + network.network_depth must not exceed {ok_depth + downsample})"
+        )
+
+
+def pick_device(mode: str) -> torch.device:
+    """Return the device for ``run.compute_mode`` (auto: CUDA when present)."""
+    if mode == "cpu":
+        return torch.device("cpu")
+    if mode == "gpu":
+        if not torch.cuda.is_available():
+            raise ConfigError("run.compute_mode=gpu but no CUDA device is available; set run.compute_mode=cpu or auto")
+        return torch.device("cuda")
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def autocast_context(precision: str, device: torch.device):
+    """Return the autocast context of ``run.precision`` and whether a GradScaler is needed.
+
+    float32: no autocast.  bfloat16: bf16 autocast.  mixed: fp16 autocast with a
+    GradScaler on CUDA; on CPU (no fp16 GradScaler in the reference) it falls back to bf16.
+    """
+    if precision == "float32":
+        return contextlib.nullcontext, False
+    if precision == "bfloat16" or device.type != "cuda":
+        return (lambda: torch.autocast(device.type, dtype=torch.bfloat16)), False
+    return (lambda: torch.autocast(device.type, dtype=torch.float16)), True
+
+
+def run_directory(cfg: Config) -> Path:
+    """``<run.output_dir>/<run.id>``."""
+    return Path(cfg.run.output_dir) / cfg.run.id
+
+
+def make_source(cfg: Config, which: str, *, rank=0, world_size=1, cycle=True, shuffle=None):
+    """Return the minibatch source of ``data.file`` (``which="train"``) or ``data.aux_file`` ("aux").
+
+    Returns None for "aux" when no validation data is configured.
+    """
+    from tpcflow.train.data import FileSource, SyntheticSource, resolve_files
+    from tpcflow.train.synthetic import generate_arrays
+
+    d = cfg.data
+    batch = cfg.run.minibatch_size if which == "train" else cfg.run.aux_minibatch_size
+    shuffle = d.shuffle if shuffle is None else shuffle
+    if d.synthetic:
+        n = d.synthetic_events if which == "train" else max(batch, d.synthetic_events // 4)
+        seed = d.synthetic_seed if which == "train" else d.synthetic_seed + 1_000_003
+        arrays = generate_arrays(n, seed, d.downsample)
+        return SyntheticSource(arrays, batch, shuffle=shuffle, seed=cfg.run.seed, rank=rank, world_size=world_size, cycle=cycle)
+    if which == "aux":
+        if not d.aux_file:
+            return None
+        files = resolve_files(d.aux_file, d.data_directory, what="data.aux_file")
+    else:
+        files = resolve_files(d.file, d.data_directory, what="data.file")
+    return FileSource(files, d, batch, seed=cfg.run.seed, rank=rank, world_size=world_size, cycle=cycle, shuffle=shuffle)

@@ -1,0 +1,143 @@
+"""What train, iotest and inference share: building the network on a device, forward, metrics.
+
+The network returns a tuple of P logit tensors ``[B, n_classes, H, W]``
+(:func:`tpcflow.models.registry.build_network`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tpcflow.config import Config, config_to_dict
+from tpcflow.errors import ConfigError
+from tpcflow.train.resolve import autocast_context, check_image_shape
+
+__all__ = ["MeanAccumulator", "Runner", "batch_to_device", "evaluate", "stack_logits"]
+
+
+def stack_logits(out) -> torch.Tensor:
+    """Return the network output as one tensor [B, n_classes, P, H, W]."""
+    if isinstance(out, (tuple, list)):
+        return torch.stack(list(out), dim=2)
+    return out
+
+
+def batch_to_device(batch: dict, device: torch.device, channels_last: bool = False):
+    """Return (image float32 [B,3,H,W], label int64 [B,3,H,W]) tensors on ``device``."""
+    x = torch.as_tensor(batch["image"]).to(device, non_blocking=True)
+    y = torch.as_tensor(batch["label"]).to(device, non_blocking=True).long()
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, y
+
+
+class Runner:
+    """A network on its device with the run's precision and memory-format settings.
+
+    Parameters
+    ----------
+    cfg : Config
+    netcfg : NetworkConfig
+    device : torch.device
+    image_shape : (H, W)
+        Checked against ``network_depth`` before anything is built.
+    """
+
+    def __init__(self, cfg: Config, netcfg, device: torch.device, image_shape):
+        from tpcflow.models.loss import SegmentationLoss
+        from tpcflow.models.registry import build_network, count_parameters
+
+        check_image_shape(tuple(image_shape), netcfg, cfg.data.downsample)
+        self.cfg, self.netcfg, self.device = cfg, netcfg, device
+        self.model = build_network(netcfg).to(device)
+        if cfg.run.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        if cfg.run.activation_checkpointing:
+            if not hasattr(self.model, "activation_checkpointing"):
+                raise ConfigError(f"run.activation_checkpointing: network conv_mode={netcfg.conv_mode!r} does not support it")
+            self.model.activation_checkpointing = True
+        self.n_parameters = count_parameters(self.model)
+        self.autocast, self.needs_scaler = autocast_context(cfg.run.precision, device)
+        self.loss_fn = SegmentationLoss(cfg.mode.optimizer.loss_balance_scheme)
+        self.forward_model = self.model  # replaced by the DDP / compiled wrapper
+
+    def compile(self) -> None:
+        """Wrap the forward model in torch.compile when ``run.compile`` is set."""
+        if self.cfg.run.compile:
+            self.forward_model = torch.compile(self.forward_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits [B, n_classes, P, H, W] in float32."""
+        with self.autocast():
+            out = self.forward_model(x)
+        return stack_logits(out).float()
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.loss_fn(logits, labels)
+
+    @staticmethod
+    def metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        from tpcflow.models.metrics import segmentation_metrics
+
+        with torch.no_grad():
+            return {k: float(v) for k, v in segmentation_metrics(logits, labels).items()}
+
+    def describe(self) -> str:
+        return f"network {self.netcfg.name} ({self.netcfg.conv_mode}): {self.n_parameters:,} parameters"
+
+    def resolved_dict(self) -> dict:
+        return config_to_dict(self.cfg, dataclasses.asdict(self.netcfg))
+
+
+def evaluate(runner: Runner, source, max_batches: int | None = None) -> dict[str, float]:
+    """Average loss and metrics over ``source`` (eval mode, no gradient), weighted by batch size."""
+    model = runner.model
+    was_training = model.training
+    model.eval()
+    acc = MeanAccumulator()
+    try:
+        with torch.no_grad():
+            for i, batch in enumerate(source):
+                if max_batches is not None and i >= max_batches:
+                    break
+                x, y = batch_to_device(batch, runner.device, runner.cfg.run.channels_last)
+                logits = runner.forward(x)
+                m = {"loss": float(runner.loss(logits, y)), **runner.metrics(logits, y)}
+                acc.add(m, weight=x.shape[0])
+    finally:
+        model.train(was_training)
+    return acc.mean()
+
+
+class MeanAccumulator:
+    """Weighted means of metric dicts that skip NaN values (a metric undefined for a batch)."""
+
+    def __init__(self):
+        self.sums: dict[str, float] = {}
+        self.weights: dict[str, float] = {}
+
+    def add(self, metrics: dict[str, float], weight: float = 1.0) -> None:
+        for k, v in metrics.items():
+            self.sums.setdefault(k, 0.0)
+            self.weights.setdefault(k, 0.0)
+            if not math.isnan(v):
+                self.sums[k] += v * weight
+                self.weights[k] += weight
+
+    def mean(self) -> dict[str, float]:
+        return {k: (self.sums[k] / w if w else math.nan) for k, w in self.weights.items()}
+
+
+def count_images(batch: dict) -> int:
+    return int(np.asarray(batch["image"]).shape[0])
+
+
+def ensure_dir(path: str | Path) -> Path:
+    p = Path(path)
+    p.mkdir(parents=True, exist_ok=True)
+    return p

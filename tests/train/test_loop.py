@@ -1,0 +1,139 @@
+"""Training loop: exact resume, averaged gradient accumulation, validation, logs, bad input."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+import yaml
+
+from tpcflow.config import load_config
+from tpcflow.errors import ConfigError
+from tpcflow.train.checkpoint import read_checkpoint
+from tpcflow.train.loop import train
+from tpcflow.train.resolve import network_schema
+
+TINY = [
+    "data.synthetic=true",
+    "data.downsample=4",
+    "data.synthetic_events=6",
+    "run.minibatch_size=2",
+    "run.progress=false",
+    "run.num_threads=1",
+    "network.n_initial_filters=4",
+    "network.network_depth=3",
+    "network.blocks_per_layer=1",
+    "network.blocks_deepest_layer=1",
+    "network.blocks_final=1",
+    "network.bottleneck_deepest=16",
+]
+
+
+def cfg_of(tmp_path, *extra):
+    return load_config(TINY + [f"run.output_dir={tmp_path}", *extra], network_schema=network_schema())
+
+
+def quiet(*_a, **_k):
+    pass
+
+
+def test_resume_reproduces_uninterrupted_losses(tmp_path):
+    common = ["run.iterations=6", "mode.optimizer.lr_schedule=one_cycle", "mode.checkpoint_iteration=3", "run.aux_iterations=0"]
+    full = train(cfg_of(tmp_path, "run.id=full", *common), echo=quiet)
+    first = train(cfg_of(tmp_path, "run.id=cut", *common), echo=quiet, stop_at=3)
+    assert len(first.losses) == 3
+    second = train(cfg_of(tmp_path, "run.id=cut", *common), echo=quiet)
+    assert second.start_iteration == 3
+    assert first.losses + second.losses == full.losses  # bit-exact on CPU
+    a = read_checkpoint(full.checkpoint)["model"]
+    b = read_checkpoint(second.checkpoint)["model"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    # the losses change from step to step: the run really trained
+    assert len(set(full.losses)) > 1
+
+
+def test_gradient_accumulation_averages(tmp_path):
+    """One step over 2 images equals 2 accumulated steps of 1 image (no BatchNorm, plain mean CE)."""
+    common = [
+        "run.iterations=1",
+        "run.aux_iterations=0",
+        "data.shuffle=false",
+        "network.normalization=none",
+        "mode.optimizer.loss_balance_scheme=none",
+        "mode.optimizer.name=sgd",
+        "mode.optimizer.momentum=0",
+        "mode.optimizer.learning_rate=0.5",
+    ]
+    one = train(cfg_of(tmp_path, "run.id=one", "run.minibatch_size=2", *common), echo=quiet)
+    acc = train(
+        cfg_of(tmp_path, "run.id=acc", "run.minibatch_size=1", "mode.optimizer.gradient_accumulation=2", *common),
+        echo=quiet,
+    )
+    init = train(cfg_of(tmp_path, "run.id=init", *common[:-1], "mode.optimizer.learning_rate=0.0"), echo=quiet)
+    a = read_checkpoint(one.checkpoint)["model"]
+    b = read_checkpoint(acc.checkpoint)["model"]
+    c = read_checkpoint(init.checkpoint)["model"]
+    moved = sum(float((a[k] - c[k]).abs().sum()) for k in a)
+    assert moved > 0
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
+    assert acc.losses[0] == pytest.approx(one.losses[0], rel=1e-5)
+
+
+def test_run_directory_logs_and_checkpoints(tmp_path, capsys):
+    res = train(
+        cfg_of(tmp_path, "run.id=logs", "run.iterations=4", "run.aux_iterations=2", "mode.checkpoint_iteration=1",
+               "mode.keep_checkpoints=2"),
+    )
+    out = capsys.readouterr().out
+    assert "-- CONFIG --" in out and "parameters" in out
+    run = tmp_path / "logs"
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["run"]["iterations"] == 4 and saved["network"]["n_initial_filters"] == 4
+    assert saved["network"]["network_depth"] == 3
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["checkpoint-00000003.pt", "checkpoint-00000004.pt"]
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    assert [r["split"] for r in rows].count("train") == 4
+    assert [r["split"] for r in rows].count("val") == 2
+    assert "Average/mIoU" in rows[0] and float(rows[0]["loss"]) > 0
+    assert any((run / "tensorboard").iterdir())
+    assert res.validation and 0.0 <= res.validation["Average/Total_Accuracy"] <= 1.0
+
+
+def test_bfloat16_and_channels_last_train_on_cpu(tmp_path):
+    res = train(
+        cfg_of(tmp_path, "run.id=bf16", "run.iterations=2", "run.aux_iterations=0", "run.precision=bfloat16",
+               "run.channels_last=true", "run.activation_checkpointing=true"),
+        echo=quiet,
+    )
+    assert len(res.losses) == 2 and all(l == l and l > 0 for l in res.losses)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_mixed_precision_on_gpu(tmp_path):
+    res = train(cfg_of(tmp_path, "run.id=gpu", "run.iterations=2", "run.precision=mixed", "run.compute_mode=gpu"),
+                echo=quiet)
+    assert len(res.losses) == 2
+
+
+def test_shape_not_divisible_says_what_to_change(tmp_path):
+    with pytest.raises(ConfigError, match=r"network.network_depth<=3|data.downsample") as info:
+        train(cfg_of(tmp_path, "run.id=shape", "network.network_depth=5"), echo=quiet)
+    assert "80x128" in str(info.value)
+
+
+def test_resume_with_other_network_is_a_clear_error(tmp_path):
+    train(cfg_of(tmp_path, "run.id=net", "run.iterations=1", "run.aux_iterations=0"), echo=quiet)
+    with pytest.raises(ConfigError, match=r"network.n_initial_filters=4") as info:
+        train(cfg_of(tmp_path, "run.id=net", "run.iterations=2", "network.n_initial_filters=6"), echo=quiet)
+    assert "checkpoint" in str(info.value)
+
+
+def test_gpu_request_without_gpu_is_config_error(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(ConfigError, match="compute_mode"):
+        train(cfg_of(tmp_path, "run.id=g", "run.compute_mode=gpu"), echo=quiet)
