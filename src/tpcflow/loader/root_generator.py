@@ -138,8 +138,10 @@ class DataGenerator:
     specs : Specs, str or Path, optional
         Specs (or a specs JSON path) to use; default: run the first pass on every file and
         merge.  Every branch in the specs must exist in every file.
-    tree, include, exclude, nevts, on_unreadable, retries
-        Passed to :class:`tpcflow.io.root.DataReader` (``nevts`` applies per file).
+    tree, include, exclude, on_unreadable, retries
+        Passed to :class:`tpcflow.io.root.DataReader`.
+    nevts : int or sequence of int, optional
+        Use at most this many entries of each file (one value for all, or one per file).
     chunk_size : int
         Events per chunk over all files together (default 1000).  Each chunk takes from every
         file a share proportional to the file's size, so files are mixed in proportion.
@@ -164,7 +166,7 @@ class DataGenerator:
     """
 
     def __init__(self, files: Sequence, *, labels=None, specs=None, tree: str | None = None, include=None,
-                 exclude=None, nevts: int | None = None, chunk_size: int = 1000, pad_value: float = 0.0,
+                 exclude=None, nevts=None, chunk_size: int = 1000, pad_value: float = 0.0,
                  normalise: bool = True, shuffle: bool = True, seed: int = 0, validation_split: float = 0.0,
                  on_unreadable: str = "raise", retries: int = 3):
         files = [str(f) for f in files]
@@ -182,8 +184,11 @@ class DataGenerator:
         self.file_labels = None if self.label_branch else labels
         exclude = list(exclude or []) + ([self.label_branch] if self.label_branch else [])
         self.files = files
-        self.readers = [DataReader(f, tree=tree, include=include, exclude=exclude, nevts=nevts,
-                                   on_unreadable=on_unreadable, retries=retries) for f in files]
+        per_file = list(nevts) if isinstance(nevts, Sequence) else [nevts] * len(files)
+        if len(per_file) != len(files):
+            raise ConfigError(f"got {len(per_file)} nevts values for {len(files)} files")
+        self.readers = [DataReader(f, tree=tree, include=include, exclude=exclude, nevts=n,
+                                   on_unreadable=on_unreadable, retries=retries) for f, n in zip(files, per_file)]
         if specs is None:
             specs = merge_specs([r.first_pass() for r in self.readers])
         elif not isinstance(specs, Specs):
