@@ -1,0 +1,287 @@
+"""Network checkpoints: atomic save, safe load, and clear errors for mismatched configurations.
+
+Format (``torch.save`` of a dict, version 1)::
+
+    {"format": "tpcflow-checkpoint", "version": 1,
+     "network": dataclasses.asdict(NetworkConfig), "model": state_dict, **extra}
+
+``extra`` holds what the trainer adds ("optimizer", "scheduler", "rng", "loader", "iteration").
+State-dict keys never carry the ``module.`` (DDP) or ``_orig_mod.`` (torch.compile) prefixes:
+they are removed as whole prefixes (CosmicTagger strips them with a character-set ``lstrip``,
+reference spec section 6, item 9).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from tpcflow.errors import ConfigError, DataFormatError
+from tpcflow.models.config import PRESETS, NetworkConfig, network_config_from_dict
+
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "config_differences",
+    "is_torchscript",
+    "load_model",
+    "read_checkpoint",
+    "restore_model",
+    "save_checkpoint",
+    "strip_prefixes",
+    "unwrap_model",
+]
+
+FORMAT = "tpcflow-checkpoint"
+VERSION = 1
+_RESERVED = ("format", "version", "network", "model")
+_PREFIXES = ("module.", "_orig_mod.")
+#: fields that do not change the parameters: ignored when checking compatibility
+_NEUTRAL_FIELDS = ("name", "stack_planes")
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """Return the plain module inside DDP (``.module``) and ``torch.compile`` (``._orig_mod``) wrappers."""
+    while True:
+        if isinstance(getattr(model, "_orig_mod", None), nn.Module):
+            model = model._orig_mod
+        elif isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        else:
+            return model
+
+
+def strip_prefixes(state: Mapping[str, Any]) -> dict[str, Any]:
+    """Remove leading ``module.`` / ``_orig_mod.`` prefixes (as whole prefixes) from every key."""
+    out = {}
+    for key, value in state.items():
+        changed = True
+        while changed:
+            changed = False
+            for prefix in _PREFIXES:
+                if key.startswith(prefix):
+                    key = key[len(prefix):]
+                    changed = True
+        out[key] = value
+    return out
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, config: NetworkConfig,
+                    extra: dict[str, Any] | None = None) -> Path:
+    """Write a checkpoint atomically (temporary file in the same folder, then ``os.replace``).
+
+    Parameters
+    ----------
+    path : path-like
+        Destination; parent folders are created.
+    model : nn.Module
+        The network (DDP / compiled wrappers are unwrapped).
+    config : NetworkConfig
+        Its configuration, stored as ``dataclasses.asdict(config)`` under ``"network"``.
+    extra : dict, optional
+        More top-level entries (optimizer state, iteration...); may not use the reserved keys
+        ``format``, ``version``, ``network``, ``model``.
+
+    Returns
+    -------
+    Path
+        The written path.
+    """
+    if not isinstance(config, NetworkConfig):
+        raise ConfigError(f"save_checkpoint: config must be a NetworkConfig, but got {type(config).__name__}")
+    extra = dict(extra or {})
+    clash = [k for k in extra if k in _RESERVED]
+    if clash:
+        raise ConfigError(f"save_checkpoint: extra uses reserved key(s) {clash}; reserved: {list(_RESERVED)}")
+    state = strip_prefixes(unwrap_model(model).state_dict())
+    payload = {"format": FORMAT, "version": VERSION, "network": asdict(config), "model": state, **extra}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def is_torchscript(path: str | os.PathLike) -> bool:
+    """True if ``path`` is a TorchScript archive (``torch.jit.save``), not a ``torch.save`` pickle."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return any(n.endswith("/constants.pkl") or n.startswith("code/") or "/code/" in n
+                       for n in zf.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def _safe_globals() -> list:
+    # numpy objects that trainers commonly store (RNG state arrays); all are data, not code
+    items: list = [np.ndarray, np.dtype]
+    try:
+        from numpy._core.multiarray import _reconstruct  # numpy >= 2
+    except ImportError:  # pragma: no cover - numpy 1.x
+        from numpy.core.multiarray import _reconstruct
+    items.append(_reconstruct)
+    for name in ("UInt32DType", "Int64DType", "Float64DType", "UInt64DType", "Float32DType", "Int32DType"):
+        dt = getattr(getattr(np, "dtypes", None), name, None)
+        if dt is not None:
+            items.append(dt)
+    return items
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    """Load a tpcflow checkpoint dict with ``torch.load(weights_only=True)`` (no code execution).
+
+    Raises
+    ------
+    DataFormatError
+        If the file is missing, not a torch file, or not a tpcflow checkpoint (wrong ``format``
+        or ``version``), naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError("checkpoint file does not exist", file_path=path)
+    try:
+        with torch.serialization.safe_globals(_safe_globals()):
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise DataFormatError(
+            f"checkpoint holds objects that are not plain data (refused by torch.load(weights_only=True)): {err}",
+            file_path=path,
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise DataFormatError(f"not a readable torch checkpoint: {err}", file_path=path) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        got = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise DataFormatError(
+            f"not a tpcflow checkpoint: format {got!r}, expected {FORMAT!r} (save it with save_checkpoint)",
+            file_path=path, field="format",
+        )
+    if ckpt.get("version") != VERSION:
+        raise DataFormatError(f"unsupported checkpoint version {ckpt.get('version')!r}, expected {VERSION}",
+                              file_path=path, field="version")
+    for key in ("network", "model"):
+        if key not in ckpt:
+            raise DataFormatError(f"checkpoint lacks the {key!r} entry", file_path=path, field=key)
+    return ckpt
+
+
+def config_differences(a: NetworkConfig, b: NetworkConfig) -> list[tuple[str, Any, Any]]:
+    """Fields (name, value in a, value in b) that differ and change the parameters."""
+    return [(f.name, getattr(a, f.name), getattr(b, f.name)) for f in fields(NetworkConfig)
+            if f.name not in _NEUTRAL_FIELDS and getattr(a, f.name) != getattr(b, f.name)]
+
+
+def _mismatch_error(saved: NetworkConfig, current: NetworkConfig, where: str) -> ConfigError:
+    diffs = config_differences(saved, current)
+    lines = [f"  network.{k}: {v_saved!r} in the checkpoint, {v_cur!r} in this configuration"
+             for k, v_saved, v_cur in diffs]
+    fix = " ".join(f"network.{k}={v_saved}" for k, v_saved, _ in diffs)
+    preset = [name for name, p in PRESETS.items() if not config_differences(p, saved)]
+    hint = f"network={preset[0]}" if preset else fix
+    return ConfigError(
+        f"checkpoint {where} was written by a different network configuration:\n" + "\n".join(lines)
+        + f"\nTo use it, set {hint}; or start a fresh run (a new run.id) to train this configuration."
+    )
+
+
+def restore_model(model: nn.Module, config: NetworkConfig, checkpoint: Mapping[str, Any], *,
+                  file_path: str | os.PathLike | None = None) -> nn.Module:
+    """Load ``checkpoint["model"]`` into ``model`` built from ``config``, checking compatibility.
+
+    Raises
+    ------
+    ConfigError
+        If the checkpoint's network configuration differs from ``config`` in a field that changes
+        the parameters (the message lists each field and the override that fixes it), or the
+        state dict does not fit the model (missing / unexpected keys, shape mismatches).
+    """
+    where = str(file_path) if file_path is not None else "(in memory)"
+    if "network" in checkpoint:
+        saved = network_config_from_dict(checkpoint["network"])
+        if config_differences(saved, config):
+            raise _mismatch_error(saved, config, where)
+    state = strip_prefixes(checkpoint["model"] if "model" in checkpoint else checkpoint)
+    target = unwrap_model(model)
+    own = target.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [(k, tuple(state[k].shape), tuple(own[k].shape)) for k in own
+              if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing keys ({len(missing)}): {missing[:5]}")
+        if unexpected:
+            parts.append(f"unexpected keys ({len(unexpected)}): {unexpected[:5]}")
+        if shapes:
+            parts.append("shape mismatches: " + ", ".join(f"{k} {s} (checkpoint) vs {o} (model)"
+                                                          for k, s, o in shapes[:5]))
+        raise ConfigError(
+            f"checkpoint {where} does not fit the network built from this configuration "
+            f"(n_initial_filters={config.n_initial_filters}, network_depth={config.network_depth}, "
+            f"conv_mode={config.conv_mode!r}): " + "; ".join(parts)
+            + "\nUse the network.* settings the checkpoint was trained with."
+        )
+    target.load_state_dict(state, strict=True)
+    return model
+
+
+def load_model(path: str | os.PathLike, map_location: Any = "cpu", *,
+               expected: NetworkConfig | None = None) -> tuple[nn.Module, NetworkConfig | None]:
+    """Load a network from a tpcflow checkpoint or a TorchScript file.
+
+    Parameters
+    ----------
+    path : path-like
+        ``save_checkpoint`` output, or a ``torch.jit.save`` archive.
+    map_location : str or torch.device
+        Where to put the tensors.
+    expected : NetworkConfig, optional
+        If given, a checkpoint written by another configuration raises :class:`ConfigError`.
+
+    Returns
+    -------
+    (nn.Module, NetworkConfig or None)
+        The network in eval mode, and its configuration (``None`` for TorchScript).
+
+    Raises
+    ------
+    DataFormatError
+        If the file is missing or not a checkpoint.
+    ConfigError
+        If the stored configuration is invalid, differs from ``expected``, or does not fit its
+        state dict.
+    """
+    from tpcflow.models.registry import build_network
+
+    path = Path(path)
+    if is_torchscript(path):
+        try:
+            module = torch.jit.load(str(path), map_location=map_location)
+        except RuntimeError as err:
+            raise DataFormatError(f"not a loadable TorchScript file: {err}", file_path=path) from None
+        return module.eval(), None
+    ckpt = read_checkpoint(path, map_location)
+    try:
+        config = network_config_from_dict(ckpt["network"])
+    except ConfigError as err:
+        raise ConfigError(f"{err}\nin file {path}, entry 'network'") from None
+    if expected is not None and config_differences(config, expected):
+        raise _mismatch_error(config, expected, str(path))
+    model = build_network(config)
+    restore_model(model, config, ckpt, file_path=path)
+    if isinstance(map_location, (str, torch.device)):
+        model.to(map_location)
+    return model.eval(), config

@@ -1,0 +1,143 @@
+"""CosmicTagger's segmentation metrics, per plane and averaged over the planes.
+
+Source: CosmicTagger master ``src/utils/torch/trainer.py`` (``_compute_metrics``), reference spec
+section 4.2; ``Neutrino_Accuracy`` follows the definition in CosmicTagger's README (seed 003):
+"of all pixels with label == neutrino, what is the accuracy".
+
+Labels: 0 background, 1 cosmic, 2 neutrino.  The prediction is the argmax over the class axis.
+
+===================  ==========================================================================
+Total_Accuracy       mean of (prediction == label) over all B*H*W pixels, background included
+Non_Bkg_Accuracy     per image: correct non-background pixels / non-background pixels; then the
+                     mean over the images of the batch that have non-background pixels
+Neutrino_Accuracy    per image: neutrino pixels predicted neutrino / neutrino pixels; then the
+                     mean over the images that have neutrino pixels
+Cosmic_IoU           per image: |pred=1 and label=1| / |pred=1 or label=1|, 1.0 if the union is
+                     empty; then the batch mean
+Neutrino_IoU         the same for class 2
+mIoU                 (Cosmic_IoU + Neutrino_IoU) / 2 (background excluded)
+===================  ==========================================================================
+
+Keys are ``plane{p}/<name>`` and ``Average/<name>``; ``Average`` is the mean over the planes with
+weight exactly 1/3 each (the reference uses the literal 0.3333333, spec section 6, item 7).
+
+NaN guard (a deliberate difference from the reference, spec section 6, item 5): an image without
+non-background (or without neutrino) pixels has no accuracy; the reference divides by zero and
+returns NaN for the whole batch.  Here such images are skipped in the batch mean.  If no image of
+the batch qualifies, the plane's value is NaN, and ``Average`` is then the mean over the planes
+that have a value (NaN only if none has).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+__all__ = ["METRIC_NAMES", "plane_metrics", "segmentation_metrics"]
+
+METRIC_NAMES = (
+    "Total_Accuracy",
+    "Non_Bkg_Accuracy",
+    "Neutrino_Accuracy",
+    "Cosmic_IoU",
+    "Neutrino_IoU",
+    "mIoU",
+)
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float:
+    if not bool(mask.any()):
+        return math.nan
+    return float(values[mask].mean())
+
+
+@torch.no_grad()
+def plane_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Metrics of one plane.
+
+    Parameters
+    ----------
+    logits : Tensor
+        ``[B, C, H, W]`` raw scores (any float dtype).
+    labels : Tensor
+        ``[B, H, W]`` integer labels.
+
+    Returns
+    -------
+    dict[str, float]
+        One value per name in :data:`METRIC_NAMES`.
+    """
+    if logits.dim() < 3 or logits.shape[0] != labels.shape[0] or logits.shape[2:] != labels.shape[1:]:
+        raise ValueError(f"logits {tuple(logits.shape)} do not match labels {tuple(labels.shape)} "
+                         f"(expected [B, C, H, W] and [B, H, W])")
+    pred = logits.argmax(dim=1)
+    lab = labels.long()
+    dims = tuple(range(1, lab.dim()))
+    correct = pred == lab
+    out = {"Total_Accuracy": float(correct.double().mean())}
+
+    nonbkg = lab != 0
+    n_nb = nonbkg.sum(dims).double()
+    ok_nb = (correct & nonbkg).sum(dims).double()
+    out["Non_Bkg_Accuracy"] = _masked_mean(ok_nb / n_nb.clamp_min(1), n_nb > 0)
+
+    is_nu = lab == 2
+    n_nu = is_nu.sum(dims).double()
+    ok_nu = ((pred == 2) & is_nu).sum(dims).double()
+    out["Neutrino_Accuracy"] = _masked_mean(ok_nu / n_nu.clamp_min(1), n_nu > 0)
+
+    for cls, name in ((1, "Cosmic_IoU"), (2, "Neutrino_IoU")):
+        p, t = pred == cls, lab == cls
+        inter = (p & t).sum(dims).double()
+        union = (p | t).sum(dims).double()
+        iou = torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
+        out[name] = float(iou.mean())
+    out["mIoU"] = 0.5 * (out["Cosmic_IoU"] + out["Neutrino_IoU"])
+    return out
+
+
+def segmentation_metrics(logits_per_plane: Sequence[torch.Tensor] | torch.Tensor,
+                         labels: torch.Tensor | Sequence[torch.Tensor]) -> dict[str, float]:
+    """CosmicTagger's metrics for every plane and their average.
+
+    Parameters
+    ----------
+    logits_per_plane : sequence of Tensor, or Tensor
+        P tensors ``[B, C, H, W]`` (the network output), or one tensor ``[B, C, P, H, W]``.
+        For the sparse network, densify first with
+        :func:`tpcflow.models.sparse.to_dense`.
+    labels : Tensor
+        ``[B, P, H, W]`` integer labels (or P tensors ``[B, H, W]``).
+
+    Returns
+    -------
+    dict[str, float]
+        ``plane{p}/<name>`` and ``Average/<name>`` for each name in :data:`METRIC_NAMES`.
+
+    Raises
+    ------
+    ValueError
+        If the planes or shapes do not match.
+    """
+    if isinstance(logits_per_plane, torch.Tensor):
+        if logits_per_plane.dim() != 5:
+            raise ValueError(f"logits: expected P tensors [B, C, H, W] or one [B, C, P, H, W], but got "
+                             f"{tuple(logits_per_plane.shape)}")
+        logits_per_plane = logits_per_plane.unbind(2)
+    if isinstance(labels, torch.Tensor):
+        if labels.dim() != 4:
+            raise ValueError(f"labels: expected [B, P, H, W], but got {tuple(labels.shape)}")
+        labels = labels.unbind(1)
+    if len(logits_per_plane) != len(labels):
+        raise ValueError(f"logits have {len(logits_per_plane)} planes but labels have {len(labels)}")
+    result: dict[str, float] = {}
+    per_plane = [plane_metrics(lg, lb) for lg, lb in zip(logits_per_plane, labels)]
+    for p, values in enumerate(per_plane):
+        for name in METRIC_NAMES:
+            result[f"plane{p}/{name}"] = values[name]
+    for name in METRIC_NAMES:
+        vals = [v[name] for v in per_plane if not math.isnan(v[name])]
+        result[f"Average/{name}"] = sum(vals) / len(vals) if vals else math.nan
+    return result

@@ -1,0 +1,108 @@
+"""Network registry: presets, ``build_network``, parameter counts, checkpoints.
+
+The registry is an explicit dict from ``conv_mode`` to builder; presets are CosmicTagger's
+``uresnet`` (default), ``a21`` and ``polaris`` (reference spec, section 1).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from tpcflow.errors import ConfigError, closest
+from tpcflow.models.checkpoint import load_model, restore_model, save_checkpoint
+from tpcflow.models.config import CHOICES, PRESETS, NetworkConfig, network_config_from_dict
+
+__all__ = [
+    "BUILDERS",
+    "CHOICES",
+    "PRESETS",
+    "NetworkConfig",
+    "build_network",
+    "count_parameters",
+    "get_preset",
+    "load_model",
+    "network_config_from_dict",
+    "restore_model",
+    "save_checkpoint",
+]
+
+
+def _build_2d(config: NetworkConfig) -> nn.Module:
+    from tpcflow.models.uresnet import UResNet
+
+    return UResNet(config)
+
+
+def _build_3d(config: NetworkConfig) -> nn.Module:
+    from tpcflow.models.uresnet3d import UResNet3D
+
+    return UResNet3D(config)
+
+
+def _build_sparse(config: NetworkConfig) -> nn.Module:
+    from tpcflow.models.sparse.uresnet import SparseUResNet
+
+    return SparseUResNet(config)
+
+
+#: conv_mode -> builder
+BUILDERS: dict[str, Callable[[NetworkConfig], nn.Module]] = {
+    "2D": _build_2d,
+    "3D": _build_3d,
+    "sparse": _build_sparse,
+}
+
+
+def get_preset(name: str) -> NetworkConfig:
+    """Return the preset ``name`` ("uresnet", "a21", "polaris").
+
+    Raises
+    ------
+    ConfigError
+        If the name is unknown; the message lists the presets.
+    """
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ConfigError(
+            f"network: unknown preset {name!r}\nAvailable: {', '.join(closest(name, PRESETS))}"
+        ) from None
+
+
+def build_network(config: NetworkConfig) -> nn.Module:
+    """Build the network described by ``config`` (dispatch on ``config.conv_mode``).
+
+    Returns
+    -------
+    nn.Module
+        ``forward(x [B, 3, H, W] float32)`` returns a tuple of 3 logit tensors
+        ``[B, n_classes, H, W]``, one per plane.  Conv weights are Xavier-uniform, biases zero.
+
+    Raises
+    ------
+    ConfigError
+        If ``config`` is not a :class:`NetworkConfig` or its ``conv_mode`` is unknown.
+    """
+    if not isinstance(config, NetworkConfig):
+        raise ConfigError(f"build_network: expected a NetworkConfig, but got {type(config).__name__}")
+    try:
+        builder = BUILDERS[config.conv_mode]
+    except KeyError:
+        raise ConfigError(
+            f"network.conv_mode: {config.conv_mode!r} is not one of {', '.join(BUILDERS)}"
+        ) from None
+    return builder(config)
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameter elements (works on ``meta``-device models too)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def meta_network(config: NetworkConfig) -> nn.Module:
+    """Build ``config`` on the ``meta`` device (no memory, no init cost): for counting parameters."""
+    with torch.device("meta"):
+        return build_network(config)
