@@ -195,6 +195,7 @@ class ThreadProcessor:
                 )
                 p.start()
                 rt.workers.append(p)
+                rt.worker_pids.append(p.pid)
         ready, deadline = 0, time.monotonic() + 120
         while ready < len(rt.workers):
             try:

@@ -42,6 +42,7 @@ class Runtime:
         self.tasks: list = [None] * num_storage
         self.cond = threading.Condition()
         self.workers: list = []
+        self.worker_pids: list[int] = []  # process ids (kept after shutdown, for checks)
         self.task_q = None
         self.result_q = None
         self.collector: threading.Thread | None = None

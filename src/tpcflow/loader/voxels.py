@@ -122,11 +122,8 @@ def fill_dense(
     flat_out = out.reshape(-1)
     flat, keep = _flat_targets(vb, out.shape[1], downsample, transpose)
     values = vb.values if keep is None else vb.values[keep]
-    if downsample == 0:
-        if pooling == "max":
-            np.maximum.at(flat_out, flat, values.astype(out.dtype, copy=False))
-        else:
-            flat_out[flat] = values
+    if downsample == 0:  # no pooling: each voxel is one element (a repeated index: last wins)
+        flat_out[flat] = values
         return flat
     if pooling == "max":
         np.maximum.at(flat_out, flat, values.astype(out.dtype, copy=False))
