@@ -4,7 +4,7 @@ Every event is built in 3D (:mod:`tpcflow.sim.cosmics`, :mod:`tpcflow.sim.neutri
 sampled into charge points (:mod:`tpcflow.sim.tracks`) and projected onto the
 U, V and Y planes (:mod:`tpcflow.sim.geometry`), so the three planes are views
 of one event.  Each point's charge is spread over 3 wires x 5 ticks with a
-Gaussian response (sigma 0.55 wire, 0.9 tick), electronics noise is added,
+Gaussian response (:data:`SIGMA_WIRE`, :data:`SIGMA_TICK` per plane), electronics noise is added,
 noise hits (short streaks along the time axis) are laid over the planes, and
 voxels below the 5 ADC threshold are dropped (zero suppression).
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["MIP_DEDX", "Segments", "concat", "polylines", "sample_points", "unit"]
+__all__ = ["MIP_DEDX", "Segments", "concat", "polylines", "random_directions", "sample_points", "unit"]
 
 #: minimum-ionising dE/dx in liquid argon [MeV/cm] (PDG)
 MIP_DEDX = 2.1
