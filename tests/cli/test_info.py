@@ -93,3 +93,22 @@ def test_bad_input_gives_one_clear_error(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith("tpcflow info: error: ") and why in err and str(bad) in err
         assert "Traceback" not in err
+
+
+def test_empty_projections_and_entries(tmp_path, capsys):
+    from tpcflow.io import Event, EventID, ImageMeta, SparseProjection, write_larcv3
+
+    meta = [ImageMeta(p, (4, 5), (4.0, 5.0), (0.0, 0.0)) for p in range(2)]
+    full = SparseProjection(meta[0], np.array([1, 7], np.uint64), np.array([2.5, 4.0], np.float32))
+    empty = SparseProjection(meta[1], np.zeros(0, np.uint64), np.zeros(0, np.float32))
+    events = [
+        Event(EventID(3, 1, 10), {"sparse2d/x": [full, empty]}),
+        Event(EventID(3, 1, 11), {"sparse2d/x": [empty, full]}),
+        Event(EventID(3, 1, 12), {"sparse2d/x": [SparseProjection(meta[0], empty.index, empty.values), empty]}),
+    ]
+    path = write_larcv3(tmp_path / "sparse.h5", events)
+    d = run_json(capsys, "--events", path)
+    got = [[(p["voxels"], p["sum"]) for p in ev["products"]["sparse2d/x"]] for ev in d["events"]]
+    assert got == [[(2, 6.5), (0, 0.0)], [(0, 0.0), (2, 6.5)], [(0, 0.0), (0, 0.0)]]
+    assert [ev["event"] for ev in d["events"]] == [10, 11, 12]
+    assert d["products"][0]["voxels"] == 4 and d["products"][0]["occupancy"] == pytest.approx(4 / (6 * 20))

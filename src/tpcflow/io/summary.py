@@ -81,8 +81,8 @@ def _sparse_summary(r, key: str, info: dict, events: list | None) -> None:
         total += int(b.values.size)
         if events is not None:
             off = np.concatenate([[0], np.cumsum(b.counts.ravel())])
-            sums = np.add.reduceat(b.values.astype(np.float64), off[:-1]) if b.values.size else np.zeros(off.size - 1)
-            sums = np.where(np.diff(off) > 0, sums, 0.0)  # reduceat repeats values for empty runs
+            csum = np.concatenate([[0.0], np.cumsum(b.values, dtype=np.float64)])
+            sums = csum[off[1:]] - csum[off[:-1]]  # also right for empty projections
             E, P = b.counts.shape
             for e in range(E):
                 events[start + e]["products"][key] = [
