@@ -112,3 +112,30 @@ def test_empty_projections_and_entries(tmp_path, capsys):
     assert got == [[(2, 6.5), (0, 0.0)], [(0, 0.0), (2, 6.5)], [(0, 0.0), (0, 0.0)]]
     assert [ev["event"] for ev in d["events"]] == [10, 11, 12]
     assert d["products"][0]["voxels"] == 4 and d["products"][0]["occupancy"] == pytest.approx(4 / (6 * 20))
+
+
+@pytest.mark.parametrize("name", ["ref_sparse2d", "ref_sparse3d", "ref_tensor2d"])
+def test_events_match_reference_expectations(name, capsys):
+    """Per-entry voxels / sums / particles of `info --json --events` equal the reference JSON (numpy-computed)."""
+    path = data_path(f"larcv3/{name}.h5")
+    expected = json.loads(data_path(f"larcv3/{name}.expected.json").read_text())
+    d = run_json(capsys, "--events", path)
+    assert d["entries"] == expected["n_entries"] == len(d["events"])
+    for ev, exp in zip(d["events"], expected["entries"]):
+        assert [ev["run"], ev["subrun"], ev["event"]] == [exp["event_id"][k] for k in ("run", "subrun", "event")]
+        for group, prod in exp["products"].items():
+            got = ev["products"][f"{prod['type']}/{prod['producer']}"]
+            if prod["type"] == "particle":
+                assert [(p["pdg"], p["energy_init"]) for p in got] == [
+                    (p["pdg"], pytest.approx(p["energy_init"])) for p in prod["particles"]]
+                continue
+            assert len(got) == prod["n_projections"], group
+            for g, proj in zip(got, prod["projections"]):
+                if prod["type"].startswith("sparse"):
+                    n, total = proj["n_voxels"], proj["sum_values"]
+                elif prod["type"].startswith("cluster"):
+                    n, total = sum(proj["cluster_n_voxels"]), sum(proj["cluster_sum_values"])
+                else:
+                    n, total = proj["count_nonzero"], proj["sum_values"]
+                assert g["voxels"] == n, (group, ev["entry"])
+                assert g["sum"] == pytest.approx(total, rel=1e-6, abs=1e-9), (group, ev["entry"])
