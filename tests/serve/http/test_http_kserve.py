@@ -1,0 +1,102 @@
+"""KServe v2 protocol against a real uvicorn server, with tritonclient.http as the client."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from http_testutil import TOKEN, make_mlp, mlp_params, running_server
+
+from tpcflow.serve.http.client import TFaaSClient
+from tpcflow.serve.http.settings import Settings
+
+httpclient = pytest.importorskip("tritonclient.http")
+from tritonclient.utils import InferenceServerException  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    root = tmp_path_factory.mktemp("repo")
+    path = root.parent / "kserve-mlp.pt"
+    model = make_mlp(path, seed=5)
+    with running_server(Settings(models_dir=root, api_token=TOKEN)) as (url, _app):
+        with TFaaSClient(url, token=TOKEN) as c:
+            c.upload("mlp", mlp_params("mlp"), path)
+        triton = httpclient.InferenceServerClient(url=url.removeprefix("http://"), network_timeout=30.0)
+        try:
+            yield url, triton, model
+        finally:
+            triton.close()
+
+
+def _reference(model, x):
+    with torch.no_grad():
+        return model(torch.from_numpy(x)).numpy()
+
+
+def test_health_and_metadata(served):
+    _url, triton, _ = served
+    assert triton.is_server_live() and triton.is_server_ready()
+    assert triton.is_model_ready("mlp")
+    assert not triton.is_model_ready("no-such-model")
+    meta = triton.get_model_metadata("mlp")
+    assert meta["inputs"] == [{"name": "input0", "datatype": "FP32", "shape": [-1, 4]}]
+    assert meta["outputs"][0]["name"] == "logits" and meta["versions"] == ["1"]
+    assert "binary_tensor_data" in triton.get_server_metadata()["extensions"]
+
+
+@pytest.mark.parametrize("binary_in", [False, True])
+@pytest.mark.parametrize("binary_out", [False, True])
+def test_infer_json_and_binary(served, binary_in, binary_out):
+    _url, triton, model = served
+    x = np.random.default_rng(1).normal(size=(6, 4)).astype(np.float32)
+    inp = httpclient.InferInput("input0", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x, binary_data=binary_in)
+    out = httpclient.InferRequestedOutput("logits", binary_data=binary_out)
+    result = triton.infer("mlp", [inp], outputs=[out], request_id="r-1")
+    np.testing.assert_allclose(result.as_numpy("logits"), _reference(model, x), rtol=1e-5, atol=1e-6)
+    assert result.get_response()["id"] == "r-1"
+
+
+def test_infer_all_outputs_binary_by_default(served):
+    _url, triton, model = served
+    x = np.random.default_rng(2).normal(size=(3, 4)).astype(np.float32)
+    inp = httpclient.InferInput("input0", [3, 4], "FP32")
+    inp.set_data_from_numpy(x)
+    result = triton.infer("mlp", [inp])  # no outputs: binary_data_output for all
+    np.testing.assert_allclose(result.as_numpy("logits"), _reference(model, x), rtol=1e-5, atol=1e-6)
+
+
+def test_infer_errors_are_4xx_with_message(served):
+    url, triton, _ = served
+    x = np.zeros((2, 5), np.float32)
+    inp = httpclient.InferInput("input0", [2, 5], "FP32")
+    inp.set_data_from_numpy(x)
+    with pytest.raises(InferenceServerException) as err:
+        triton.infer("mlp", [inp])
+    assert err.value.status() == "400" and "expected [4]" in err.value.message()
+    wrong = httpclient.InferInput("features", [2, 4], "FP32")
+    wrong.set_data_from_numpy(np.zeros((2, 4), np.float32))
+    with pytest.raises(InferenceServerException) as err:
+        triton.infer("mlp", [wrong])
+    assert "takes inputs ['input0']" in err.value.message()
+    with pytest.raises(InferenceServerException) as err:
+        triton.infer("nope", [inp])
+    assert err.value.status() == "404"
+    with httpx.Client(base_url=url) as http:
+        # binary size that does not match the shape
+        header = json.dumps({"inputs": [{"name": "input0", "shape": [1, 4], "datatype": "FP32",
+                                         "parameters": {"binary_data_size": 12}}]}).encode()
+        r = http.post("/v2/models/mlp/infer", content=header + b"\0" * 12,
+                      headers={"Inference-Header-Content-Length": str(len(header))})
+        assert r.status_code == 400 and "binary_data_size 12" in r.json()["error"]
+        r = http.post("/v2/models/mlp/infer", content=b"{not json")
+        assert r.status_code == 400 and "not valid JSON" in r.json()["error"]
+        r = http.post("/v2/models/mlp/infer", json={"inputs": [{"name": "input0", "shape": [1, 4],
+                                                               "datatype": "FP32", "data": [1, 2, 3]}]})
+        assert r.status_code == 400 and "3 elements" in r.json()["error"]
+        r = http.post("/v2/models/mlp/infer", json={"inputs": []})
+        assert r.status_code == 422

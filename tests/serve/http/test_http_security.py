@@ -1,0 +1,130 @@
+"""Security and bad-input cases: token, size limits, path traversal, malformed bodies -> 4xx, never 500."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+from http_testutil import TOKEN, make_mlp, mlp_params, running_server
+
+from tpcflow.serve.http.loading import onnx_available
+from tpcflow.serve.http.settings import Settings
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("repo")
+    model = root.parent / "sec-mlp.pt"
+    make_mlp(model)
+    settings = Settings(models_dir=root, api_token=TOKEN, max_upload_bytes=256 * 1024, max_request_bytes=64 * 1024)
+    with running_server(settings) as (url, _app):
+        with httpx.Client(base_url=url, timeout=30) as http:
+            r = http.post("/upload", headers=AUTH, data={"name": "mlp"},
+                          files={"params": ("params.json", json.dumps(mlp_params())),
+                                 "model": ("mlp.pt", model.read_bytes())})
+            assert r.status_code == 201, r.text
+            yield http, model, root
+
+
+def _upload(http, name="m2", model_bytes=b"", headers=AUTH, params=None, filename="m.pt"):
+    return http.post("/upload", headers=headers, data={"name": name},
+                     files={"params": ("params.json", json.dumps(params or {"name": name})),
+                            "model": (filename, model_bytes)})
+
+
+def test_upload_and_delete_need_the_token(server):
+    http, model, _ = server
+    r = _upload(http, model_bytes=model.read_bytes(), headers={})
+    assert r.status_code == 401 and "missing API token" in r.json()["detail"]
+    assert r.headers["www-authenticate"] == "Bearer"
+    r = _upload(http, model_bytes=model.read_bytes(), headers={"Authorization": "Bearer wrong"})
+    assert r.status_code == 401 and r.json()["detail"] == "wrong API token"
+    assert http.delete("/delete/mlp").status_code == 401
+    assert http.delete("/delete/mlp", headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert [m["name"] for m in http.get("/models").json()] == ["mlp"]
+
+
+def test_no_server_token_disables_uploads(tmp_path, monkeypatch):
+    monkeypatch.delenv("TPCFLOW_API_TOKEN", raising=False)
+    with running_server(Settings.load(models_dir=tmp_path)) as (url, _app):
+        with httpx.Client(base_url=url) as http:
+            r = _upload(http, model_bytes=b"x")
+            assert r.status_code == 403 and "no API token" in r.json()["detail"]
+
+
+def test_token_from_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("TPCFLOW_API_TOKEN", "env-token")
+    assert Settings.load(models_dir=tmp_path).token() == "env-token"
+
+
+@pytest.mark.parametrize("name", ["../evil", "a/b", "..", ".hidden", "a..b", "x" * 65, "", "na me"])
+def test_path_traversal_in_upload_name_is_400(server, name):
+    http, model, root = server
+    r = _upload(http, name=name, model_bytes=model.read_bytes())
+    assert r.status_code == 400, r.text
+    assert "invalid model name" in r.json()["detail"] or "missing multipart field 'name'" in r.json()["detail"]
+    assert not (root.parent / "evil").exists()
+
+
+@pytest.mark.parametrize("path", ["/delete/..%2F..%2Fetc", "/delete/%2E%2E", "/delete/a%2Fb"])
+def test_path_traversal_in_delete_is_400(server, path):
+    http, _, _ = server
+    r = http.delete(path, headers=AUTH)
+    assert r.status_code == 400 and "invalid model name" in r.json()["detail"]
+
+
+def test_size_limits_are_413(server):
+    http, _, _ = server
+    r = _upload(http, model_bytes=b"\0" * (300 * 1024))
+    assert r.status_code == 413 and "the limit is 262144 bytes" in r.json()["detail"]
+    r = http.post("/json", json={"model": "mlp", "values": [[0.5] * 4] * 6000})
+    assert r.status_code == 413
+
+    def chunks():  # no Content-Length: the stream is cut at the limit
+        for _ in range(40):
+            yield b"[" + b"1," * 1000 + b"1]"
+
+    r = http.post("/json", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413
+
+
+def test_bad_inputs_are_4xx_with_a_message(server):
+    http, model, _ = server
+    r = http.post("/json", content=b'{"model": "mlp", "values": [1, 2', headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "JSON" in r.json()["detail"][0]["msg"]
+    r = http.post("/json", json={"model": "mlp", "values": [1, 2, 3]})
+    assert r.status_code == 400 and "takes 4 values per row" in r.json()["detail"]
+    r = http.post("/json", json={"model": "mlp", "values": [[1, 2, 3, 4], [1, 2]]})
+    assert r.status_code == 400 and "different lengths" in r.json()["detail"]
+    r = http.post("/json", json={"model": "mlp", "keys": ["a", "b", "c", "d"], "values": [1, 2, 3, 4]})
+    assert r.status_code == 400 and "missing ['energy', 'px', 'py', 'pz']" in r.json()["detail"]
+    r = http.post("/json", json={"model": "nosuch", "values": [1, 2, 3, 4]})
+    assert r.status_code == 404 and "unknown model: 'nosuch'" in r.json()["detail"]
+    r = http.post("/json", json={"model": "mlp", "values": "abc"})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"][:2] == ["body", "values"]
+    r = http.post("/json", json={"model": "../x", "values": [1]})
+    assert r.status_code == 422
+    r = _upload(http, model_bytes=b"not a model at all")
+    assert r.status_code == 400 and "not a TorchScript archive" in r.json()["detail"]
+    r = _upload(http, model_bytes=model.read_bytes(), params={"name": "m2", "inputNode": 3})
+    assert r.status_code == 400 and "invalid params" in r.json()["detail"]
+    r = _upload(http, model_bytes=model.read_bytes(), params={"name": "m2", "no_such_field": 1})
+    assert r.status_code == 400 and "no_such_field" in r.json()["detail"]
+    r = http.post("/upload", headers=AUTH, data={"name": "m2"}, files={"model": ("m.pt", b"x")})
+    assert r.status_code == 400 and "'params'" in r.json()["detail"]
+    r = http.post("/image", data={"model": "mlp"}, files={"image": ("x.gif", b"GIF89a....")})
+    assert r.status_code == 415 and "PNG or JPEG" in r.json()["detail"]
+    r = http.post("/image", data={"model": "mlp"}, files={"image": ("x.png", b"\x89PNG\r\n\x1a\ntruncated")})
+    assert r.status_code == 400 and "cannot decode image" in r.json()["detail"]
+    assert [m["name"] for m in http.get("/models").json()] == ["mlp"]
+
+
+def test_onnx_without_onnxruntime_is_a_clean_400(server):
+    if onnx_available():
+        pytest.skip("onnxruntime is installed")
+    http, _, _ = server
+    r = _upload(http, model_bytes=b"\x08\x07", filename="model.onnx")
+    assert r.status_code == 400 and "onnxruntime" in r.json()["detail"]
