@@ -54,10 +54,13 @@ class NetworkSchema:
         Every preset's complete field values (``dataclasses.asdict(PRESETS[name])``).
     default : str
         The preset used when ``network=`` is not given.
+    choices : mapping field -> allowed values
+        For the string fields with a closed set of values.
     """
 
     presets: Mapping[str, Mapping[str, Any]]
     default: str = "uresnet"
+    choices: Mapping[str, tuple] = dataclasses.field(default_factory=dict)
 
     @property
     def fields(self) -> Mapping[str, Any]:
@@ -175,7 +178,7 @@ def _coerce_network(key: str, field_name: str, value: Any, schema: NetworkSchema
         raise _unknown(key, schema)
     default = schema.fields[field_name]
     typ = type(default) if default is not None else str
-    return coerce(key, value, typ)
+    return coerce(key, value, typ, schema.choices.get(field_name))
 
 
 def _flatten(d: Mapping, prefix: str = "") -> list[tuple[str, Any]]:
@@ -325,7 +328,14 @@ def describe_options(network_schema: NetworkSchema | None = None) -> list[Option
             OptionInfo("network", network_schema.default, "network preset", tuple(sorted(network_schema.presets)))
         )
         for k, v in network_schema.fields.items():
-            out.append(OptionInfo(f"network.{k}", v, f"network field (default of preset {network_schema.default!r})"))
+            out.append(
+                OptionInfo(
+                    f"network.{k}",
+                    v,
+                    f"network field (default of preset {network_schema.default!r})",
+                    network_schema.choices.get(k),
+                )
+            )
     return out
 
 

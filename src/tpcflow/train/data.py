@@ -73,6 +73,9 @@ class SyntheticSource:
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "cursor": self.cursor}
 
+    def close(self) -> None:
+        pass
+
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.cursor = int(state["epoch"]), int(state["cursor"])
 
@@ -121,7 +124,8 @@ def check_products(files: list[Path], cfg: DataConfig) -> list:
                 raise ConfigError(f"{err}\nset {opt}=<producer> to one of the sparse2d products above") from None
         if len(reader) == 0:
             raise DataFormatError("the dataset has no entries", file_path=files[0])
-        return list(reader.read(0, products=[f"sparse2d/{cfg.image_producer}"]).products[f"sparse2d/{cfg.image_producer}"])
+        key = f"sparse2d/{cfg.image_producer}"
+        return [proj.meta for proj in reader.read(0, products=[key]).products[key]]
 
 
 class FileSource:
@@ -157,6 +161,7 @@ class FileSource:
             shuffle=(cfg.shuffle if shuffle is None else shuffle),
             drop_last=cycle,
             seed=seed,
+            copy=True,
         )
         self.epoch, self.batch_in_epoch = 0, 0
         self._it = None
@@ -189,5 +194,13 @@ class FileSource:
 
     def load_state_dict(self, state: dict) -> None:
         target_epoch, target_batch = int(state["epoch"]), int(state["batch_in_epoch"])
-        while self.epoch < target_epoch or (self.epoch == target_epoch and self.batch_in_epoch < target_batch):
+        self.close()
+        self.loader.set_epoch(target_epoch)
+        self.epoch, self.batch_in_epoch = target_epoch, 0
+        while self.batch_in_epoch < target_batch:
             next(self)
+
+    def close(self) -> None:
+        """Stop the loader's workers."""
+        self._it = None
+        self.loader.close()

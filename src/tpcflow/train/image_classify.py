@@ -32,13 +32,18 @@ __all__ = ["ImageTrainResult", "load_image_folder", "load_larcv2_images", "prepr
 
 
 def _read_larcv2(path, producer):
-    try:  # the SIM helper's reader, when present
-        from tpcflow.io.larcv2 import read_larcv2_images
+    try:  # the larcv2 reader of tpcflow.io, when present; else a minimal uproot reader
+        from tpcflow.io.larcv2 import list_larcv2_trees, read_larcv2_images
     except ImportError:
         from tpcflow.io.root._larcv2 import read_image2d
 
         return read_image2d(path, producer)
-    images, _metas = read_larcv2_images(path, producer=producer) if producer else read_larcv2_images(path)
+    if producer is None:
+        trees = [t for t in list_larcv2_trees(path) if t.startswith("image2d_") and t.endswith("_tree")]
+        if len(trees) != 1:
+            raise DataFormatError(f"found image2d trees {trees}; name the producer", file_path=path)
+        producer = trees[0][len("image2d_"):-len("_tree")]
+    images, _metas = read_larcv2_images(path, producer=producer)
     return np.asarray(images, dtype=np.float32)
 
 

@@ -101,7 +101,7 @@ def sparse_planes(image: np.ndarray, values: list[np.ndarray], metas: list[Image
     out = [[] for _ in values]
     n_planes, h, _w = image.shape
     for p in range(n_planes):
-        hh, ww = np.nonzero(image[p].T.T)  # (h, w) of non-zero voxels
+        hh, ww = np.nonzero(image[p])  # (h, w) of the non-zero voxels
         index = ww.astype(np.int64) * h + hh
         order = np.argsort(index, kind="stable")
         index = index[order].astype(np.uint64)
@@ -143,6 +143,7 @@ def infer(cfg: Config, *, echo=print, max_events: int | None = None) -> Inferenc
     run_dir = run_directory(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     out_path = Path(cfg.mode.output_file) if cfg.mode.output_file else run_dir / "predictions.h5"
+    out_path.parent.mkdir(parents=True, exist_ok=True)
     csv_path = run_dir / "inference_metrics.csv"
     result = InferenceResult(output_file=out_path, metrics_csv=csv_path)
     image_key = f"sparse2d/{cfg.data.image_producer}"

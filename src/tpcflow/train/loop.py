@@ -46,6 +46,11 @@ class TrainResult:
     start_iteration : int
         0, or the iteration resumed from.
     images_per_second : float
+    model : torch.nn.Module
+        The trained network (unwrapped from DDP / torch.compile).
+    network_config : NetworkConfig
+    is_main : bool
+        True on rank 0 (the rank that writes files).
     """
 
     run_dir: Path
@@ -56,6 +61,9 @@ class TrainResult:
     n_parameters: int = 0
     start_iteration: int = 0
     images_per_second: float = 0.0
+    model: object = None
+    network_config: object = None
+    is_main: bool = True
 
 
 def _seed_all(seed: int) -> None:
@@ -130,7 +138,14 @@ def _train(cfg: Config, info: dist.DistInfo, echo, stop_at=None) -> TrainResult:
 
     runner.forward_model = dist.wrap_model(runner.model, info)
     runner.compile()
-    result = TrainResult(run_dir=run_dir, n_parameters=runner.n_parameters, start_iteration=start)
+    result = TrainResult(
+        run_dir=run_dir,
+        n_parameters=runner.n_parameters,
+        start_iteration=start,
+        model=runner.model,
+        network_config=netcfg,
+        is_main=info.is_main,
+    )
     accum = ocfg.gradient_accumulation
     total = cfg.run.iterations
     logger = MetricsLogger(
@@ -189,6 +204,9 @@ def _train(cfg: Config, info: dist.DistInfo, echo, stop_at=None) -> TrainResult:
                 break
     finally:
         logger.close()
+        source.close()
+        if aux is not None:
+            aux.close()
     if result.losses:
         echo(
             f"trained iterations {start}..{total}: loss {result.losses[-1]:.4g}, "

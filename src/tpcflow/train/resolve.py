@@ -27,11 +27,12 @@ __all__ = [
 
 
 def network_schema() -> NetworkSchema:
-    """Return the network presets of :data:`tpcflow.models.registry.PRESETS` as plain dicts."""
-    from tpcflow.models.registry import PRESETS
+    """Return the network presets of :data:`tpcflow.models.config.PRESETS` as plain dicts."""
+    from tpcflow.models.config import CHOICES, PRESETS
 
     presets = {name: dataclasses.asdict(cfg) for name, cfg in PRESETS.items()}
-    return NetworkSchema(presets=presets, default="uresnet" if "uresnet" in presets else sorted(presets)[0])
+    default = "uresnet" if "uresnet" in presets else sorted(presets)[0]
+    return NetworkSchema(presets=presets, default=default, choices=dict(CHOICES))
 
 
 def resolve_network(cfg: Config):
@@ -42,7 +43,7 @@ def resolve_network(cfg: Config):
     ConfigError
         Unknown preset or field, or a value NetworkConfig rejects.
     """
-    from tpcflow.models.registry import PRESETS
+    from tpcflow.models.config import PRESETS
 
     if cfg.network.preset not in PRESETS:
         raise ConfigError(f"network: unknown preset {cfg.network.preset!r}\nAvailable: {', '.join(sorted(PRESETS))}")
