@@ -119,3 +119,26 @@ def test_sparse_block_matches_events_and_densifies():
             np.testing.assert_array_equal(blk.values[s : s + c], proj.values)
             np.testing.assert_array_equal(dense[e, p], proj.to_dense())
             np.testing.assert_array_equal(buf[e, p], proj.to_dense())
+
+
+@pytest.mark.parametrize("name", [COSMIC, "larcv3/ref_sparse3d.h5", "larcv3/ref_tensor2d.h5"])
+def test_direct_chunk_reads_equal_h5py_reads(name, monkeypatch):
+    monkeypatch.setenv("TPCFLOW_IO_THREADS", "2")
+    with open_larcv3(data_path(name), direct=True) as fast, open_larcv3(data_path(name), direct=False) as slow:
+        for a, b in zip(fast.read_range(0, len(fast)), slow.read_range(0, len(slow))):
+            assert_events_equal(a, b)
+        assert any(idx is not None for t in fast._files[0]._tables.values() for idx in t._chunk_index.values())
+        assert all(not t._chunk_index for t in slow._files[0]._tables.values())
+
+
+def test_file_truncated_after_open_is_reported(tmp_path):
+    src = data_path(REF2D)
+    path = tmp_path / "cut.h5"
+    path.write_bytes(src.read_bytes())
+    with open_larcv3(path) as r:
+        r.read(0)
+        with open(path, "r+b") as fh:
+            fh.truncate(path.stat().st_size // 2)
+        with pytest.raises(DataFormatError, match="truncated") as info:
+            r.read_range(0, len(r))
+    assert str(path) in str(info.value)

@@ -12,7 +12,7 @@ import numpy as np
 from tpcflow.errors import DataFormatError
 from tpcflow.io.products import BBoxSet, ClusterProjection, DenseImage, ParticleSet, SparseProjection
 
-from ._tables import ProductTables, read_slice
+from ._tables import ProductTables
 
 __all__ = ["decode_range", "sparse_arrays"]
 
@@ -76,7 +76,7 @@ def sparse_arrays(t: ProductTables, start: int, stop: int, entry0: int):
     vfirst = ve["first"].astype(np.int64)
     vcount = ve["N"].astype(np.int64)
     lo, hi = _row_span(vfirst, vcount)
-    raw = read_slice(t.bulk["voxels"], lo, hi, path=t.path, entry=entry0)
+    raw = t.read_bulk("voxels", lo, hi, entry0)
     ids, values = _split_voxels(raw)
     seg_start = vfirst - lo
     contiguous = vcount.size == 0 or (seg_start[0] == 0 and (np.diff(vfirst) == vcount[:-1]).all()
@@ -116,7 +116,7 @@ def _decode_cluster(t: ProductTables, start: int, stop: int, entry0: int) -> lis
     cfirst = ce["first"][clo:chi].astype(np.int64)
     cn = ce["N"][clo:chi].astype(np.int64)
     vlo, vhi = _row_span(cfirst, cn)
-    ids, values = _split_voxels(read_slice(t.bulk["voxels"], vlo, vhi, path=t.path, entry=entry0))
+    ids, values = _split_voxels(t.read_bulk("voxels", vlo, vhi, entry0))
     out = []
     for e, (f, n) in enumerate(zip(first, n_proj)):
         projs = []
@@ -152,7 +152,7 @@ def _decode_tensor(t: ProductTables, start: int, stop: int, entry0: int) -> list
     lo, hi = _row_span(ifirst, inum)
     if hi > lo and "images" not in t.bulk:
         raise DataFormatError("product has images but no 'images' dataset", file_path=t.path, object_path=t.object_path)
-    pix = read_slice(t.bulk["images"], lo, hi, path=t.path, entry=entry0) if hi > lo else np.zeros(0, np.float32)
+    pix = t.read_bulk("images", lo, hi, entry0) if hi > lo else np.zeros(0, np.float32)
     out = []
     for e, (f, n) in enumerate(zip(first, n_proj)):
         imgs = []
@@ -187,7 +187,7 @@ def clean_process(parts: np.ndarray) -> np.ndarray:
 def _decode_particle(t: ProductTables, start: int, stop: int, entry0: int) -> list:
     first, n = t.projection_rows(start, stop)
     lo, hi = _row_span(first, n)
-    rows = clean_process(read_slice(t.bulk["particles"], lo, hi, path=t.path, entry=entry0))
+    rows = clean_process(t.read_bulk("particles", lo, hi, entry0))
     return [ParticleSet(rows[int(f) - lo : int(f + c) - lo].copy() if c else rows[:0].copy()) for f, c in zip(first, n)]
 
 
@@ -196,7 +196,7 @@ def _decode_bbox(t: ProductTables, start: int, stop: int, entry0: int) -> list:
     be = t.tables["bbox_extents"]
     plo, phi = _row_span(first, n_proj)
     lo, hi = _row_span(be["first"][plo:phi].astype(np.int64), be["N"][plo:phi].astype(np.int64))
-    boxes = read_slice(t.bulk["bboxes"], lo, hi, path=t.path, entry=entry0)
+    boxes = t.read_bulk("bboxes", lo, hi, entry0)
     d = t.dim
     out = []
     for f, n in zip(first, n_proj):

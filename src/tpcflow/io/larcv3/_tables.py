@@ -26,6 +26,7 @@ import numpy as np
 from tpcflow.errors import DataFormatError
 from tpcflow.io.products import ImageMeta
 
+from ._chunks import ChunkIndex
 from .schema import DATASETS, PRODUCT_DIMS, dataset_dtype, group_name
 
 __all__ = ["ProductTables", "meta_from_row", "read_slice"]
@@ -108,8 +109,10 @@ class ProductTables:
         The bulk tables, read by slices.
     """
 
-    def __init__(self, h5: h5py.File, path: Path, ptype: str, producer: str, n_entries: int):
+    def __init__(self, h5: h5py.File, path: Path, ptype: str, producer: str, n_entries: int, fd=None):
         self.path = path
+        self._fd = fd  # callable returning an OS file descriptor of ``path`` (direct chunk reads), or None
+        self._chunk_index: dict[str, ChunkIndex | None] = {}
         self.ptype = ptype
         self.producer = producer
         self.family = family(ptype)
@@ -188,6 +191,19 @@ class ProductTables:
         for name, child in _POINTS_TO.items():
             if child is not None and name in self.tables:
                 self._check(self.tables[name], name, child, per_entry=False)
+
+    def read_bulk(self, name: str, lo: int, hi: int, entry: int | None = None) -> np.ndarray:
+        """Read rows ``[lo, hi)`` of bulk table ``name`` (direct chunk reads when possible, else h5py)."""
+        dset = self.bulk[name]
+        if hi <= lo:
+            return np.empty(0, dset.dtype)
+        if self._fd is not None:
+            if name not in self._chunk_index:
+                self._chunk_index[name] = ChunkIndex.build(dset, self.path)
+            idx = self._chunk_index[name]
+            if idx is not None and hi <= idx.n_rows:
+                return idx.read(self._fd(), lo, hi, entry=entry)
+        return read_slice(dset, lo, hi, path=self.path, entry=entry)
 
     def meta(self, row: int) -> ImageMeta:
         """Return the :class:`ImageMeta` of image_meta row ``row`` (cached)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import operator
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,22 +81,37 @@ class SparseBlock:
             raise DataFormatError(f"projections have different number_of_voxels {sorted(shapes)}; cannot stack them")
         return self.metas[0].total_voxels if self.metas else 0
 
-    def to_dense(self, out: np.ndarray | None = None) -> np.ndarray:
+    def to_dense(self, out: np.ndarray | None = None, *, previous: SparseBlock | None = None) -> np.ndarray:
         """Return the dense (E, P, *number_of_voxels) float32 array.
 
         Parameters
         ----------
         out : ndarray, optional
-            C-contiguous float32 array of that shape to fill (it is zeroed first); reusing
-            one buffer avoids allocating and page-faulting a fresh array per call.
+            C-contiguous float32 array of that shape to fill; reusing one buffer avoids
+            allocating and page-faulting a fresh array per call.  It is zeroed first.
+        previous : SparseBlock, optional
+            The block last written into ``out`` (and nothing else since): only its voxels
+            are zeroed instead of the whole buffer.
+
+        Raises
+        ------
+        ValueError
+            If ``out`` has the wrong shape or layout.
+        DataFormatError
+            If the projections have different number_of_voxels.
         """
         shape = (*self.counts.shape, *(self.metas[0].number_of_voxels if self.metas else ()))
         if out is None:
             out = np.zeros(shape, np.float32)
         else:
-            if out.shape != shape or not out.flags.c_contiguous:
-                raise ValueError(f"out must be a C-contiguous array of shape {shape}, but got shape={out.shape}")
-            out.fill(0)
+            if out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+                raise ValueError(
+                    f"out must be a C-contiguous float32 array of shape {shape}, but got {out.dtype} {out.shape}"
+                )
+            if previous is not None and previous.counts.shape == self.counts.shape and previous.metas == self.metas:
+                out.reshape(-1)[previous.flat_index()] = 0
+            else:
+                out.fill(0)
         if self.index.size:
             out.reshape(-1)[self.flat_index()] = self.values
         return out
@@ -104,8 +120,9 @@ class SparseBlock:
 class _File:
     """One larcv3 file: lazily opened h5py handle, event ids, per-product index tables."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, direct: bool = True):
         self.path = path
+        self.direct = direct
         self._h5: h5py.File | None = open_h5(path)
         h5 = self._h5
         if "Events" not in h5 or "event_id" not in h5["Events"]:
@@ -121,6 +138,18 @@ class _File:
             if parsed is not None:
                 self.groups[product_key(*parsed)] = parsed
         self._tables: dict[str, ProductTables] = {}
+        self._fd_num: int | None = None
+        self._fd_pid = -1
+
+    def fd(self) -> int:
+        """OS file descriptor for direct chunk reads (re-opened after fork)."""
+        if self._fd_num is None or self._fd_pid != os.getpid():
+            try:
+                self._fd_num = os.open(self.path, os.O_RDONLY)
+            except OSError as err:
+                raise DataFormatError(f"cannot open file ({err.strerror})", file_path=self.path) from None
+            self._fd_pid = os.getpid()
+        return self._fd_num
 
     @property
     def h5(self) -> h5py.File:
@@ -131,7 +160,7 @@ class _File:
     def tables(self, key: str) -> ProductTables:
         t = self._tables.get(key)
         if t is None:
-            t = ProductTables(self.h5, self.path, *self.groups[key], self.n_entries)
+            t = ProductTables(self.h5, self.path, *self.groups[key], self.n_entries, fd=self.fd if self.direct else None)
             self._tables[key] = t
         return t
 
@@ -143,6 +172,9 @@ class _File:
         return int(ext["N"].max()) if ext.shape[0] else 0
 
     def close(self) -> None:
+        if self._fd_num is not None and self._fd_pid == os.getpid():
+            os.close(self._fd_num)
+        self._fd_num = None
         if self._h5 is not None:
             try:
                 self._h5.close()
@@ -168,6 +200,10 @@ class Larcv3Reader:
     paths : str, Path, or list of them
     products : list of str, optional
         Product keys ``"<type>/<producer>"`` (or ``<type>_<producer>``) to restrict to.
+    direct : bool
+        Read bulk tables (voxels, images...) by direct chunk reads (``os.pread`` + zlib on
+        a small thread pool, ``$TPCFLOW_IO_THREADS``) where the layout allows; False reads
+        everything through h5py.  Both give identical arrays.
 
     Raises
     ------
@@ -182,13 +218,14 @@ class Larcv3Reader:
     The reader holds one h5py handle per file; it pickles by path and re-opens on unpickling.
     """
 
-    def __init__(self, paths, products: Iterable[str] | None = None):
+    def __init__(self, paths, products: Iterable[str] | None = None, *, direct: bool = True):
         self._paths = _as_paths(paths)
+        self._direct = bool(direct)
         self._want = None if products is None else [product_key(*split_key(k)) for k in products]
         self._files: list[_File] = []
         try:
             for p in self._paths:
-                self._files.append(_File(p))
+                self._files.append(_File(p, self._direct))
             self._check_products()
         except BaseException:
             self.close()
@@ -223,10 +260,10 @@ class Larcv3Reader:
 
     # -- pickling: re-open by path -------------------------------------------------
     def __getstate__(self) -> dict:
-        return {"paths": [str(p) for p in self._paths], "products": self._want}
+        return {"paths": [str(p) for p in self._paths], "products": self._want, "direct": self._direct}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["paths"], state["products"])
+        self.__init__(state["paths"], state["products"], direct=state.get("direct", True))
 
     # -- basic properties --------------------------------------------------------
     def __len__(self) -> int:
@@ -391,6 +428,6 @@ class Larcv3Reader:
         return SparseBlock(index, values, counts, metas, start, self._event_ids[start:stop].copy())
 
 
-def open_larcv3(paths, products: Iterable[str] | None = None) -> Larcv3Reader:
+def open_larcv3(paths, products: Iterable[str] | None = None, *, direct: bool = True) -> Larcv3Reader:
     """Open one or many larcv3 files as one dataset (see :class:`Larcv3Reader`)."""
-    return Larcv3Reader(paths, products)
+    return Larcv3Reader(paths, products, direct=direct)
