@@ -14,7 +14,6 @@ import bisect
 import operator
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
@@ -24,97 +23,12 @@ from tpcflow.errors import DataFormatError, EntryOutOfRangeError, ProductNotFoun
 from tpcflow.io.products import Event, EventID, ImageMeta, ProductInfo, product_key, split_key
 
 from ._decode import decode_range, sparse_arrays
+from .block import SparseBlock
 from ._h5 import open_h5
 from ._tables import ProductTables, read_slice
 from .schema import parse_group_name
 
 __all__ = ["Larcv3Reader", "SparseBlock", "open_larcv3"]
-
-
-@dataclass
-class SparseBlock:
-    """The voxels of a contiguous range of entries of one sparse2d/sparse3d product.
-
-    Attributes
-    ----------
-    index : (M,) uint64
-        Voxel indices, ordered entry-major then projection (ascending within a projection
-        as larcv stores them).
-    values : (M,) float32
-        Voxel values.
-    counts : (E, P) int64
-        Voxels per entry and projection; P is the largest number of projections in the
-        range (missing projections count 0).
-    metas : list of ImageMeta, length P
-        Meta of each projection (taken from the first entry with P projections).
-    start : int
-        Global entry of the first row of ``counts``.
-    event_ids : (E, 3) int64
-        run / subrun / event of each entry.
-    """
-
-    index: np.ndarray
-    values: np.ndarray
-    counts: np.ndarray
-    metas: list[ImageMeta]
-    start: int = 0
-    event_ids: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.int64))
-
-    @property
-    def offsets(self) -> np.ndarray:
-        """(E, P) int64: position in ``index`` of the first voxel of each entry/projection."""
-        flat = self.counts.reshape(-1)
-        off = np.zeros(flat.shape, np.int64)
-        if flat.size > 1:
-            np.cumsum(flat[:-1], out=off[1:])
-        return off.reshape(self.counts.shape)
-
-    def flat_index(self) -> np.ndarray:
-        """(M,) int64 index of each voxel into a (E, P, *number_of_voxels) array, flattened."""
-        total = self._plane_size()
-        plane = np.repeat(np.arange(self.counts.size, dtype=np.int64), self.counts.reshape(-1))
-        return plane * total + self.index.astype(np.int64)
-
-    def _plane_size(self) -> int:
-        shapes = {m.number_of_voxels for m in self.metas}
-        if len(shapes) > 1:
-            raise DataFormatError(f"projections have different number_of_voxels {sorted(shapes)}; cannot stack them")
-        return self.metas[0].total_voxels if self.metas else 0
-
-    def to_dense(self, out: np.ndarray | None = None, *, previous: SparseBlock | None = None) -> np.ndarray:
-        """Return the dense (E, P, *number_of_voxels) float32 array.
-
-        Parameters
-        ----------
-        out : ndarray, optional
-            C-contiguous float32 array of that shape to fill; reusing one buffer avoids
-            allocating and page-faulting a fresh array per call.  It is zeroed first.
-        previous : SparseBlock, optional
-            The block last written into ``out`` (and nothing else since): only its voxels
-            are zeroed instead of the whole buffer.
-
-        Raises
-        ------
-        ValueError
-            If ``out`` has the wrong shape or layout.
-        DataFormatError
-            If the projections have different number_of_voxels.
-        """
-        shape = (*self.counts.shape, *(self.metas[0].number_of_voxels if self.metas else ()))
-        if out is None:
-            out = np.zeros(shape, np.float32)
-        else:
-            if out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
-                raise ValueError(
-                    f"out must be a C-contiguous float32 array of shape {shape}, but got {out.dtype} {out.shape}"
-                )
-            if previous is not None and previous.counts.shape == self.counts.shape and previous.metas == self.metas:
-                out.reshape(-1)[previous.flat_index()] = 0
-            else:
-                out.fill(0)
-        if self.index.size:
-            out.reshape(-1)[self.flat_index()] = self.values
-        return out
 
 
 class _File:
@@ -123,8 +37,22 @@ class _File:
     def __init__(self, path: Path, direct: bool = True):
         self.path = path
         self.direct = direct
+        self._tables: dict[str, ProductTables] = {}
+        self._fd_num: int | None = None
+        self._fd_pid = -1
         self._h5: h5py.File | None = open_h5(path)
-        h5 = self._h5
+        try:
+            self._scan(self._h5)
+        except DataFormatError:
+            self.close()
+            raise
+        except (OSError, KeyError, RuntimeError, ValueError) as err:
+            self.close()
+            raise DataFormatError(f"cannot read larcv3 layout ({err})", file_path=path) from None
+
+    def _scan(self, h5: h5py.File) -> None:
+        """Read event ids and list the product groups."""
+        path = self.path
         if "Events" not in h5 or "event_id" not in h5["Events"]:
             raise DataFormatError("not a larcv3 file: no /Events/event_id dataset", file_path=path, object_path="/Events")
         if "Data" not in h5:
@@ -137,9 +65,6 @@ class _File:
             parsed = parse_group_name(name)
             if parsed is not None:
                 self.groups[product_key(*parsed)] = parsed
-        self._tables: dict[str, ProductTables] = {}
-        self._fd_num: int | None = None
-        self._fd_pid = -1
 
     def fd(self) -> int:
         """OS file descriptor for direct chunk reads (re-opened after fork)."""
