@@ -188,3 +188,15 @@ def test_writer_is_atomic(tmp_path):
             assert len(r.read(0).products["sparse2d/wire"][0]) == 2
     with open_larcv3(out) as r:
         assert len(r.read(0).products["sparse2d/wire"][0]) == 3
+
+
+def test_refused_event_leaves_writer_usable(tmp_path):
+    out = tmp_path / "u.h5"
+    with Larcv3Writer(out) as w:
+        w.write(_event(0))
+        with pytest.raises(DataFormatError, match="image size"):
+            w.write(Event(EventID(0, 0, 1), {"sparse2d/other": [], "sparse2d/wire": [SparseProjection(META, np.array([99], np.uint64), np.ones(1, np.float32))]}))
+        w.write(_event(1, (4,)))
+    with open_larcv3(out) as r:
+        assert len(r) == 2 and [p.key for p in r.products] == ["sparse2d/wire"]
+        assert r.read(1).products["sparse2d/wire"][0].index.tolist() == [4]

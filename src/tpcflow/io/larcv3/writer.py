@@ -47,16 +47,13 @@ class _ProductWriter:
         self.pending: dict[str, list[np.ndarray]] = {name: [] for name in self.specs}
         self.pending_rows = 0
 
-    def add(self, value, entry: int) -> None:
-        rows = encode(self.family, value, self.counts, self.dim, path=self.path, key=self.key, entry=entry)
-        self._queue(rows)
-
     def add_empty(self) -> None:
         """An entry without this product: an extents row with N = 0."""
         first_child = next(n for n in self.specs if n != "extents")
-        self._queue({"extents": extents_row(self.counts[first_child], 0)})
+        self.queue({"extents": extents_row(self.counts[first_child], 0)})
 
-    def _queue(self, rows: dict) -> None:
+    def queue(self, rows: dict) -> None:
+        """Append one entry's encoded rows (from :func:`encode`) to the buffers."""
         for name, arr in rows.items():
             self.pending[name].append(arr)
             self.counts[name] += int(arr.shape[0])
@@ -104,7 +101,7 @@ class Larcv3Writer:
     Raises
     ------
     DataFormatError
-        On :meth:`write` of an invalid product (voxel index at or beyond the image size,
+        On :meth:`write` of an invalid product (the event is refused, the writer stays usable) (voxel index at or beyond the image size,
         duplicate voxel index, image shape not matching its meta, wrong dimension...);
         the message names the file, product and entry.
 
@@ -164,28 +161,34 @@ class Larcv3Writer:
         if not isinstance(event, Event):
             raise TypeError(f"write() needs a tpcflow.io.products.Event, but got {type(event).__name__}")
         entry = self._n
-        seen = set()
+        # encode (and check) every product first: a refused event leaves the writer unchanged
+        encoded = []
+        for key, value in event.products.items():
+            try:
+                ptype, producer = split_key(key)
+            except ValueError as err:
+                raise DataFormatError(str(err), file_path=self.path, object_path=key, entry=entry) from None
+            key = product_key(ptype, producer)
+            pw = self._products.get(key)
+            counts = pw.counts if pw is not None else {name: 0 for name, _, _ in DATASETS[ptype]}
+            rows = encode(family(ptype), value, counts, PRODUCT_DIMS[ptype], path=self.path, key=key, entry=entry)
+            encoded.append((key, ptype, producer, rows))
         try:
-            for key, value in event.products.items():
-                try:
-                    ptype, producer = split_key(key)
-                except ValueError as err:
-                    raise DataFormatError(str(err), file_path=self.path, object_path=key, entry=entry) from None
-                key = product_key(ptype, producer)
+            for key, ptype, producer, rows in encoded:
                 pw = self._products.get(key)
                 if pw is None:
                     pw = _ProductWriter(self._data, ptype, producer, self.compression, self.path)
                     for _ in range(entry):
                         pw.add_empty()
                     self._products[key] = pw
-                pw.add(value, entry)
-                seen.add(key)
+                pw.queue(rows)
+            seen = {key for key, *_ in encoded}
+            for key, pw in self._products.items():
+                if key not in seen:
+                    pw.add_empty()
         except BaseException:
             self.abort()
             raise
-        for key, pw in self._products.items():
-            if key not in seen:
-                pw.add_empty()
         eid = event.event_id
         self._event_rows.append((int(eid.run), int(eid.subrun), int(eid.event)))
         self._n += 1
