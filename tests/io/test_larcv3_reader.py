@@ -142,3 +142,32 @@ def test_file_truncated_after_open_is_reported(tmp_path):
         with pytest.raises(DataFormatError, match="truncated") as info:
             r.read_range(0, len(r))
     assert str(path) in str(info.value)
+
+
+def test_direct_reads_of_scattered_chunks():
+    """Chunks far apart in the file (larcv rewrites growing chunks at the end) are read one by one."""
+    import os
+
+    import h5py
+
+    from tpcflow.io.larcv3._chunks import ChunkIndex
+
+    path = data_path(COSMIC)
+    with h5py.File(path, "r") as f:
+        dset = f["Data/sparse2d_sbndwire_group/voxels"]
+        idx = ChunkIndex.build(dset, path)
+        assert idx is not None
+        ref = dset[()]
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        k = [len(idx.offsets) - 1, 0]  # last chunk first: a span of the whole file
+        blobs = idx._pread(fd, idx.offsets[k], idx.sizes[k], 0, 1, None)
+        got = [np.frombuffer(idx._inflate(b), ref.dtype) for b in blobs]
+        np.testing.assert_array_equal(got[1]["id"], ref["id"][: idx.chunk])
+        tail = ref[(len(idx.offsets) - 1) * idx.chunk :]
+        np.testing.assert_array_equal(got[0]["id"][: len(tail)], tail["id"])
+        mid = idx.read(fd, 12_345, 67_890)
+        np.testing.assert_array_equal(mid["id"], ref["id"][12_345:67_890])
+        np.testing.assert_array_equal(mid["value"], ref["value"][12_345:67_890])
+    finally:
+        os.close(fd)

@@ -130,6 +130,32 @@ class ChunkIndex:
             raise zlib.error(f"chunk inflated to {len(out)} bytes, expected {self.chunk_bytes}")
         return out
 
+    def _pread(self, fd: int, offs: np.ndarray, sizes: np.ndarray, lo: int, hi: int, entry) -> list:
+        """Read the stored bytes of the chunks: one pread of their span when they lie close
+        together (the usual case), else one pread per chunk (chunks rewritten at the file end)."""
+        start, stop = int(offs.min()), int((offs + sizes).max())
+        total = int(sizes.sum())
+        if stop - start <= 2 * total + (1 << 16):
+            spans = [(start, stop)]
+        else:
+            spans = list(zip(offs.tolist(), (offs + sizes).tolist()))
+        views = {}
+        for a, b in spans:
+            data = os.pread(fd, b - a, a)
+            if len(data) < b - a:
+                raise DataFormatError(
+                    f"cannot read rows {lo}..{hi}: the file ends at byte {a + len(data)}, "
+                    f"before the chunk data ending at byte {b} (truncated file)",
+                    file_path=self.path,
+                    object_path=self.name,
+                    entry=entry,
+                )
+            views[a] = (b, memoryview(data))
+        if len(spans) == 1:
+            mv = views[start][1]
+            return [mv[o - start : o - start + n] for o, n in zip(offs.tolist(), sizes.tolist())]
+        return [views[o][1] for o in offs.tolist()]
+
     def _inflate_list(self, blobs: list) -> list[bytes]:
         return [self._inflate(b) for b in blobs]
 
@@ -161,18 +187,7 @@ class ChunkIndex:
         k0, k1 = lo // self.chunk, (hi - 1) // self.chunk + 1
         offs, sizes = self.offsets[k0:k1], self.sizes[k0:k1]
         try:
-            start, stop = int(offs.min()), int((offs + sizes).max())
-            span = os.pread(fd, stop - start, start)
-            if len(span) < stop - start:
-                raise DataFormatError(
-                    f"cannot read rows {lo}..{hi}: the file ends at byte {start + len(span)}, "
-                    f"before the chunk data ending at byte {stop} (truncated file)",
-                    file_path=self.path,
-                    object_path=self.name,
-                    entry=entry,
-                )
-            mv = memoryview(span)
-            blobs = [mv[o - start : o - start + s] for o, s in zip(offs.tolist(), sizes.tolist())]
+            blobs = self._pread(fd, offs, sizes, lo, hi, entry)
             parts = self._inflate_all(blobs)
         except zlib.error as err:
             raise DataFormatError(
