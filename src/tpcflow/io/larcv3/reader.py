@@ -108,6 +108,14 @@ class _File:
                 self._tables.clear()
 
 
+def _normal_key(key: str) -> str:
+    """``type_producer`` or ``type/producer`` -> ``type/producer``; unknown forms are kept as given."""
+    try:
+        return product_key(*split_key(key))
+    except ValueError:
+        return str(key)
+
+
 def _as_paths(paths) -> list[Path]:
     if isinstance(paths, (str, Path)):
         return [Path(paths)]
@@ -146,7 +154,7 @@ class Larcv3Reader:
     def __init__(self, paths, products: Iterable[str] | None = None, *, direct: bool = True):
         self._paths = _as_paths(paths)
         self._direct = bool(direct)
-        self._want = None if products is None else [product_key(*split_key(k)) for k in products]
+        self._want = None if products is None else [_normal_key(k) for k in products]
         self._files: list[_File] = []
         try:
             for p in self._paths:
@@ -268,10 +276,7 @@ class Larcv3Reader:
             return self._keys
         keys = []
         for k in products:
-            try:
-                key = product_key(*split_key(k))
-            except ValueError:
-                key = k
+            key = _normal_key(k)
             if key not in self._keys:
                 err = ProductNotFoundError(key, available=self._keys, file_path=self._where(), object_path="/Data")
                 if entry is not None:
