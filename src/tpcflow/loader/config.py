@@ -5,7 +5,7 @@ Keys (larcv ``ThreadProcessor`` / larcv3 ``QueueProcessor``):
 ============  =======  ==================================================================
 key           default  meaning
 ============  =======  ==================================================================
-Verbosity     2        larcv message level (0 debug ... 5 critical); 0-1 log batches
+Verbosity     2        larcv message level (0 debug ... 5 critical); <= 1 logs every batch
 EnableFilter  false    accepted for compatibility (tpcflow has no filter modules)
 RandomAccess  0        0 sequential, 1 random blocks, 2 random events (false=0, true=2)
 RandomSeed    0        seed of the shuffles (epoch e uses seed + e)

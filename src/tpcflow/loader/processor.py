@@ -10,16 +10,26 @@ EMPTY -> FILLING -> FILLED -> (consumer) RELEASED -> FILLING ...
 
 Why processes, not threads
 --------------------------
-h5py serialises every call under one global lock ("phil"), and the gzip decompression of
-the larcv3 voxel chunks runs inside those calls.  Measured with
-``benchmarks/bench_loader.py`` on this 2-core machine (full-resolution SBND file,
-dense [4,3,640,1024] batches; other jobs were running): 2 worker *threads* gave ~1.0-1.1x
-the rate of one thread, while 2 worker *processes* gave ~1.8-1.9x one process (see the
-BENCH lines of the benchmark for the numbers of a given run).  So workers are processes
-(``WorkerType: process``, the default; ``thread`` is kept for measurements and for
-platforms without shared memory).  Start method: ``forkserver`` where available (safe
-with torch and with open h5py handles in the parent; the server preloads numpy, h5py and
-tpcflow.io so a new worker starts in ~0.1 s), else ``spawn``.
+h5py serialises every call under one global lock ("phil"); the decompression of chunks
+read through h5py runs inside those calls, and most of the fill (numpy scatter,
+``ufunc.at`` pooling, index arithmetic) holds the GIL.  Threads therefore cannot fill two
+minibatches at once; processes can, each with its own reader, writing into shared memory
+with no copy and no pickling of batches.  ``benchmarks/bench_loader.py`` measures it
+(plain h5py reads with 1 vs 2 threads vs 2 processes, and the loader with 1 / all worker
+threads and processes) next to a calibration of the CPU parallelism actually available.
+Measured on the shared 2-core development machine (load average ~8 from other jobs, so
+the calibration found only ~1.0x parallelism available and no design could scale there):
+plain h5py reads with 2 threads ran at 1.03x one thread, loader worker threads at
+1.07x, worker processes at 0.85-1.06x; one worker process filled dense [4,3,640,1024]
+batches ~10x faster than a naive per-event loop.  The 1.7x target for all workers needs
+two free cores; rerun the benchmark on an idle machine to check it.
+Workers are processes (``WorkerType: process``, the default; ``thread`` is kept for the
+measurement and for debugging; ``NumThreads: 0`` fills in the caller).  Start method:
+``forkserver`` where available (safe with torch and with open h5py handles in the parent;
+the server preloads numpy, h5py and tpcflow.io, so a worker starts in ~0.1 s), else
+``spawn``.  As with torch's DataLoader under spawn, a script that starts workers needs the
+``if __name__ == "__main__":`` guard.  The forkserver itself is one idle process per
+interpreter that multiprocessing stops at exit.
 
 Errors in a worker come back as :class:`~tpcflow.loader.worker.BatchFillError` naming
 file and entry; a worker that dies raises :class:`~tpcflow.loader.runtime.WorkerDiedError`;
@@ -32,6 +42,7 @@ Source: larcv ``ThreadProcessor`` (larcv2 ThreadIO) and its wiki page; larcv3
 
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
 import os
 import queue
@@ -51,6 +62,8 @@ from tpcflow.loader.storage import SlotLayout, SlotState, SlotView, create_file
 from tpcflow.loader.worker import FillSpec, build_fillers, fill_slot, worker_main
 
 __all__ = ["ThreadProcessor"]
+
+log = logging.getLogger("tpcflow.loader")
 
 
 def _default_start_method() -> str:
@@ -299,7 +312,11 @@ class ThreadProcessor:
         StopIteration
             The plan is exhausted.
         """
-        return self._runtime().wait_next(self.config.batch_timeout if timeout is None else timeout)
+        rt = self._runtime()
+        sid = rt.wait_next(self.config.batch_timeout if timeout is None else timeout)
+        if self.config.verbosity <= 1:
+            log.info("batch %s in storage %d: entries %s", rt.tags[sid], sid, rt.tasks[sid].tolist())
+        return sid
 
     def _check_filled(self, storage_id: int) -> Runtime:
         rt = self._runtime()

@@ -4,7 +4,7 @@ NOTE [ Loader shutdown ]
 The runtime is a separate object from :class:`~tpcflow.loader.processor.ThreadProcessor`
 so that ``weakref.finalize(processor, runtime.shutdown)`` can run without keeping the
 processor alive.  ``shutdown`` is idempotent and bounded: it sends one ``None`` per
-worker, joins each for up to 5 s, then terminates (and finally kills) what is left, and
+worker, joins them for up to 3 s in all, then terminates (and finally kills) what is left, and
 stops the collector thread.  It runs on ``stop_manager()``, when the processor is garbage
 collected, and at interpreter exit (``weakref.finalize`` registers with atexit).  Worker
 processes are daemonic, ignore SIGINT (Ctrl-C reaches only the consumer, which then shuts
@@ -189,7 +189,7 @@ class Runtime:
             self.dispatch()
 
     # -- shutdown ----------------------------------------------------------------
-    def shutdown(self, join_timeout: float = 5.0) -> None:
+    def shutdown(self, join_timeout: float = 3.0) -> None:
         """Stop every worker and the collector (idempotent, bounded; see NOTE above)."""
         if self.stopping:
             return

@@ -148,24 +148,36 @@ def group_rank(group: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray
     return order, rank
 
 
+def _grouped(vb: VoxelBatch, n_channels: int):
+    """Voxels ordered by (batch, channel) (stable), with the group boundaries."""
+    group = vb.batch * n_channels + vb.channel
+    index, values = vb.index, vb.values
+    if len(group) > 1 and (np.diff(group) < 0).any():
+        order = np.argsort(group, kind="stable")
+        group, index, values = group[order], index[order], values[order]
+    return group, index, values
+
+
 def fill_padded(out: np.ndarray, vb: VoxelBatch, *, include_values: bool = True) -> None:
     """Write voxels as rows into ``out`` [B, C, MaxVoxels, ndim (+1)] that holds the fill value.
 
     Each (entry, channel) keeps its first MaxVoxels voxels in file order (larcv3 truncates
     the same way).  Coordinates are in larcv3 axis order.
     """
-    b, c, maxv = out.shape[0], out.shape[1], out.shape[2]
-    group = vb.batch * c + vb.channel
-    order, rank = group_rank(group, b * c)
-    keep = rank < maxv
-    sel = order[keep]
-    rows = out.reshape(b * c, maxv, out.shape[3])
-    g, r = group[sel], rank[keep]
-    coords = _coords(vb.index[sel], vb.number_of_voxels)
-    for axis, coord in enumerate(coords):
-        rows[g, r, axis] = coord
-    if include_values:
-        rows[g, r, len(coords)] = vb.values[sel]
+    b, c, maxv, d = out.shape
+    group, index, values = _grouped(vb, c)
+    bounds = np.searchsorted(group, np.arange(b * c + 1))
+    coords = _coords(index, vb.number_of_voxels)
+    rows = out.reshape(b * c, maxv, d)
+    for g in range(b * c):
+        lo = int(bounds[g])
+        hi = min(int(bounds[g + 1]), lo + maxv)
+        if hi <= lo:
+            continue
+        for axis, coord in enumerate(coords):
+            rows[g, : hi - lo, axis] = coord[lo:hi]
+        if include_values:
+            rows[g, : hi - lo, len(coords)] = values[lo:hi]
 
 
 def fill_coo(out: np.ndarray, vb: VoxelBatch, *, n_channels: int, max_voxels: int) -> int:

@@ -203,6 +203,8 @@ def worker_main(wid: int, spec: FillSpec, task_q, result_q, mm=None, is_thread: 
     if not is_thread:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the consumer decides when to stop
         os.environ.setdefault("OMP_NUM_THREADS", "1")
+        # the workers are the parallelism: no extra inflate threads in the reader of each one
+        os.environ.setdefault("TPCFLOW_IO_THREADS", "1")
     try:
         reader = open_larcv3(spec.files)
         fillers = build_fillers(spec)
