@@ -96,6 +96,23 @@ def pad_jagged(array, jdim: int, pad_value: float = 0.0, dtype=np.float32, *, ou
     return out, out_mask
 
 
+def _scatter_plan(offsets: np.ndarray, jdim: int, width: int):
+    """Flat destinations in an (N, width) row-major matrix of a jagged branch padded to ``jdim``.
+
+    Returns ``(dest, keep)``: value ``k`` kept by ``keep`` (None: all kept, no clipping) goes to
+    ``dest[k] + first column``.  One vectorised pass over the values; no per-event loop.
+    """
+    counts = np.diff(offsets)
+    n, total = len(counts), int(offsets[-1] - offsets[0])
+    rows = np.repeat(np.arange(n, dtype=np.int64), counts)
+    local = np.arange(total, dtype=np.int64) - np.repeat(offsets[:-1] - offsets[0], counts)
+    keep = None
+    if counts.max(initial=0) > jdim:
+        keep = local < jdim
+        rows, local = rows[keep], local[keep]
+    return rows * width + local, keep
+
+
 def read_file_list(path) -> tuple[list[str], list[int] | None]:
     """Read a ``files.txt``: one file or URL per line, optionally followed by an integer label.
 
@@ -304,15 +321,26 @@ class DataGenerator:
         r = self.readers[i]
         names = self.branches + ([self.label_branch] if self.label_branch else [])
         arrays = r.read(start, stop, names)
-        n = stop - start
-        x = np.empty((n, self.width), dtype=np.float32)
-        m = np.ones((n, self.width), dtype=bool)
+        n, width = stop - start, self.width
+        x = np.zeros((n, width), dtype=np.float32)
+        m = np.zeros((n, width), dtype=bool)
+        xf, mf = x.reshape(-1), m.reshape(-1)
+        plans: dict = {}  # NanoAOD branches sharing a counter (nJet) share offsets: one plan per counter
         for name, col, w in self.specs.layout():
             s = self.specs.branches[name]
             if s.kind == "flat":
                 x[:, col:col + w] = flat_numpy(arrays[name]).reshape(n, w)
+                m[:, col:col + w] = True
             elif w:
-                pad_jagged(arrays[name], w, 0.0, out=x[:, col:col + w], out_mask=m[:, col:col + w])
+                offsets, content = jagged_parts(arrays[name])
+                key = (s.counter or name, w)
+                plan = plans.get(key)
+                if plan is None or plan[0] is not offsets and not np.array_equal(plan[0], offsets):
+                    plan = plans[key] = (offsets, *_scatter_plan(offsets, w, width))
+                _, dest, keep = plan
+                values = content[offsets[0]:offsets[-1]]
+                xf[dest + col] = values if keep is None else values[keep]
+                mf[dest + col] = True
         finite = np.isfinite(x)
         if not finite.all():
             m &= finite

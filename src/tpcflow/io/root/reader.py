@@ -61,6 +61,8 @@ def jagged_parts(array) -> tuple[np.ndarray, np.ndarray]:
 
 def flat_numpy(array) -> np.ndarray:
     """Return the numpy data of a flat (regular) awkward array without copying when possible."""
+    if isinstance(array, np.ndarray):
+        return array
     ak = require("awkward")
     layout = array.layout if isinstance(array, ak.Array) else None
     if layout is not None and hasattr(layout, "data") and not hasattr(layout, "offsets"):
@@ -136,10 +138,10 @@ class DataReader:
     # ---------------------------------------------------------------- file and tree
     def _open(self):
         self._file = open_root(self.source, retries=self.retries, timeout=self.timeout)
-        trees = self.trees()
+        trees = [k for k, c in self._file.classnames(cycle=False).items() if c == "TTree"]
         if self.tree_name is None:
             if len(trees) == 1:
-                self.tree_name = next(iter(trees))
+                self.tree_name = trees[0]
             elif "Events" in trees:
                 self.tree_name = "Events"
             else:
@@ -150,10 +152,12 @@ class DataReader:
 
     def trees(self) -> dict[str, int]:
         """Return ``{tree name: entries}`` for every TTree in the file (no cycle numbers)."""
+        if self._file is None:
+            self._open()
         out = {}
         for key, cls in self._file.classnames(cycle=False).items():
             if cls == "TTree":
-                out[key] = int(self._file[key].num_entries)
+                out[key] = int((self._tree if key == self.tree_name else self._file[key]).num_entries)
         return out
 
     @property
@@ -244,8 +248,9 @@ class DataReader:
 
         Returns
         -------
-        dict[str, ak.Array]
-            One awkward array per branch, of length ``stop - start``.
+        dict[str, np.ndarray or ak.Array]
+            One array per branch, of length ``stop - start``: numpy for flat branches,
+            awkward for jagged ones (and for branches outside the selection).
 
         Raises
         ------
@@ -254,8 +259,14 @@ class DataReader:
         """
         stop = self.num_entries if stop is None else min(stop, self.num_entries)
         names = list(self.branches) if branches is None else list(branches)
+        flat = [n for n in names if n in self.branches and self.branches[n].kind == "flat"]
+        other = [n for n in names if not (n in self.branches and self.branches[n].kind == "flat")]
         try:
-            return self.tree.arrays(names, entry_start=start, entry_stop=stop, library="ak", how=dict)
+            # flat branches as numpy: uproot skips building awkward arrays for them (~2x faster)
+            out = self.tree.arrays(flat, entry_start=start, entry_stop=stop, library="np") if flat else {}
+            if other:
+                out.update(self.tree.arrays(other, entry_start=start, entry_stop=stop, library="ak", how=dict))
+            return {n: out[n] for n in names}
         except Exception as err:
             for name in names:  # find the culprit, then report it by name
                 try:

@@ -59,10 +59,10 @@ def summarize(path, *, tree: str | None = None, nevts: int | None = None, includ
     t0 = time.perf_counter()
     if tree is None:
         f = open_root(path, retries=retries)
-        counts = {k: len(f[k].keys(recursive=True)) for k, c in f.classnames(cycle=False).items() if c == "TTree"}
+        names = [k for k, c in f.classnames(cycle=False).items() if c == "TTree"]
+        if len(names) > 1 and "Events" not in names:
+            tree = max(names, key=lambda k: len(f[k].keys(recursive=True)))
         f.close()
-        if counts and "Events" not in counts:
-            tree = max(counts, key=counts.get)
     reader = DataReader(path, tree=tree, include=include, exclude=exclude, nevts=nevts, on_unreadable="skip",
                         retries=retries)
     try:
