@@ -195,3 +195,31 @@ def test_numpy_views_are_released_and_copy_keeps_data(files):
     entries = [list(range(i, min(i + 4, 13))) for i in range(0, 13, 4)]
     for e, (_, b) in zip(entries, kept):
         check_batch(reader, e, b)
+
+
+def test_filler_error_names_the_entry(tmp_path):
+    from loader_testdata import make_event
+
+    from tpcflow.io import SparseProjection, write_larcv3
+
+    rng = np.random.default_rng(0)
+    events = [make_event(rng, i) for i in range(4)]
+    proj = events[2].products["sparse2d/sbndwire"]
+    proj[1] = SparseProjection(proj[1].meta, np.zeros(0, np.uint64), np.zeros(0, np.float32))
+    path = write_larcv3(tmp_path / "empty.h5", events) or tmp_path / "empty.h5"
+    cfg = {
+        "ThreadProcessor": {
+            "InputFiles": [str(path)],
+            "ProcessType": ["BatchFillerSparseTensor2D"],
+            "ProcessName": ["sparse"],
+            "NumThreads": 1,
+            "ProcessList": {"sparse": {"Producer": "sbndwire", "MaxVoxels": 10, "Channels": [1]}},
+        }
+    }
+    loader = BatchLoader(cfg, batch_size=2)
+    try:
+        with pytest.raises(BatchFillError, match="AllowEmpty") as info:
+            list(loader)
+        assert info.value.entry == 2 and str(path) in str(info.value)
+    finally:
+        loader.close()

@@ -127,3 +127,19 @@ def test_interpreter_exit_and_ctrl_c(path, tmp_path, how):
     else:
         assert code != 0 and "KeyboardInterrupt" in err
     assert all(_gone(pid) for pid in pids), "worker processes left running"
+
+
+def test_dropping_the_processor_stops_workers(path):
+    import gc
+
+    proc = ThreadProcessor(cosmic_tagger_config([path], num_threads=2))
+    proc.start_manager(2)
+    proc.release_data(proc.next_filled(timeout=60))
+    pids = list(proc._rt.worker_pids)
+    del proc
+    gc.collect()
+    assert all(_gone(pid) for pid in pids)
+    deadline = time.monotonic() + 5
+    while _loader_threads() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _loader_threads()

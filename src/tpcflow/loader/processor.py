@@ -70,6 +70,16 @@ def _default_start_method() -> str:
     return "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
 
 
+def _describer(reader):
+    def describe(entries) -> str:
+        if entries is None or len(entries) == 0:
+            return "no entries"
+        files = sorted({str(reader.locate(int(e))[0]) for e in np.unique(entries)[:8]})
+        return f"entries {np.asarray(entries).tolist()[:16]} of {', '.join(files)}"
+
+    return describe
+
+
 class ThreadProcessor:
     """larcv's ThreadProcessor on top of the larcv3 reader.
 
@@ -144,11 +154,6 @@ class ThreadProcessor:
             f"{self.config.num_threads}, NumStorage {self.config.num_storage}, running={self.running}>"
         )
 
-    def _describe(self, entries) -> str:
-        if entries is None or len(entries) == 0:
-            return "no entries"
-        files = sorted({str(self.reader.locate(int(e))[0]) for e in np.unique(entries)[:8]})
-        return f"entries {np.asarray(entries).tolist()[:16]} of {', '.join(files)}"
 
     # -- starting and stopping ---------------------------------------------------
     def _start(self, batch_size: int) -> Runtime:
@@ -163,13 +168,15 @@ class ThreadProcessor:
         layout = SlotLayout(self.fillers, batch_size, cfg.num_storage)
         path, mm = create_file(layout)
         rt = Runtime(layout, mm, cfg.num_storage)
-        rt.describe = self._describe
+        # the runtime must not reference the processor, or the processor would never be collected
+        rt.describe = _describer(self.reader)
         rt.views = [SlotView(mm, layout, s) for s in range(cfg.num_storage)]
         self._finalizer = weakref.finalize(self, rt.shutdown)
         try:
             if cfg.num_threads == 0:
                 fillers = build_fillers(self._spec(layout, path))
-                rt.sync_fill = lambda s, entries: fill_slot(self.reader, fillers, rt.views[s], entries)
+                reader, views = self.reader, rt.views
+                rt.sync_fill = lambda s, entries: fill_slot(reader, fillers, views[s], entries)
             else:
                 self._start_workers(rt, layout, path, mm)
         except BaseException:
@@ -309,8 +316,6 @@ class ThreadProcessor:
             From the workers.
         TimeoutError
             Nothing after ``timeout`` (default ``BatchTimeout``) seconds.
-        StopIteration
-            The plan is exhausted.
         """
         rt = self._runtime()
         sid = rt.wait_next(self.config.batch_timeout if timeout is None else timeout)

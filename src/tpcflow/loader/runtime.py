@@ -162,7 +162,7 @@ class Runtime:
                     return int(hit[0])
                 pending = (self.seq == self.consume_seq) & (self.states == SlotState.FILLING)
                 if not pending.any() and self.plan is None:
-                    raise StopIteration
+                    raise RuntimeError("no batch is being filled and the entry plan is exhausted")
                 left = deadline - time.monotonic()
                 if left <= 0:
                     s = np.flatnonzero(pending)
