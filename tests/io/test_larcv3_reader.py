@@ -171,3 +171,16 @@ def test_direct_reads_of_scattered_chunks():
         np.testing.assert_array_equal(mid["value"], ref["value"][12_345:67_890])
     finally:
         os.close(fd)
+
+
+def test_concurrent_reads_from_threads():
+    from concurrent.futures import ThreadPoolExecutor
+
+    with open_larcv3(data_path(COSMIC), products=["sparse2d/sbndwire", "cluster2d/sbndsegmerged"]) as r:
+        with ThreadPoolExecutor(4) as ex:
+            blocks = list(ex.map(lambda e: r.read_sparse_block("sparse2d/sbndwire", e, e + 1), [0, 1, 2, 3, 4] * 2))
+            events = list(ex.map(r.read, range(5)))
+        whole = r.read_sparse_block("sparse2d/sbndwire", 0, 5)
+    np.testing.assert_array_equal(np.concatenate([b.index for b in blocks[:5]]), whole.index)
+    np.testing.assert_array_equal(np.concatenate([b.values for b in blocks[5:]]), whole.values)
+    assert [ev.entry for ev in events] == list(range(5))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import bisect
 import operator
 import os
+import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -40,6 +41,7 @@ class _File:
         self._tables: dict[str, ProductTables] = {}
         self._fd_num: int | None = None
         self._fd_pid = -1
+        self._lock = threading.RLock()
         self._h5: h5py.File | None = open_h5(path)
         try:
             self._scan(self._h5)
@@ -68,13 +70,17 @@ class _File:
 
     def fd(self) -> int:
         """OS file descriptor for direct chunk reads (re-opened after fork)."""
-        if self._fd_num is None or self._fd_pid != os.getpid():
-            try:
-                self._fd_num = os.open(self.path, os.O_RDONLY)
-            except OSError as err:
-                raise DataFormatError(f"cannot open file ({err.strerror})", file_path=self.path) from None
-            self._fd_pid = os.getpid()
-        return self._fd_num
+        fd = self._fd_num
+        if fd is not None and self._fd_pid == os.getpid():
+            return fd
+        with self._lock:
+            if self._fd_num is None or self._fd_pid != os.getpid():
+                try:
+                    self._fd_num = os.open(self.path, os.O_RDONLY)
+                except OSError as err:
+                    raise DataFormatError(f"cannot open file ({err.strerror})", file_path=self.path) from None
+                self._fd_pid = os.getpid()
+            return self._fd_num
 
     @property
     def h5(self) -> h5py.File:
@@ -85,8 +91,16 @@ class _File:
     def tables(self, key: str) -> ProductTables:
         t = self._tables.get(key)
         if t is None:
-            t = ProductTables(self.h5, self.path, *self.groups[key], self.n_entries, fd=self.fd if self.direct else None)
-            self._tables[key] = t
+            with self._lock:
+                t = self._tables.get(key)
+                if t is None:
+                    t = self._load_tables(key)
+        return t
+
+    def _load_tables(self, key: str) -> ProductTables:
+        fd = self.fd if self.direct else None
+        t = ProductTables(self.h5, self.path, *self.groups[key], self.n_entries, fd=fd)
+        self._tables[key] = t
         return t
 
     def projections(self, key: str) -> int:
@@ -95,6 +109,14 @@ class _File:
             return 1
         ext = self.tables(key).extents
         return int(ext["N"].max()) if ext.shape[0] else 0
+
+    def __del__(self) -> None:
+        fd = getattr(self, "_fd_num", None)
+        if fd is not None and getattr(self, "_fd_pid", -1) == os.getpid():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
     def close(self) -> None:
         if self._fd_num is not None and self._fd_pid == os.getpid():
