@@ -27,7 +27,7 @@ from ._decode import decode_range, sparse_arrays
 from .block import SparseBlock
 from ._h5 import open_h5
 from ._tables import ProductTables, read_slice
-from .schema import parse_group_name
+from .schema import group_name, parse_group_name
 
 __all__ = ["Larcv3Reader", "SparseBlock", "open_larcv3"]
 
@@ -104,10 +104,22 @@ class _File:
         return t
 
     def projections(self, key: str) -> int:
-        ptype = self.groups[key][0]
+        """Largest number of projections of ``key`` in any entry (1 for particle); reads only ``extents``."""
+        ptype, producer = self.groups[key]
         if ptype == "particle":
             return 1
-        ext = self.tables(key).extents
+        if key in self._tables:
+            ext = self._tables[key].extents
+        else:
+            try:
+                dset = self.h5["Data"][group_name(ptype, producer)]["extents"]
+            except (KeyError, OSError):
+                raise DataFormatError(
+                    "product group has no 'extents' dataset",
+                    file_path=self.path,
+                    object_path=f"/Data/{group_name(ptype, producer)}",
+                ) from None
+            ext = read_slice(dset, 0, dset.shape[0], path=self.path)
         return int(ext["N"].max()) if ext.shape[0] else 0
 
     def __del__(self) -> None:
