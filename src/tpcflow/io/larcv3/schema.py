@@ -32,6 +32,7 @@ __all__ = [
     "POINT_DTYPE",
     "PRODUCT_DIMS",
     "VOXEL_DTYPE",
+    "dataset_dtype",
     "group_name",
     "parse_group_name",
 ]

@@ -155,7 +155,17 @@ class Larcv3Writer:
         return self._n
 
     def write(self, event: Event) -> None:
-        """Append one event (its event id and every product in ``event.products``)."""
+        """Append one event (its event id and every product in ``event.products``).
+
+        Raises
+        ------
+        DataFormatError
+            If a product is invalid (see the class docstring); nothing of the event is written.
+        TypeError
+            If ``event`` is not a :class:`tpcflow.io.products.Event`.
+        ValueError
+            If the writer is closed.
+        """
         if self._closed:
             raise ValueError(f"writer for {self.path} is closed")
         if not isinstance(event, Event):
