@@ -153,3 +153,30 @@ def test_torch_dataset_sees_each_event_once(num_workers):
         entries.append(b["entry"].numpy())
     entries = np.concatenate(entries)
     assert shapes == {g.width} and len(entries) == g.nevents("train") == len(np.unique(entries))
+
+
+def test_nan_inf_and_fixed_size_branches_in_a_written_file(tmp_path):
+    """A small file written by uproot: NaN/inf are counted, masked and padded; float[3] is flat, dim 3."""
+    import awkward as ak
+
+    path = tmp_path / "nan.root"
+    with uproot.recreate(path) as f:
+        f.mktree("t", {"a": "float32", "v": ("float64", (3,)), "j": "var * float64"})
+        f["t"].extend({"a": np.array([1.0, np.nan, 3.0, np.inf], dtype=np.float32),
+                       "v": np.arange(12, dtype=np.float64).reshape(4, 3),
+                       "j": ak.Array([[1.0, np.nan], [], [2.0, 5.0, -np.inf], [4.0]])})
+        f["rn"] = {"x": np.zeros(2)}  # an RNTuple beside the tree: not a TTree, ignored
+    with pytest.raises(DataFormatError, match="RNTuple"):
+        DataGenerator([path], tree="rn")
+    g = DataGenerator([path], chunk_size=10, shuffle=False, pad_value=-2.0)
+    s = g.specs.branches
+    assert (s["a"].nan, s["a"].inf, s["a"].min, s["a"].max) == (1, 1, 1.0, 3.0)
+    assert s["v"].kind == "flat" and s["v"].dim == 3 and s["j"].kind == "jagged" and s["j"].jdim == 3
+    assert (s["j"].nan, s["j"].inf, s["j"].min, s["j"].max) == (1, 1, 1.0, 5.0)
+    c = next(g.iterate("all"))
+    assert g.columns[:1] == ["a"] and g.columns[1:4] == ["v[0]", "v[1]", "v[2]"]
+    np.testing.assert_array_equal(c.mask[:, 0], [True, False, True, False])
+    np.testing.assert_allclose(c.x[:, 0], [0.0, -2.0, 1.0, -2.0])
+    ja = g.columns.index("j[0]")
+    np.testing.assert_array_equal(c.mask[:, ja:ja + 3], [[1, 0, 0], [0, 0, 0], [1, 1, 0], [1, 0, 0]])
+    np.testing.assert_allclose(c.x[2, ja:ja + 3], [0.25, 1.0, -2.0])

@@ -60,11 +60,29 @@ def _labels(spec: str | None, per_line: list[int] | None, n: int):
 
 
 def _upload(args, model_path: Path, params: dict, labels_path: Path) -> None:
-    from tpcflow.serve.http.client import TFaaSClient
-
     name = args.name or Path(args.out).resolve().name
-    with TFaaSClient(args.upload, token=args.token) as client:
-        reply = client.upload(name, params, model_path, labels_path)
+    try:
+        from tpcflow.serve.http.client import TFaaSClient
+    except ImportError:  # HTTP client not installed: the same multipart POST with httpx
+        import httpx
+
+        from tpcflow.errors import ServiceError
+
+        headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
+        files = {"params": ("params.json", json.dumps(params).encode(), "application/json"),
+                 "model": (model_path.name, model_path.read_bytes(), "application/octet-stream"),
+                 "labels": ("labels.txt", labels_path.read_bytes(), "text/plain")}
+        try:
+            r = httpx.post(args.upload.rstrip("/") + "/upload", data={"name": name}, files=files, headers=headers,
+                           timeout=60)
+        except httpx.HTTPError as err:
+            raise ServiceError(f"upload to {args.upload} failed: {err}") from err
+        if r.status_code >= 400:
+            raise ServiceError(f"upload to {args.upload} failed: HTTP {r.status_code}: {r.text[:200]}")
+        reply = r.json()
+    else:
+        with TFaaSClient(args.upload, token=args.token) as client:
+            reply = client.upload(name, params, model_path, labels_path)
     print(f"uploaded {name!r} to {args.upload}: {reply}")
 
 

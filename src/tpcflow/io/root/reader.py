@@ -139,14 +139,23 @@ class DataReader:
     def _open(self):
         self._file = open_root(self.source, retries=self.retries, timeout=self.timeout)
         trees = [k for k, c in self._file.classnames(cycle=False).items() if c == "TTree"]
+        if not trees:
+            found = ", ".join(f"{k} ({c})" for k, c in self._file.classnames(cycle=False).items()) or "nothing"
+            raise DataFormatError(f"no TTree in this file (found: {found}); only TTrees are supported",
+                                  file_path=self.source)
         if self.tree_name is None:
             if len(trees) == 1:
                 self.tree_name = trees[0]
             elif "Events" in trees:
                 self.tree_name = "Events"
             else:
-                raise ProductNotFoundError("<tree>", available=trees, file_path=self.source)
+                raise DataFormatError(f"the file holds several TTrees {trees}; choose one with tree=NAME "
+                                      "(CLI: --tree NAME)", file_path=self.source)
         elif self.tree_name not in trees:
+            cls = self._file.classnames(cycle=False).get(self.tree_name)
+            if cls is not None:
+                raise DataFormatError(f"{self.tree_name!r} is a {cls}, not a TTree; TTrees here: {trees}",
+                                      file_path=self.source)
             raise ProductNotFoundError(self.tree_name, available=trees, file_path=self.source)
         self._tree = self._file[self.tree_name]
 
@@ -195,9 +204,10 @@ class DataReader:
         uproot = require("uproot")
         interp = branch.interpretation
         if isinstance(interp, uproot.AsDtype):
-            dt = np.dtype(interp.to_dtype)
+            full = np.dtype(interp.to_dtype)  # a sub-array dtype ('<f8', (3,)) for float[3] leaves
+            dt = full.base
             if dt.kind in "biuf":
-                return BranchSpec(kind="flat", dtype=dt.name, dim=int(np.prod(interp.inner_shape, dtype=np.int64)))
+                return BranchSpec(kind="flat", dtype=dt.name, dim=int(np.prod(full.shape, dtype=np.int64)))
             return f"dtype {dt} is not numeric"
         if isinstance(interp, uproot.AsJagged) and isinstance(interp.content, uproot.AsDtype):
             dt = np.dtype(interp.content.to_dtype)

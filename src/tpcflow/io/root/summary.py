@@ -77,7 +77,7 @@ def summarize(path, *, tree: str | None = None, nevts: int | None = None, includ
         "file": source_name(path), "trees": trees, "tree": specs.tree, "events": specs.nevents, "entries": entries,
         "branches": len(specs.branches), "flat": specs.flat, "jagged": specs.jagged, "skipped": dict(specs.skipped),
         "width": specs.width, "specs": specs.to_dict()["branches"], "time_s": elapsed, "memory_mb": rss,
-        "memory_delta_mb": rss - rss0, "peak_memory_mb": _peak_rss_mb(),
+        "memory_delta_mb": rss - rss0, "peak_memory_mb": max(_peak_rss_mb(), rss),
     }
 
 
