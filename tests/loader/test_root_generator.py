@@ -105,6 +105,8 @@ def test_files_mixed_in_proportion_and_labels_from_file_list(tmp_path):
     lst.write_text(f"{files[0]} 0\n{files[1]}\n")
     with pytest.raises(DataFormatError, match="every line"):
         read_file_list(lst)
+    with pytest.raises(DataFormatError, match="cannot read the file list"):
+        read_file_list(tmp_path / "missing.txt")
 
 
 def test_split_shuffle_and_epochs():

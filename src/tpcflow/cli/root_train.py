@@ -59,6 +59,20 @@ def _labels(spec: str | None, per_line: list[int] | None, n: int):
     return labels
 
 
+def _read_params(path) -> dict:
+    from tpcflow.errors import ConfigError
+
+    if not path:
+        return {}
+    try:
+        d = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ConfigError(f"cannot read params file {path}: {err}") from err
+    if not isinstance(d, dict):
+        raise ConfigError(f"params file {path} must hold a JSON object")
+    return d
+
+
 def _upload(args, model_path: Path, params: dict, labels_path: Path) -> None:
     name = args.name or Path(args.out).resolve().name
     try:
@@ -92,7 +106,7 @@ def _run_images(args) -> int:
     from tpcflow.errors import ConfigError
     from tpcflow.train import image_classify as ic
 
-    opts = json.loads(Path(args.params).read_text()) if args.params else {}
+    opts = _read_params(args.params)
     allowed = {"epochs", "batch_size", "lr", "validation_split", "seed", "widths", "input_pool"}
     if set(opts) - allowed:
         raise ConfigError(f"unknown image-mode params {sorted(set(opts) - allowed)}; allowed: {sorted(allowed)}")
@@ -130,7 +144,7 @@ def run(args) -> int:
 
     files, per_line = read_file_list(args.files)
     labels = _labels(args.labels, per_line, len(files))
-    opts = json.loads(Path(args.params).read_text()) if args.params else {}
+    opts = _read_params(args.params)
     for key in ("tree", "include", "exclude"):
         if getattr(args, key):
             opts[key] = getattr(args, key)

@@ -121,11 +121,16 @@ def read_file_list(path) -> tuple[list[str], list[int] | None]:
     Raises
     ------
     DataFormatError
-        If only some lines carry a label, or a label is not an integer.
+        If the list cannot be read or is empty, only some lines carry a label, or a label is
+        not an integer.
     """
     path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise DataFormatError(f"cannot read the file list: {err.strerror or err}", file_path=path) from err
     files, labels = [], []
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+    for lineno, line in enumerate(text.splitlines(), 1):
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
@@ -137,6 +142,8 @@ def read_file_list(path) -> tuple[list[str], list[int] | None]:
             except ValueError as err:
                 raise DataFormatError(f"label {parts[1]!r} is not an integer", file_path=path,
                                       entry=lineno) from err
+    if not files:
+        raise DataFormatError("the file list names no file", file_path=path)
     if labels and len(labels) != len(files):
         raise DataFormatError("either every line or no line of a file list must carry a label", file_path=path)
     return files, (labels or None)
