@@ -83,6 +83,7 @@ def create_app(settings: Settings) -> FastAPI:
         max_batch_size=settings.max_batch_size if settings.batching else 1,
         max_delay_s=settings.max_batch_delay_ms / 1000.0 if settings.batching else 0.0,
         on_batch=meters.on_batch,
+        torch_threads=settings.torch_threads,
     )
     state = ServerState(settings=settings, repository=repository, cache=cache, metrics=meters)
 

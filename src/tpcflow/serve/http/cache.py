@@ -62,15 +62,19 @@ class ModelCache:
         Batcher's extra wait for more requests [s].
     on_batch : callable, optional
         ``on_batch(model_name, rows, seconds)`` after each model call.
+    torch_threads : int, optional
+        Intra-op threads of each model's worker thread (default: the process's).
     """
 
     def __init__(self, repository: ModelRepository, *, capacity: int = 8, max_batch_size: int = 64,
-                 max_delay_s: float = 0.0, on_batch: Callable[[str, int, float], None] | None = None):
+                 max_delay_s: float = 0.0, on_batch: Callable[[str, int, float], None] | None = None,
+                 torch_threads: int | None = None):
         self.repository = repository
         self.capacity = capacity
         self.max_batch_size = max_batch_size
         self.max_delay_s = max_delay_s
         self.on_batch = on_batch
+        self.torch_threads = torch_threads
         self._models: OrderedDict[tuple[str, int], LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
         self._loading: dict[tuple[str, int], threading.Lock] = {}
@@ -130,14 +134,16 @@ class ModelCache:
 
     def _load(self, name: str, version: int) -> LoadedModel:
         entry = self.repository.entry(name, version)
-        runner = load_runner(entry.model_file, entry.params.format or "torchscript", name, entry.params.input_names)
+        runner = load_runner(entry.model_file, entry.params.format or "torchscript", name, entry.params.input_names,
+                             threads=self.torch_threads)
 
         def on_batch(rows: int, seconds: float) -> None:
             if self.on_batch is not None:
                 self.on_batch(name, rows, seconds)
 
         batcher = DynamicBatcher(runner, max_batch_size=self.max_batch_size, max_delay_s=self.max_delay_s,
-                                 name=f"{name}/{version}", on_batch=on_batch)
+                                 name=f"{name}/{version}", on_batch=on_batch,
+                                 thread_init=getattr(runner, "init_thread", None))
         return LoadedModel(entry=entry, batcher=batcher, loaded_at=time.time())
 
     def evict(self, name: str, version: int | None = None) -> None:
