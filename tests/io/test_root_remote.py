@@ -155,3 +155,21 @@ def test_xrootd_server_on_loopback(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_server_gone_while_reading_fails_clearly():
+    directory = data_path("root/uproot-HZZ.root").parent
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(RangeHTTPRequestHandler, directory=str(directory)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        r = DataReader(f"http://127.0.0.1:{server.server_address[1]}/uproot-HZZ.root", include=["Jet_*"],
+                       retries=1, timeout=2)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+    t0 = time.perf_counter()
+    with pytest.raises(RemoteSourceError) as err:  # baskets are fetched on demand: the server is gone
+        r.read(0, 100)
+    assert time.perf_counter() - t0 < 15 and "uproot-HZZ.root" in str(err.value)

@@ -12,7 +12,7 @@ from pathlib import Path
 from tpcflow.errors import DataFormatError, TpcflowError
 from tpcflow.io._extras import require
 
-__all__ = ["RemoteSourceError", "is_remote", "open_root", "source_name"]
+__all__ = ["RemoteSourceError", "is_network_error", "is_remote", "open_root", "source_name"]
 
 _REMOTE_SCHEMES = ("http://", "https://", "root://", "xroot://")
 
@@ -46,6 +46,29 @@ class RemoteSourceError(TpcflowError, OSError):
 def is_remote(source: str | Path) -> bool:
     """Return True if ``source`` is an HTTP(S) or XRootD URL."""
     return isinstance(source, str) and source.lower().startswith(_REMOTE_SCHEMES)
+
+
+_NET_WORDS = ("ClientConnector", "ClientOS", "ServerDisconnected", "ClientPayload", "XRootD", "Timeout",
+              "Connection refused", "Connect call failed")
+
+
+def is_network_error(err: BaseException) -> bool:
+    """Whether ``err`` looks like a transient network failure (worth a retry), not a missing file.
+
+    Looks at the exception, its cause/context chain, and its text: uproot sometimes wraps an
+    aiohttp error in an unrelated TypeError ("'ClientConnectorError' object is not subscriptable").
+    """
+    seen = 0
+    while err is not None and seen < 8:
+        if isinstance(err, FileNotFoundError):
+            return False
+        if isinstance(err, (OSError, TimeoutError, ConnectionError)):
+            return True
+        text = f"{type(err).__name__}: {err}"
+        if any(word in text for word in _NET_WORDS):
+            return True
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return False
 
 
 def source_name(source: str | Path) -> str:
@@ -102,10 +125,8 @@ def open_root(source: str | Path, *, retries: int = 3, timeout: float = 30.0, ba
         except FileNotFoundError as err:
             raise DataFormatError(f"remote ROOT file not found (HTTP 404 or missing path): {err}",
                                   file_path=source) from err
-        except (OSError, TimeoutError, ConnectionError) as err:
-            last = f"{type(err).__name__}: {err}".splitlines()[0]
-        except Exception as err:  # aiohttp / XRootD client errors that do not subclass OSError
-            if "Client" not in type(err).__name__ and "XRootD" not in type(err).__name__:
+        except Exception as err:
+            if not is_network_error(err):
                 raise
             last = f"{type(err).__name__}: {err}".splitlines()[0]
         if attempt < retries:

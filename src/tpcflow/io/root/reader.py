@@ -9,13 +9,14 @@ and awkward 2.  Branch kinds follow uproot's interpretations: ``AsDtype`` -> fla
 from __future__ import annotations
 
 import fnmatch
+import time
 from collections.abc import Iterator
 
 import numpy as np
 
 from tpcflow.errors import ConfigError, DataFormatError, ProductNotFoundError
 from tpcflow.io._extras import require
-from tpcflow.io.root._source import open_root, source_name
+from tpcflow.io.root._source import RemoteSourceError, is_network_error, is_remote, open_root, source_name
 from tpcflow.io.root.specs import BranchSpec, Specs
 
 __all__ = ["BranchNotFoundError", "DataReader", "UnreadableBranchError", "flat_numpy", "jagged_parts"]
@@ -266,27 +267,52 @@ class DataReader:
         ------
         UnreadableBranchError
             If uproot fails on a branch (the message names it and how to exclude it).
+        RemoteSourceError
+            If a remote source keeps failing after ``retries`` reconnections.
         """
         stop = self.num_entries if stop is None else min(stop, self.num_entries)
         names = list(self.branches) if branches is None else list(branches)
+        attempt, delay = 0, 0.5
+        while True:
+            try:
+                return self._read_once(start, stop, names)
+            except RemoteSourceError:
+                raise  # re-opening already retried
+            except Exception as err:
+                # remote: reconnect and retry (a failed reconnect raises RemoteSourceError)
+                if not is_remote(self.source) or (attempt >= self.retries and not is_network_error(err)):
+                    return self._explain_failure(err, start, stop, names)
+                if attempt >= self.retries:
+                    raise RemoteSourceError(self.source, attempt + 1,
+                                            f"reading entries [{start}, {stop}) failed: "
+                                            + f"{type(err).__name__}: {err}".splitlines()[0]) from err
+                attempt += 1
+                time.sleep(delay)
+                delay = min(2 * delay, 4.0)
+                self.close()  # reconnect on the next access
+
+    def _read_once(self, start: int, stop: int, names: list[str]) -> dict:
         flat = [n for n in names if n in self.branches and self.branches[n].kind == "flat"]
         other = [n for n in names if not (n in self.branches and self.branches[n].kind == "flat")]
-        try:
-            # flat branches as numpy: uproot skips building awkward arrays for them (~2x faster)
-            out = self.tree.arrays(flat, entry_start=start, entry_stop=stop, library="np") if flat else {}
-            if other:
-                out.update(self.tree.arrays(other, entry_start=start, entry_stop=stop, library="ak", how=dict))
-            return {n: out[n] for n in names}
-        except Exception as err:
-            for name in names:  # find the culprit, then report it by name
-                try:
-                    self.tree[name].array(entry_start=start, entry_stop=stop, library="ak")
-                except Exception as inner:
-                    raise UnreadableBranchError(
-                        name, f"uproot failed at entries [{start}, {stop}): {str(inner).splitlines()[0]}",
-                        file_path=self.source, object_path=self.tree_name) from inner
-            raise DataFormatError(f"reading entries [{start}, {stop}) failed: {err}", file_path=self.source,
-                                  object_path=self.tree_name) from err
+        # flat branches as numpy: uproot skips building awkward arrays for them (~2x faster)
+        out = self.tree.arrays(flat, entry_start=start, entry_stop=stop, library="np") if flat else {}
+        if other:
+            out.update(self.tree.arrays(other, entry_start=start, entry_stop=stop, library="ak", how=dict))
+        return {n: out[n] for n in names}
+
+    def _explain_failure(self, err: Exception, start: int, stop: int, names: list[str]):
+        """Re-raise a read failure as an error that names the branch (found by reading them one by one)."""
+        if isinstance(err, (RemoteSourceError, DataFormatError)):
+            raise err
+        for name in names:
+            try:
+                self.tree[name].array(entry_start=start, entry_stop=stop, library="ak")
+            except Exception as inner:
+                raise UnreadableBranchError(
+                    name, f"uproot failed at entries [{start}, {stop}): {str(inner).splitlines()[0]}",
+                    file_path=self.source, object_path=self.tree_name) from inner
+        raise DataFormatError(f"reading entries [{start}, {stop}) failed: {err}", file_path=self.source,
+                              object_path=self.tree_name) from err
 
     def iterate(self, chunk_size: int | None = None, branches=None) -> Iterator[tuple[int, int, dict]]:
         """Yield ``(start, stop, arrays)`` for consecutive chunks of ``chunk_size`` entries."""
