@@ -13,6 +13,15 @@ TINY = NetworkConfig(n_initial_filters=4, network_depth=2, blocks_per_layer=1, b
                      blocks_final=0, bottleneck_deepest=8)
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    # tiny tensors: one thread avoids OpenMP barrier waits when the CPU is shared (CI runs on 2 cores)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _trained(cfg=TINY):
     torch.manual_seed(0)
     net = build_network(cfg)

@@ -13,6 +13,15 @@ TINY = NetworkConfig(n_initial_filters=4, network_depth=3, blocks_per_layer=1, b
                      blocks_final=1, bottleneck_deepest=8)
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    # tiny tensors: one thread avoids OpenMP barrier waits when the CPU is shared (CI runs on 2 cores)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.mark.parametrize("changes", [{}, dict(connections="sum", upsampling="convolutional")])
 def test_3d_equals_2d_with_converted_weights_in_eval(changes):
     torch.manual_seed(0)

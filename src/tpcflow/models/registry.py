@@ -24,6 +24,7 @@ __all__ = [
     "count_parameters",
     "get_preset",
     "load_model",
+    "meta_network",
     "network_config_from_dict",
     "restore_model",
     "save_checkpoint",
