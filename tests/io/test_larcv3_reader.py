@@ -184,3 +184,32 @@ def test_concurrent_reads_from_threads():
     np.testing.assert_array_equal(np.concatenate([b.index for b in blocks[:5]]), whole.index)
     np.testing.assert_array_equal(np.concatenate([b.values for b in blocks[5:]]), whole.values)
     assert [ev.entry for ev in events] == list(range(5))
+
+
+def test_sparse_block_with_varying_projections_and_empty_entries(tmp_path):
+    from tpcflow.io import Event, EventID, ImageMeta, SparseProjection
+
+    metas = [ImageMeta(p, (3, 4), (3.0, 4.0), (0.0, 0.0)) for p in range(3)]
+
+    def proj(p, ids):
+        return SparseProjection(metas[p], np.array(ids, np.uint64), np.arange(1, len(ids) + 1, dtype=np.float32))
+
+    events = [
+        Event(EventID(0, 0, 0), {"sparse2d/w": [proj(0, [1, 2]), proj(1, [])]}),
+        Event(EventID(0, 0, 1), {}),
+        Event(EventID(0, 0, 2), {"sparse2d/w": [proj(0, [0]), proj(1, [5]), proj(2, [11, 3])]}),
+    ]
+    path = write_larcv3(tmp_path / "v.h5", events)
+    with open_larcv3(path) as r:
+        assert [p.projections for p in r.products] == [3]
+        blk = r.read_sparse_block("sparse2d/w", 0, 3)
+        assert blk.counts.tolist() == [[2, 0, 0], [0, 0, 0], [1, 1, 2]]
+        assert blk.index.tolist() == [1, 2, 0, 5, 3, 11]
+        assert blk.values.tolist() == [1, 2, 1, 1, 2, 1]
+        assert blk.metas == metas
+        assert r.read(1).products["sparse2d/w"] == []
+        assert len(r.read(0).products["sparse2d/w"][1]) == 0
+        dense = blk.to_dense()
+        assert dense.shape == (3, 3, 3, 4) and dense[2, 2, 2, 3] == 1 and dense[2, 2, 0, 3] == 2
+        empty = r.read_sparse_block("sparse2d/w", 1, 2)
+        assert empty.counts.shape == (1, 0) and empty.index.size == 0
