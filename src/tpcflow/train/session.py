@@ -66,6 +66,10 @@ class Runner:
         self.loss_fn = SegmentationLoss(cfg.mode.optimizer.loss_balance_scheme)
         self.forward_model = self.model  # replaced by the DDP / compiled wrapper
 
+    def use_model(self, model: torch.nn.Module) -> None:
+        """Run ``model`` (for example a trained one) instead of the freshly built network."""
+        self.model = self.forward_model = model
+
     def compile(self) -> None:
         """Wrap the forward model in torch.compile when ``run.compile`` is set."""
         if self.cfg.run.compile:

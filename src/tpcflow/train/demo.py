@@ -1,0 +1,273 @@
+"""``tpcflow demo``: synthetic events -> a small UResNet trained on CPU -> evaluation -> inference.
+
+The stages are plain functions over a :class:`DemoState`, listed by :func:`demo_stages`, so a
+test can run a tiny version and other layers can add a stage (for example one that serves the
+trained model) by extending the list:
+
+1. ``generate``: synthetic SBND events (:mod:`tpcflow.sim.sbnd`) at ``2**-downsample``
+   resolution: the training set in memory, a held-out set in memory and as a larcv3 file;
+2. ``train``: the small UResNet on CPU; the held-out metrics of the untrained network are
+   measured first, for comparison;
+3. ``evaluate``: CosmicTagger metrics on the held-out events;
+4. ``inference``: predictions, per-event metrics and event displays for the held-out file,
+   and for the real ``cosmic_tagging_light.h5`` when it is found ($TPCFLOW_DATA or
+   ../shared/data relative to the working directory);
+5. ``report``: the metrics table (printed and written to ``summary.json`` / ``metrics.txt``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from tpcflow.config import Config, load_config
+from tpcflow.train.report import format_metrics
+
+__all__ = ["DemoSettings", "DemoState", "demo_stages", "find_real_file", "run_demo"]
+
+REAL_FILE = "larcv3/cosmic_tagging_light.h5"
+
+#: the small network of the demo (CosmicTagger's UResNet topology, fewer filters and blocks)
+DEMO_NETWORK = (
+    "network.n_initial_filters=8",
+    "network.network_depth=5",
+    "network.blocks_per_layer=1",
+    "network.blocks_deepest_layer=2",
+    "network.blocks_final=1",
+    "network.bottleneck_deepest=64",
+)
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """Knobs of the demo; the defaults take a few minutes on 2 CPU cores.
+
+    Attributes
+    ----------
+    out : Path
+        Output directory (run directory ``<out>/run``, files, displays, summary).
+    downsample : int
+        Images of (1280 x 2048) / 2**downsample per plane.
+    train_events, test_events : int
+        Synthetic events for training and for the held-out evaluation.
+    iterations, minibatch_size, learning_rate
+        Training length (optimizer steps), images per step, peak LR of the one-cycle schedule.
+    network : tuple of str
+        ``network.*`` overrides of the UResNet preset.
+    extra : tuple of str
+        Further ``key=value`` overrides of the training configuration.
+    displays : int
+        Event displays per inference.
+    real_file : Path, "auto" or None
+        The real larcv3 file for the last inference ("auto": search; None: skip).
+    """
+
+    out: Path = Path("demo_output")
+    downsample: int = 3
+    train_events: int = 128
+    test_events: int = 16
+    iterations: int = 400
+    minibatch_size: int = 4
+    learning_rate: float = 2e-3
+    seed: int = 2024
+    network: tuple[str, ...] = DEMO_NETWORK
+    extra: tuple[str, ...] = ()
+    displays: int = 3
+    real_file: Path | str | None = "auto"
+    progress: bool = True
+
+
+@dataclass
+class DemoState:
+    """What the stages hand to each other."""
+
+    settings: DemoSettings
+    config: Config | None = None
+    test_file: Path | None = None
+    test_arrays: object = None
+    train_result: object = None
+    metrics: dict[str, dict] = field(default_factory=dict)
+    inference: dict[str, object] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    echo: Callable = print
+
+
+def find_real_file() -> Path | None:
+    """``$TPCFLOW_DATA/larcv3/cosmic_tagging_light.h5`` or ``../shared/data/...`` from the cwd."""
+    roots = [Path(os.environ["TPCFLOW_DATA"])] if os.environ.get("TPCFLOW_DATA") else []
+    roots.append(Path.cwd().parent / "shared" / "data")
+    for root in roots:
+        if (root / REAL_FILE).is_file():
+            return root / REAL_FILE
+    return None
+
+
+def train_config(s: DemoSettings) -> Config:
+    """The training configuration of the demo."""
+    from tpcflow.train.resolve import network_schema
+
+    overrides = [
+        "run.id=run",
+        f"run.output_dir={s.out}",
+        f"run.iterations={s.iterations}",
+        f"run.minibatch_size={s.minibatch_size}",
+        "run.aux_iterations=0",
+        "run.channels_last=true",
+        f"run.seed={s.seed}",
+        f"run.progress={s.progress}",
+        "run.resume=false",
+        f"mode.checkpoint_iteration={max(s.iterations, 1)}",
+        "mode.keep_checkpoints=1",
+        f"mode.logging_iteration={max(1, s.iterations // 100)}",
+        f"mode.optimizer.learning_rate={s.learning_rate}",
+        "mode.optimizer.lr_schedule=one_cycle",
+        "mode.optimizer.loss_balance_scheme=light",
+        "data.synthetic=true",
+        f"data.downsample={s.downsample}",
+        f"data.synthetic_events={s.train_events}",
+        f"data.synthetic_seed={s.seed}",
+        *s.network,
+        *s.extra,
+    ]
+    return load_config(overrides, mode="train", network_schema=network_schema())
+
+
+def stage_generate(state: DemoState) -> None:
+    """Generate the held-out events (in memory and as a larcv3 file); the training set is made by ``train``."""
+    from tpcflow.sim.sbnd import generate_events, generate_file
+    from tpcflow.train.synthetic import EventArrays
+
+    s = state.settings
+    s.out.mkdir(parents=True, exist_ok=True)
+    state.config = train_config(s)
+    test_seed = s.seed + 7919
+    state.test_file = generate_file(s.out / "synthetic_test.h5", s.test_events, test_seed, downsample=s.downsample)
+    state.test_arrays = EventArrays(list(generate_events(s.test_events, test_seed, downsample=s.downsample)))
+    h, w = state.test_arrays.shape
+    state.echo(
+        f"[generate] {s.train_events} training + {s.test_events} held-out synthetic SBND events, "
+        f"3 planes of {h}x{w} (downsample {s.downsample}); held-out file {state.test_file}"
+    )
+
+
+def _held_out_metrics(state: DemoState, model) -> dict:
+    from tpcflow.train.data import SyntheticSource
+    from tpcflow.train.session import Runner, evaluate
+
+    cfg = state.config
+    from tpcflow.train.resolve import resolve_network
+
+    runner = Runner(cfg, resolve_network(cfg), torch.device("cpu"), state.test_arrays.shape)
+    if model is not None:
+        runner.use_model(model)
+    source = SyntheticSource(state.test_arrays, min(cfg.run.minibatch_size, len(state.test_arrays)), shuffle=False, cycle=False)
+    return evaluate(runner, source)
+
+
+def stage_train(state: DemoState) -> None:
+    """Measure the untrained network on the held-out events, then train it."""
+    from tpcflow.train.loop import train
+
+    torch.manual_seed(state.settings.seed)
+    state.metrics["untrained (held-out)"] = _held_out_metrics(state, None)
+    state.echo(f"[train] untrained network: held-out mIoU {state.metrics['untrained (held-out)'].get('Average/mIoU', float('nan')):.4f}")
+    t0 = time.perf_counter()
+    state.train_result = train(state.config, echo=lambda *a, **k: None)
+    r = state.train_result
+    state.timings["train_s"] = time.perf_counter() - t0
+    state.echo(
+        f"[train] {r.network_config.name} UResNet, {r.n_parameters:,} parameters, {len(r.losses)} iterations "
+        f"in {state.timings['train_s']:.0f} s ({r.images_per_second:.1f} img/s): loss {r.losses[0]:.3f} -> {r.losses[-1]:.3f}"
+    )
+
+
+def stage_evaluate(state: DemoState) -> None:
+    """CosmicTagger metrics of the trained network on the held-out events."""
+    m = _held_out_metrics(state, state.train_result.model)
+    state.metrics["trained (held-out)"] = m
+    state.echo(f"[evaluate] trained network: held-out mIoU {m.get('Average/mIoU', float('nan')):.4f}")
+
+
+def _infer(state: DemoState, name: str, file: Path, downsample: int) -> None:
+    from tpcflow.train.inference import infer
+    from tpcflow.train.resolve import network_schema
+
+    s = state.settings
+    overrides = [
+        f"run.id=inference_{name}",
+        f"run.output_dir={s.out}",
+        "run.minibatch_size=1",
+        "run.iterations=0",
+        f"mode.weights_location={state.train_result.checkpoint}",
+        f"mode.event_displays={s.displays}",
+        f"data.file={file}",
+        f"data.downsample={downsample}",
+        "run.channels_last=true",
+        "mode.optimizer.loss_balance_scheme=light",
+        *s.network,
+    ]
+    cfg = load_config(overrides, mode="inference", network_schema=network_schema())
+    res = infer(cfg, echo=lambda *a, **k: None)
+    state.inference[name] = res
+    state.metrics[f"inference: {name}"] = res.metrics
+    state.echo(f"[inference] {name}: {res.events} events -> {res.output_file}, {len(res.displays)} displays in {res.displays[0].parent if res.displays else '-'}")
+
+
+def stage_inference(state: DemoState) -> None:
+    """Inference on the held-out file, and on the real file when there is one."""
+    _infer(state, "synthetic", state.test_file, 0)
+    s = state.settings
+    real = find_real_file() if s.real_file == "auto" else (Path(s.real_file) if s.real_file else None)
+    if real is not None and real.is_file():
+        _infer(state, "real", real, s.downsample)
+    else:
+        state.echo("[inference] real cosmic_tagging_light.h5 not found ($TPCFLOW_DATA or ../shared/data): skipped")
+
+
+def stage_report(state: DemoState) -> None:
+    """Print the metrics table and write ``summary.json`` and ``metrics.txt``."""
+    table = format_metrics(state.metrics)
+    state.echo("\n" + table)
+    out = state.settings.out
+    (out / "metrics.txt").write_text(table + "\n")
+    summary = {
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(state.settings).items()},
+        "metrics": state.metrics,
+        "timings": state.timings,
+        "checkpoint": str(state.train_result.checkpoint) if state.train_result else None,
+        "displays": {k: [str(p) for p in r.displays] for k, r in state.inference.items()},
+    }
+    tmp = out / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2, default=str))
+    tmp.replace(out / "summary.json")
+
+
+def demo_stages() -> list[tuple[str, Callable[[DemoState], None]]]:
+    """The demo's stages in order; extend or filter this list to change the demo."""
+    return [
+        ("generate", stage_generate),
+        ("train", stage_train),
+        ("evaluate", stage_evaluate),
+        ("inference", stage_inference),
+        ("report", stage_report),
+    ]
+
+
+def run_demo(settings: DemoSettings = DemoSettings(), *, echo=print, stages=None) -> DemoState:
+    """Run the demo's stages and return the final state (metrics, results, paths)."""
+    state = DemoState(settings=settings, echo=echo)
+    t0 = time.perf_counter()
+    for name, stage in stages if stages is not None else demo_stages():
+        t = time.perf_counter()
+        stage(state)
+        state.timings[f"{name}_stage_s"] = time.perf_counter() - t
+    state.timings["total_s"] = time.perf_counter() - t0
+    echo(f"demo finished in {state.timings['total_s']:.0f} s; outputs in {settings.out}")
+    return state

@@ -1,0 +1,85 @@
+"""A tiny `tpcflow demo`: every stage runs and writes its outputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+from conftest import data_path
+
+from tpcflow.cli.main import main
+from tpcflow.io import open_larcv3
+from tpcflow.train.demo import DemoSettings, demo_stages, run_demo
+
+TINY_NET = (
+    "network.n_initial_filters=4",
+    "network.network_depth=3",
+    "network.blocks_per_layer=1",
+    "network.blocks_deepest_layer=1",
+    "network.blocks_final=1",
+    "network.bottleneck_deepest=16",
+)
+
+
+def test_demo_stages_tiny(tmp_path):
+    real = data_path("larcv3/cosmic_tagging_light.h5")
+    settings = DemoSettings(
+        out=tmp_path / "demo",
+        downsample=4,
+        train_events=4,
+        test_events=2,
+        iterations=2,
+        minibatch_size=2,
+        network=TINY_NET,
+        extra=("run.num_threads=1",),
+        displays=1,
+        real_file=real,
+        progress=False,
+    )
+    lines = []
+    state = run_demo(settings, echo=lines.append)
+    assert [name for name, _ in demo_stages()] == ["generate", "train", "evaluate", "inference", "report"]
+    out = tmp_path / "demo"
+    # before / after / inference columns, all with CosmicTagger's averaged metrics
+    for column in ("untrained (held-out)", "trained (held-out)", "inference: synthetic", "inference: real"):
+        m = state.metrics[column]
+        assert 0.0 <= m["Average/Total_Accuracy"] <= 1.0, column
+        assert 0.0 <= m["Average/mIoU"] <= 1.0, column
+    # inference on the held-out file reproduces the in-memory evaluation of the same events
+    for key in ("Average/Total_Accuracy", "Average/Cosmic_IoU", "Average/Neutrino_IoU"):
+        a, b = state.metrics["inference: synthetic"][key], state.metrics["trained (held-out)"][key]
+        assert abs(a - b) < 1e-6, key
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["metrics"]) == set(state.metrics)
+    assert "Total_Accuracy" in (out / "metrics.txt").read_text()
+    assert any("mIoU" in line for line in lines)
+    # predictions on the real file: one entry per input event, same event ids, labels in {0,1,2}
+    real_res = state.inference["real"]
+    with open_larcv3(real) as src, open_larcv3(real_res.output_file) as pred:
+        assert len(pred) == len(src) == real_res.events
+        np.testing.assert_array_equal(pred.event_ids, src.event_ids)
+        ev = pred.read(0)
+        labels = ev.products["sparse2d/cosmictagger"]
+        scores = ev.products["sparse2d/cosmictagger_score"]
+        charge = ev.products["sparse2d/sbndwire"]
+        assert len(labels) == 3
+        assert labels[0].meta.number_of_voxels == (128, 80)
+        for lab, sc, q in zip(labels, scores, charge):
+            np.testing.assert_array_equal(lab.index, q.index)
+            assert set(np.unique(lab.values)) <= {0.0, 1.0, 2.0}
+            assert np.all((sc.values >= 1 / 3 - 1e-6) & (sc.values <= 1.0 + 1e-6))
+            assert np.all(q.values != 0)
+    rows = list(csv.DictReader(real_res.metrics_csv.open()))
+    assert len(rows) == real_res.events and "Average/mIoU" in rows[0]
+    png = real_res.displays[0]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_demo_cli_help(capsys):
+    try:
+        main(["demo", "--help"])
+    except SystemExit as e:
+        assert e.code == 0
+    out = capsys.readouterr().out
+    assert "--out" in out and "demo_output" in out and "--iterations" in out
