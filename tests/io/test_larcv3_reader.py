@@ -213,3 +213,21 @@ def test_sparse_block_with_varying_projections_and_empty_entries(tmp_path):
         assert dense.shape == (3, 3, 3, 4) and dense[2, 2, 2, 3] == 1 and dense[2, 2, 0, 3] == 2
         empty = r.read_sparse_block("sparse2d/w", 1, 2)
         assert empty.counts.shape == (1, 0) and empty.index.size == 0
+
+
+def test_sparse_block_refuses_projections_in_different_order(tmp_path):
+    from tpcflow.io import Event, EventID, ImageMeta, SparseProjection
+
+    m = [ImageMeta(p, (3, 4), (3.0, 4.0), (0.0, 0.0)) for p in range(2)]
+    one = np.array([1], np.uint64), np.ones(1, np.float32)
+    events = [
+        Event(EventID(0, 0, 0), {"sparse2d/w": [SparseProjection(m[0], *one), SparseProjection(m[1], *one)]}),
+        Event(EventID(0, 0, 1), {"sparse2d/w": [SparseProjection(m[1], *one)]}),
+    ]
+    path = write_larcv3(tmp_path / "o.h5", events)
+    with open_larcv3(path) as r:
+        with pytest.raises(DataFormatError, match="projection_id 1") as info:
+            r.read_sparse_block("sparse2d/w", 0, 2)
+        assert "at entry 1" in str(info.value)
+        assert r.read_sparse_block("sparse2d/w", 1, 2).metas == [m[1]]
+        assert [p.meta for p in r.read(1).products["sparse2d/w"]] == [m[1]]

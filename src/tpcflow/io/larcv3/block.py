@@ -25,7 +25,8 @@ class SparseBlock:
         Voxel values.
     counts : (E, P) int64
         Voxels per entry and projection; P is the largest number of projections in the
-        range (missing projections count 0).
+        range (missing trailing projections count 0).  Column p is the same projection
+        (projection_id) in every entry, else ``read_sparse_block`` raises.
     metas : list of ImageMeta, length P
         Meta of each projection (taken from the first entry with P projections).
     start : int

@@ -379,6 +379,7 @@ class Larcv3Reader:
         P = int(n_proj.max()) if n_proj.size else 0
         counts = np.zeros((stop - start, P), np.int64)
         metas: list[ImageMeta] = []
+        pids = np.full(P, -1, np.int64)
         for t, g, _ids, _vals, _s, vcount, rows, np_ in parts:
             e_idx = np.repeat(np.arange(g - start, g - start + len(np_)), np_)
             p_idx = np.arange(len(vcount)) - np.repeat(np.concatenate([[0], np.cumsum(np_)[:-1]]), np_)
@@ -387,6 +388,20 @@ class Larcv3Reader:
                 e0 = int(np.flatnonzero(np_ == P)[0])
                 r0 = int(np.concatenate([[0], np.cumsum(np_)])[e0])
                 metas = [t.meta(int(r)) for r in rows[r0 : r0 + P]]
+                pids = np.array([m.projection_id for m in metas], np.int64)
+        for t, g, _ids, _vals, _s, vcount, rows, np_ in parts:  # column p must be the same projection everywhere
+            got = t.tables["image_meta"]["projection_id"][rows].astype(np.int64)
+            p_idx = np.arange(len(rows)) - np.repeat(np.concatenate([[0], np.cumsum(np_)[:-1]]), np_)
+            bad = np.flatnonzero(got != pids[p_idx])
+            if bad.size:
+                e = int(np.repeat(np.arange(g, g + len(np_)), np_)[bad[0]])
+                raise DataFormatError(
+                    f"projection {int(p_idx[bad[0]])} of this entry has projection_id {int(got[bad[0]])}, "
+                    f"but {int(pids[p_idx[bad[0]]])} in other entries of the block; read entries one by one",
+                    file_path=t.path,
+                    object_path=t.object_path + "/image_meta",
+                    entry=e,
+                )
         index = np.concatenate([p[2] for p in parts]) if len(parts) > 1 else (parts[0][2] if parts else np.zeros(0, np.uint64))
         values = np.concatenate([p[3] for p in parts]) if len(parts) > 1 else (parts[0][3] if parts else np.zeros(0, np.float32))
         return SparseBlock(index, values, counts, metas, start, self._event_ids[start:stop].copy())
