@@ -12,6 +12,7 @@ import torch
 from http_testutil import FEATURES, TOKEN, make_image_model, make_mlp, mlp_params, running_server
 from PIL import Image
 
+from tpcflow.errors import ServiceError
 from tpcflow.serve.http.batching import DynamicBatcher
 from tpcflow.serve.http.client import HTTPServiceError, TFaaSClient
 from tpcflow.serve.http.settings import Settings
@@ -180,3 +181,28 @@ def _small_network_kwargs(registry) -> dict:
     small = {"n_initial_filters": 2, "network_depth": 2, "depth": 2, "filters": 2, "blocks_per_layer": 1,
              "blocks_deepest_layer": 1, "blocks_final": 1}
     return {k: v for k, v in small.items() if k in names}
+
+
+def test_batcher_waits_max_delay_and_drains_on_close():
+    calls = []
+
+    def fn(inputs):
+        calls.append(inputs[0].shape[0])
+        return [inputs[0] + 1]
+
+    async def main():
+        batcher = DynamicBatcher(fn, max_batch_size=8, max_delay_s=0.2, name="delay")
+        first = asyncio.ensure_future(batcher.submit([np.zeros((1, 3), np.float32)]))
+        await asyncio.sleep(0.02)  # well inside the delay: joins the same call
+        second = asyncio.ensure_future(batcher.submit([np.ones((2, 3), np.float32)]))
+        await asyncio.sleep(0)
+        batcher.close()  # queued requests still complete
+        out = await asyncio.gather(first, second)
+        with pytest.raises(ServiceError, match="being unloaded"):
+            await batcher.submit([np.zeros((1, 3), np.float32)])
+        return out
+
+    first, second = asyncio.run(main())
+    assert calls == [3]
+    np.testing.assert_array_equal(first[0], np.ones((1, 3)))
+    np.testing.assert_array_equal(second[0], np.full((2, 3), 2.0))

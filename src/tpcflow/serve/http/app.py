@@ -42,13 +42,12 @@ async def _tpcflow_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, HTTPException)
-    message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-    return _error(exc.status_code, message, headers=getattr(exc, "headers", None))
+    detail = getattr(exc, "detail", "")
+    message = detail if isinstance(detail, str) else str(detail)
+    return _error(getattr(exc, "status_code", 500), message, headers=getattr(exc, "headers", None))
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
     errors = jsonable_encoder(exc.errors(), custom_encoder={bytes: lambda b: b.decode("utf-8", "replace")})
     parts = []
     for e in errors[:5]:

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tpcflow.errors import ServiceError
+
 __all__ = ["BatchStats", "DynamicBatcher"]
 
 
@@ -98,13 +100,15 @@ class DynamicBatcher:
 
         Raises
         ------
+        ServiceError
+            If the batcher is closed (the model was deleted or evicted).
         RuntimeError
-            If the batcher is closed, or used from a second event loop.
+            If used from a second event loop.
         Exception
             Whatever the runner raised for this request.
         """
         if self._closed:
-            raise RuntimeError(f"batcher of model {self.name!r} is closed")
+            raise ServiceError(f"model {self.name!r} is being unloaded (deleted or evicted); retry the request")
         loop = asyncio.get_running_loop()
         if self._loop is None:
             self._loop = loop
@@ -119,21 +123,34 @@ class DynamicBatcher:
             self._drain_task = loop.create_task(self._drain())
         return await fut
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Refuse new requests; the worker thread stops after the running call.
+    def close(self) -> None:
+        """Refuse new requests; those already queued still run, then the worker thread stops.
 
-        Requests still queued fail with RuntimeError.  ``timeout`` is kept for
-        interface stability; the executor is shut down without waiting.
+        Safe to call from any thread; does not wait.
         """
         if self._closed:
             return
         self._closed = True
-        err = RuntimeError(f"batcher of model {self.name!r} is closed")
-        while self._pending:
-            item = self._pending.popleft()
-            if not item.future.done():
-                item.future.get_loop().call_soon_threadsafe(_fail, item.future, err)
-        self._executor.shutdown(wait=False)
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self._executor.shutdown(wait=False)
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._finish()
+        else:
+            try:
+                loop.call_soon_threadsafe(self._finish)
+            except RuntimeError:  # loop closed meanwhile
+                self._executor.shutdown(wait=False)
+
+    def _finish(self) -> None:
+        if self._drain_task is None:
+            self._executor.shutdown(wait=False)
+        # else the drain task shuts the executor down once the queue is empty
 
     # ----------------------------------------------------------- loop side
     def _take(self) -> list[_Item]:
@@ -156,14 +173,11 @@ class DynamicBatcher:
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            while self._pending and not self._closed:
+            while self._pending:
                 if self.max_delay_s > 0 and sum(i.rows for i in self._pending) < self.max_batch_size:
                     await asyncio.sleep(self.max_delay_s)
                 batch = self._take()
-                try:
-                    results = await loop.run_in_executor(self._executor, self._run, batch)
-                except RuntimeError as err:  # executor shut down (closed meanwhile)
-                    results = [(err, True)] * len(batch)
+                results = await loop.run_in_executor(self._executor, self._run, batch)
                 for item, (value, is_error) in zip(batch, results, strict=True):
                     if item.future.done():  # the client went away (cancelled)
                         continue
@@ -173,6 +187,8 @@ class DynamicBatcher:
                         item.future.set_result(value)
         finally:
             self._drain_task = None
+            if self._closed:
+                self._executor.shutdown(wait=False)
 
     # --------------------------------------------------------- worker side
     def _run(self, batch: list[_Item]) -> list[tuple[object, bool]]:
@@ -204,8 +220,3 @@ class DynamicBatcher:
             results.append(([o[start:stop] for o in outputs], False))
             start = stop
         return results
-
-
-def _fail(fut: asyncio.Future, err: BaseException) -> None:
-    if not fut.done():
-        fut.set_exception(err)

@@ -3,7 +3,7 @@
 Keys are ``(name, version)``.  A model is loaded at most once at a time (one
 lock per key; other callers wait for that load), loading happens outside the
 cache-wide lock, and an evicted model's batcher finishes the requests already
-queued before its thread stops.
+queued before its thread stops (new ones get HTTP 503).
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ class ModelCache:
                         evicted.append(self._models.popitem(last=False)[1])
                     self._loading.pop(key, None)
                 for old in evicted:
-                    old.batcher.close(timeout=0)
+                    old.batcher.close()
         return model
 
     async def aget(self, name: str, version: int | None = None) -> LoadedModel:
@@ -152,7 +152,7 @@ class ModelCache:
             keys = [k for k in self._models if k[0] == name and (version is None or k[1] == version)]
             dropped = [self._models.pop(k) for k in keys]
         for model in dropped:
-            model.batcher.close(timeout=0)
+            model.batcher.close()
 
     def info(self) -> list[dict]:
         """Loaded models with their batcher counters."""
@@ -165,9 +165,9 @@ class ModelCache:
         ]
 
     def close(self) -> None:
-        """Stop every batcher (bounded wait)."""
+        """Close every batcher (queued requests still complete)."""
         with self._lock:
             models = list(self._models.values())
             self._models.clear()
         for m in models:
-            m.batcher.close(timeout=2.0)
+            m.batcher.close()

@@ -122,7 +122,6 @@ async def upload(request: Request) -> Response:
             tmp_path.unlink(missing_ok=True)
     finally:
         await form.close()
-    state.cache.evict(name)
     return _json({"name": entry.name, "version": entry.version, "format": entry.params.format,
                   "params": entry.params.model_dump(mode="json", exclude_none=True)}, 201)
 
