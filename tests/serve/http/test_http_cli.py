@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import subprocess
+import sys
+import time
 
+import httpx
 import numpy as np
 import pytest
 import torch
@@ -74,3 +80,30 @@ def test_client_reports_bad_files_and_unreachable_server(tmp_path, capsys):
     code, _, err = _run(capsys, "client", "--url", "http://127.0.0.1:9", "--timeout", "2", "predict",
                         str(tmp_path / "ok.json"))
     assert code == 1 and "cannot reach the server" in err
+
+
+def test_serve_http_command_runs_a_server(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, TPCFLOW_API_TOKEN=TOKEN)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tpcflow.cli.main", "serve-http", "--models", str(tmp_path / "models"),
+         "--port", str(port), "--log-level", "warning", "--max-batch-size", "16"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        status = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                status = httpx.get(f"http://127.0.0.1:{port}/status", timeout=1).json()
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        assert status is not None, proc.stdout.read().decode() if proc.poll() is not None else "server not up in 60 s"
+        assert status["uploads_enabled"] is True and status["batching"]["max_batch_size"] == 16
+        assert (tmp_path / "models").is_dir()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
