@@ -11,18 +11,23 @@ EMPTY -> FILLING -> FILLED -> (consumer) RELEASED -> FILLING ...
 Why processes, not threads
 --------------------------
 h5py serialises every call under one global lock ("phil"); the decompression of chunks
-read through h5py runs inside those calls, and most of the fill (numpy scatter,
-``ufunc.at`` pooling, index arithmetic) holds the GIL.  Threads therefore cannot fill two
-minibatches at once; processes can, each with its own reader, writing into shared memory
-with no copy and no pickling of batches.  ``benchmarks/bench_loader.py`` measures it
+read through h5py runs inside those calls, and part of the fill runs Python code under
+the GIL.  Threads therefore cannot be relied on to fill two minibatches at once;
+processes can, each with its own reader, writing into shared memory with no copy and no
+pickling of batches.  ``benchmarks/bench_loader.py`` measures it
 (plain h5py reads with 1 vs 2 threads vs 2 processes, and the loader with 1 / all worker
 threads and processes) next to a calibration of the CPU parallelism actually available.
-Measured on the shared 2-core development machine (load average ~8 from other jobs, so
-the calibration found only ~1.0x parallelism available and no design could scale there):
-plain h5py reads with 2 threads ran at 1.03x one thread, loader worker threads at
-1.07x, worker processes at 0.85-1.06x; one worker process filled dense [4,3,640,1024]
-batches ~10x faster than a naive per-event loop.  The 1.7x target for all workers needs
-two free cores; rerun the benchmark on an idle machine to check it.
+Measured on the shared 2-core development machine, where ~8 other jobs kept the load
+average at 7-9, so these figures are mostly noise (full run, medians of 3; see the report
+of the task for all runs): the CPU-parallelism calibration found 1.0-1.75x available;
+plain h5py reads with 2 threads ran at 0.97-1.64x one thread; one worker process filled
+dense [4,3,640,1024] batches 17-22x faster than a naive per-event loop (35-47 vs 2.1
+ev/s); all workers vs one: 0.99-1.22x in wall time, but events per worker CPU-second
+stayed equal (96 vs 95), i.e. the workers do not slow each other down and should reach
+~2x on two free cores.  Worker threads sometimes measured faster than processes in these
+noisy runs: the larcv3 reader now inflates chunks outside h5py (``os.pread`` + zlib,
+which releases the GIL), so threads are less bound than plain h5py; rerun
+``python benchmarks/bench_loader.py`` on an idle machine before trusting either figure.
 Workers are processes (``WorkerType: process``, the default; ``thread`` is kept for the
 measurement and for debugging; ``NumThreads: 0`` fills in the caller).  Start method:
 ``forkserver`` where available (safe with torch and with open h5py handles in the parent;
