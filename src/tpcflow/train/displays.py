@@ -59,6 +59,8 @@ def draw_event(path: str | Path, image: np.ndarray, truth: np.ndarray | None, pr
                 ax.set_title(name, fontsize=10)
             if c == 0:
                 ax.set_ylabel(f"plane {PLANE_NAMES[p] if p < 3 else p}\ntick", fontsize=9)
+            if p == n_planes - 1:
+                ax.set_xlabel("wire", fontsize=9)
     fig.suptitle(title + "   (blue: cosmic, red: neutrino)", fontsize=10)
     fig.tight_layout()
     path = Path(path)

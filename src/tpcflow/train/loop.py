@@ -207,6 +207,8 @@ def _train(cfg: Config, info: dist.DistInfo, echo, stop_at=None) -> TrainResult:
         source.close()
         if aux is not None:
             aux.close()
+    if start >= total:
+        echo(f"the run is already at iteration {start} >= run.iterations={total}: nothing to train (raise run.iterations)")
     if result.losses:
         echo(
             f"trained iterations {start}..{total}: loss {result.losses[-1]:.4g}, "
