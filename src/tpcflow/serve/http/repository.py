@@ -205,6 +205,7 @@ class ModelRepository:
                 parsed = parsed.model_copy(update={"version": version})
                 (staging / "params.json").write_text(parsed.model_dump_json(indent=1, exclude_none=True))
                 os.rename(staging, model_dir / str(version))
+                self._latest.pop(name, None)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
