@@ -136,3 +136,29 @@ def test_pid_label_unknown_pdg_names_entry():
 def test_dtypes_selectable(dtype):
     f = make_filler("x", "BatchFillerSparseToDense2D", {"Producer": "p", "DataType": dtype})
     assert f.dtype == np.dtype(dtype)
+
+
+@pytest.mark.parametrize("n_voxels", [50, 3000])  # few: dirty list; many: full clear
+def test_slot_clear_restores_fill_value(n_voxels):
+    import os
+
+    from tpcflow.io import ImageMeta, ProductInfo
+    from tpcflow.loader.storage import SlotLayout, SlotView, create_file
+
+    metas = [ImageMeta(p, (256, 128), (256.0, 128.0), (0.0, 0.0)) for p in range(2)]
+    f = make_filler("lab", "BatchFillerCluster2D", {"Producer": "c"})
+    f.bind({"cluster2d/c": ProductInfo("cluster2d", "c", 2)}, metas)
+    layout = SlotLayout([f], batch_size=2, num_storage=1)
+    path, mm = create_file(layout)
+    os.unlink(path)
+    view = SlotView(mm, layout, 0)
+    arr = view.batch("lab")
+    rng = np.random.default_rng(n_voxels)
+    for _ in range(3):
+        view.clear("lab")
+        assert (arr == -1).all()
+        vb = _random_batch(rng, (256, 128), 2, 2, max_n=n_voxels)
+        vb.values = np.floor(np.abs(vb.values)).astype(np.float32)
+        view.record_dirty("lab", fill_dense(arr, vb, transpose=True, pooling="max"))
+        assert (arr != -1).sum() > 0
+    assert (int(view.arrays["_dirty_n/lab"][0]) == -1) == (n_voxels > 1000)

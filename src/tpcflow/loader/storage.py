@@ -5,7 +5,9 @@ global entry numbers, their event ids, the row count of each variable-length bat
 one array per batch filler.  Dense fillers also keep the flat indices they wrote last
 time ("dirty list"), so that the next fill of that slot clears only those elements
 instead of zeroing the whole batch (zeroing [4,3,1280,2048] float32 costs ~10 ms per
-batch at ~5 GB/s; see the shared RECIPES).  A dirty count of -1 means "clear it all".
+batch at ~5 GB/s; see the shared RECIPES).  A dirty count of -1 means "clear it all",
+which is also chosen when more than 1/64 of the batch was written (scattered writes cost
+far more per element than a sequential fill).
 
 The file lives in ``/dev/shm`` (a tmpfs: pages are shared, never written to disk) and is
 unlinked as soon as every worker has mapped it, so nothing is left behind even if the
@@ -64,7 +66,8 @@ class SlotLayout:
 
         def add(name, dtype, shape):
             nonlocal off
-            regions[name] = _Region(off, np.dtype(dtype).str, tuple(int(s) for s in shape))
+            # builtin descriptor by name ("float32", not "<f4"): numpy's ufunc.at fast path needs it
+            regions[name] = _Region(off, np.dtype(dtype).name, tuple(int(s) for s in shape))
             off = _align(off + regions[name].nbytes)
 
         b = self.batch_size
@@ -123,7 +126,9 @@ class SlotView:
         if name not in self.layout.dirty_capacity:
             return
         cap = self.layout.dirty_capacity[name]
-        if flat is None or len(flat) > cap:
+        # a scattered write costs ~50-100x a sequential one (measured: clearing 250k scattered
+        # elements 2.1 ms, zeroing all 7.9M 1.1 ms), so past 1/64 of the batch clear it all
+        if flat is None or len(flat) > cap or len(flat) * 64 > self.arrays[name].size:
             self.arrays["_dirty_n/" + name][0] = -1
         else:
             self.arrays["_dirty/" + name][: len(flat)] = flat

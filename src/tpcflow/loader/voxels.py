@@ -122,15 +122,20 @@ def fill_dense(
     flat_out = out.reshape(-1)
     flat, keep = _flat_targets(vb, out.shape[1], downsample, transpose)
     values = vb.values if keep is None else vb.values[keep]
+    # ufunc.at takes its fast path only when the values' descriptor is numpy's builtin
+    # singleton (np.dtype("float32")); the file's equivalent '<f4' instance, or one made by
+    # newbyteorder, makes np.add.at / np.maximum.at ~8x slower (measured: 20 vs 2.3 ms for
+    # 250k voxels)
+    native = np.dtype(out.dtype.name)
     if downsample == 0:  # no pooling: each voxel is one element (a repeated index: last wins)
         flat_out[flat] = values
         return flat
     if pooling == "max":
-        np.maximum.at(flat_out, flat, values.astype(out.dtype, copy=False))
+        np.maximum.at(flat_out, flat, values.astype(native))
         return flat
     scale = 1.0 if pooling == "sum" else 1.0 / float(2 ** (downsample * len(vb.number_of_voxels)))
     if np.issubdtype(out.dtype, np.floating):
-        np.add.at(flat_out, flat, (values * scale).astype(out.dtype, copy=False))
+        np.add.at(flat_out, flat, (values * scale).astype(native))
     else:
         uniq, inv = np.unique(flat, return_inverse=True)
         sums = np.bincount(inv, weights=values.astype(np.float64)) * scale
