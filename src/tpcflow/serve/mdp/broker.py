@@ -96,9 +96,15 @@ class Broker:
         poller = zmq.Poller()
         poller.register(self.socket, zmq.POLLIN)
         next_tick = 0.0
+        last = time.monotonic()
         try:
             while not self._stop.is_set():
                 now = time.monotonic()
+                stall = now - last - 2 * self.heartbeat_interval
+                if stall > 0:  # this loop itself did not run (GIL, swap, SIGSTOP): nobody was heard
+                    for w in self.workers.values():
+                        w.expires_at += stall
+                last = now
                 if now >= next_tick:
                     self.tick(now)
                     next_tick = now + min(self.heartbeat_interval, 0.05 + self.heartbeat_interval / 4)

@@ -94,7 +94,11 @@ class Client:
         p = self._pending[rid]
         p.attempts += 1
         p.deadline = time.monotonic() + self.timeout
-        self.socket.send_multipart([b"", P.CLIENT_HEADER, P.REQUEST, p.service, P.pack_rid(rid), *p.body], copy=False)
+        try:
+            self.socket.send_multipart([b"", P.CLIENT_HEADER, P.REQUEST, p.service, P.pack_rid(rid), *p.body],
+                                       zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            pass  # no connected broker yet: the deadline makes us try again
 
     @property
     def in_flight(self) -> int:

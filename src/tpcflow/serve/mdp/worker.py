@@ -230,7 +230,10 @@ class Worker:
         head = [b"", P.WORKER_HEADER, P.FINAL, job.client, b""]
         if job.rid is not None:
             head.append(P.pack_rid(job.rid))
-        slot.socket.send_multipart(head + body, copy=False)
+        try:
+            slot.socket.send_multipart(head + body, zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            log.warning("slot %d: broker unreachable, reply dropped (the client retries)", job.slot)
         slot.last_send = now
         slot.last_recv = max(slot.last_recv, now)  # restart the liveness clock after a long job
         slot.busy = False
@@ -279,5 +282,9 @@ class Worker:
         slot.reconnect_at = now + delay
 
     def _send(self, slot: _Slot, command: bytes, *frames) -> None:
-        slot.socket.send_multipart([b"", P.WORKER_HEADER, command, *frames])
+        # NOBLOCK: a DEALER without a connected peer (broker down, CURVE refused) would block
+        try:
+            slot.socket.send_multipart([b"", P.WORKER_HEADER, command, *frames], zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # nobody to hear it; liveness will reconnect
         slot.last_send = time.monotonic()

@@ -1,0 +1,75 @@
+"""CurveZMQ: only peers with allowed keys reach services or register as workers."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import zmq
+
+sys.path.insert(0, str(Path(__file__).parent))
+from mdp_helpers import HB, echo, running  # noqa: E402
+
+from tpcflow.errors import ConfigError, ServiceError  # noqa: E402
+from tpcflow.serve.mdp import Broker, Client, Worker  # noqa: E402
+from tpcflow.serve.mdp.batching import per_request  # noqa: E402
+from tpcflow.serve.mdp.curve import CurveClient, CurveServer, generate_keys  # noqa: E402
+
+
+@pytest.fixture
+def keys(tmp_path):
+    out = {name: generate_keys(tmp_path / "keys", name) for name in ("broker", "worker", "client", "intruder")}
+    allowed = tmp_path / "allowed"
+    workers = tmp_path / "workers"
+    allowed.mkdir()
+    workers.mkdir()
+    for name in ("worker", "client"):
+        shutil.copy(out[name][0], allowed)
+    shutil.copy(out["worker"][0], workers)
+    return out, allowed, workers
+
+
+def test_curve_broker_admits_only_allowed_keys(keys):
+    k, allowed, worker_dir = keys
+    server_ctx, peer_ctx = zmq.Context(), zmq.Context()
+    try:
+        curve = CurveServer(k["broker"][1], allowed, worker_dir=worker_dir, context=server_ctx)
+        broker = Broker("tcp://127.0.0.1:0", heartbeat_interval=HB, context=server_ctx, curve=curve)
+        as_ = {name: CurveClient(k[name][1], k["broker"][0]) for name in ("worker", "client", "intruder")}
+        good = Worker(broker.endpoint, "echo", per_request(echo), heartbeat_interval=HB, context=peer_ctx,
+                      curve=as_["worker"])
+        plain_worker = Worker(broker.endpoint, "plain", per_request(echo), heartbeat_interval=HB, context=peer_ctx)
+        client_as_worker = Worker(broker.endpoint, "sneaky", per_request(echo), heartbeat_interval=HB,
+                                  context=peer_ctx, curve=as_["client"])
+        with running(broker, good, plain_worker, client_as_worker):
+            with Client(broker.endpoint, timeout=5, context=peer_ctx, curve=as_["client"]) as c:
+                c.wait_for_service("echo", 10)
+                assert c.request("echo", [b"secret"]) == [b"secret"]
+                time.sleep(4 * HB)
+                # neither a worker without keys nor a client key (not in the worker list) may register
+                assert c.services() == ["echo"]
+                assert broker.counters["refused_workers"] >= 1
+            for curve_client in (None, as_["intruder"]):
+                with Client(broker.endpoint, timeout=0.5, retries=0, context=peer_ctx, curve=curve_client) as bad:
+                    t = time.monotonic()
+                    with pytest.raises(ServiceError, match="no reply within"):
+                        bad.request("echo", [b"let me in"])
+                    assert time.monotonic() - t < 3
+    finally:
+        server_ctx.destroy(linger=0)
+        peer_ctx.destroy(linger=0)
+
+
+def test_key_file_errors_are_clear(tmp_path, keys):
+    k, allowed, _ = keys
+    with pytest.raises(ConfigError, match="does not exist"):
+        CurveClient(tmp_path / "nope.key_secret", k["broker"][0])
+    with pytest.raises(ConfigError, match="no secret key"):
+        CurveClient(k["client"][0], k["broker"][0])  # the public file given as the secret
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ConfigError, match="holds no"):
+        CurveServer(k["broker"][1], empty)
