@@ -161,10 +161,10 @@ def test_checkpoint_upload(server, tmp_path):
     net = registry.build_network(config).eval()
     ckpt = tmp_path / "net.ckpt"
     registry.save_checkpoint(ckpt, net, config)
-    x = np.random.default_rng(0).normal(size=(2, 3, 32, 32)).astype(np.float32)
+    x = np.random.default_rng(0).normal(size=(2, 3, 64, 64)).astype(np.float32)
     with torch.no_grad():
         expect = [t.numpy() for t in net(torch.from_numpy(x))]  # one logit tensor per plane
-    params = {"name": "uresnet-small", "input_shape": [3, 32, 32], "output_names": ["plane0", "plane1", "plane2"]}
+    params = {"name": "uresnet-small", "input_shape": [3, 64, 64], "output_names": ["plane0", "plane1", "plane2"]}
     with TFaaSClient(url, token=TOKEN) as client:
         up = client.upload("uresnet-small", params, ckpt)
         assert up["format"] == "checkpoint"

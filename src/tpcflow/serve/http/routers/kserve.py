@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 
+import anyio.to_thread
 from fastapi import APIRouter, Path, Request, Response
 
 from tpcflow import __version__
@@ -27,6 +28,9 @@ router = APIRouter(prefix="/v2", tags=["kserve-v2"])
 
 _NAME = Path(pattern=NAME_PATTERN, description="model name")
 _VERSION = Path(pattern=r"^[1-9][0-9]{0,8}$", description="model version")
+#: above these sizes, decoding and encoding run in a worker thread
+_BIG_BYTES = 1 << 20
+_BIG_ELEMENTS = 1 << 16
 _PLATFORM = {"torchscript": "pytorch_libtorch", "checkpoint": "pytorch_libtorch", "onnx": "onnxruntime_onnx"}
 
 
@@ -117,13 +121,21 @@ async def _infer(request: Request, name: str, version: int | None) -> Response:
     state = get_state(request)
     check_name(name)
     body = await request.body()
-    infer_request, arrays = decode_request(body, request.headers.get(HEADER))
+    header = request.headers.get(HEADER)
+    if len(body) > _BIG_BYTES:  # keep the event loop free while large tensors are decoded
+        infer_request, arrays = await anyio.to_thread.run_sync(decode_request, body, header)
+    else:
+        infer_request, arrays = decode_request(body, header)
     loaded = await state.cache.aget(name, version)
     inputs = _arrange_inputs(loaded, infer_request, arrays)
     outputs = await loaded.batcher.submit(inputs)
     names = list(loaded.params.output_names)
     names += [f"output{i}" for i in range(len(names), len(outputs))]
-    payload, header_length = encode_response(infer_request, name, loaded.version, names, outputs)
+    if sum(o.size for o in outputs) > _BIG_ELEMENTS:
+        payload, header_length = await anyio.to_thread.run_sync(
+            encode_response, infer_request, name, loaded.version, names, outputs)
+    else:
+        payload, header_length = encode_response(infer_request, name, loaded.version, names, outputs)
     if header_length is None:
         return Response(payload, media_type="application/json")
     return Response(payload, media_type="application/octet-stream",

@@ -32,6 +32,8 @@ __all__ = ["PredictRequest", "router"]
 
 router = APIRouter(tags=["tfaas"])
 
+#: above this many output elements the JSON answer is built in a worker thread
+_BIG_ELEMENTS = 1 << 16
 _FORM_LIMITS = {"max_files": 3, "max_fields": 4, "max_part_size": 1024 * 1024}
 
 
@@ -165,6 +167,12 @@ async def predict_json(request: Request) -> Response:
         raise BadRequestError(f"model {body.model!r} takes {len(loaded.params.input_names)} inputs; "
                               "use POST /v2/models/{name}/infer")
     outputs = await loaded.batcher.submit([x])
+    if sum(o.size for o in outputs) > _BIG_ELEMENTS:  # keep the event loop free for large answers
+        return await anyio.to_thread.run_sync(_predictions, loaded, outputs, single)
+    return _predictions(loaded, outputs, single)
+
+
+def _predictions(loaded, outputs: list[np.ndarray], single: bool) -> Response:
     first = outputs[0][0] if single else outputs[0]
     answer: dict = {"model": loaded.name, "version": loaded.version, "predictions": first.tolist()}
     if len(outputs) > 1:
