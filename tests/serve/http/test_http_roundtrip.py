@@ -21,7 +21,7 @@ from tpcflow.serve.http.settings import Settings
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("repo")
-    settings = Settings(models_dir=root, api_token=TOKEN, max_batch_size=32)
+    settings = Settings(models_dir=root, api_token=TOKEN, max_batch_size=32, max_batch_delay_ms=2.0)
     with running_server(settings) as (url, app):
         yield url, app
 
