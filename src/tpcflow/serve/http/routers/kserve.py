@@ -119,14 +119,13 @@ def _arrange_inputs(loaded: LoadedModel, request: InferRequest, arrays: list) ->
 
 async def _infer(request: Request, name: str, version: int | None) -> Response:
     state = get_state(request)
-    check_name(name)
+    loaded = await state.cache.aget(check_name(name), version)  # 404 before any body error
     body = await request.body()
     header = request.headers.get(HEADER)
     if len(body) > _BIG_BYTES:  # keep the event loop free while large tensors are decoded
         infer_request, arrays = await anyio.to_thread.run_sync(decode_request, body, header)
     else:
         infer_request, arrays = decode_request(body, header)
-    loaded = await state.cache.aget(name, version)
     inputs = _arrange_inputs(loaded, infer_request, arrays)
     outputs = await loaded.batcher.submit(inputs)
     names = list(loaded.params.output_names)
@@ -179,7 +178,10 @@ def _infer_openapi() -> dict:
 
 @router.post("/models/{name}/infer", summary="Inference", openapi_extra=_infer_openapi())
 async def infer(request: Request, name: str = _NAME) -> Response:
-    """Run the latest version of ``name`` on JSON or binary tensors (datatypes: %s)."""
+    """Run the latest version of ``name`` on JSON or binary tensors.
+
+    Datatypes: BOOL, UINT8-64, INT8-64, FP16, FP32, FP64 (not BYTES).
+    """
     return await _infer(request, name, None)
 
 
@@ -190,4 +192,3 @@ async def infer_version(request: Request, name: str = _NAME, version: str = _VER
     return await _infer(request, name, int(version))
 
 
-infer.__doc__ = (infer.__doc__ or "") % ", ".join(DATATYPES)
