@@ -13,7 +13,9 @@ from PIL import Image
 
 from tpcflow.errors import ServiceError
 from tpcflow.serve.http.batching import DynamicBatcher
+from tpcflow.serve.http.cache import ModelCache
 from tpcflow.serve.http.client import HTTPServiceError, TFaaSClient
+from tpcflow.serve.http.repository import ModelRepository
 from tpcflow.serve.http.settings import Settings
 
 
@@ -205,3 +207,27 @@ def test_batcher_waits_max_delay_and_drains_on_close():
     assert calls == [3]
     np.testing.assert_array_equal(first[0], np.ones((1, 3)))
     np.testing.assert_array_equal(second[0], np.full((2, 3), 2.0))
+
+
+def test_cache_evicts_least_recently_used(tmp_path):
+    repo = ModelRepository(tmp_path / "repo")
+    refs = {}
+    for i, name in enumerate(["a", "b"]):
+        refs[name] = make_mlp(tmp_path / f"{name}.pt", seed=i)
+        repo.add(name, {"name": name}, tmp_path / f"{name}.pt")
+    cache = ModelCache(repo, capacity=1)
+    x = np.random.default_rng(0).normal(size=(2, 4)).astype(np.float32)
+
+    async def run(name):
+        return (await cache.aget(name)).batcher, (await (await cache.aget(name)).batcher.submit([x]))[0]
+
+    try:
+        batcher_a, out_a = asyncio.run(run("a"))
+        assert len(cache) == 1 and cache.peek("a") is not None
+        _, out_b = asyncio.run(run("b"))  # a new event loop: "b" has its own batcher
+        assert len(cache) == 1 and cache.peek("a") is None and cache.peek("b") is not None
+        assert batcher_a._closed
+        for name, out in (("a", out_a), ("b", out_b)):
+            np.testing.assert_allclose(out, refs[name](torch.from_numpy(x)).detach().numpy(), rtol=1e-5, atol=1e-6)
+    finally:
+        cache.close()

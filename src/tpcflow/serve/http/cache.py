@@ -114,13 +114,16 @@ class ModelCache:
             with self._lock:
                 model = self._models.get(key)
             if model is None:
-                model = self._load(*key)
                 evicted = []
-                with self._lock:
-                    self._models[key] = model
-                    while len(self._models) > self.capacity:
-                        evicted.append(self._models.popitem(last=False)[1])
-                    self._loading.pop(key, None)
+                try:
+                    model = self._load(*key)
+                    with self._lock:
+                        self._models[key] = model
+                        while len(self._models) > self.capacity:
+                            evicted.append(self._models.popitem(last=False)[1])
+                finally:
+                    with self._lock:
+                        self._loading.pop(key, None)
                 for old in evicted:
                     old.batcher.close()
         return model
