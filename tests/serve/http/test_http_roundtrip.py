@@ -231,3 +231,17 @@ def test_cache_evicts_least_recently_used(tmp_path):
             np.testing.assert_allclose(out, refs[name](torch.from_numpy(x)).detach().numpy(), rtol=1e-5, atol=1e-6)
     finally:
         cache.close()
+
+
+def test_onnx_upload_and_predict(server, tmp_path):
+    pytest.importorskip("onnxruntime", reason="optional extra 'onnx' not installed")
+    pytest.importorskip("onnx", reason="torch.onnx.export needs the onnx package")
+    url, _ = server
+    model = make_mlp(tmp_path / "unused.pt", seed=4)
+    x = torch.randn(3, 4)
+    torch.onnx.export(model, (x,), str(tmp_path / "mlp.onnx"), input_names=["input0"], output_names=["output0"],
+                      dynamic_axes={"input0": {0: "b"}, "output0": {0: "b"}}, dynamo=False)
+    with TFaaSClient(url, token=TOKEN) as client:
+        assert client.upload("onnx-mlp", {"name": "onnx-mlp"}, tmp_path / "mlp.onnx")["format"] == "onnx"
+        out = client.predict({"model": "onnx-mlp", "values": x.tolist()})
+    np.testing.assert_allclose(out["predictions"], model(x).detach().numpy(), rtol=1e-5, atol=1e-6)
