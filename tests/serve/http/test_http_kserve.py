@@ -100,3 +100,19 @@ def test_infer_errors_are_4xx_with_message(served):
         assert r.status_code == 400 and "3 elements" in r.json()["error"]
         r = http.post("/v2/models/mlp/infer", json={"inputs": []})
         assert r.status_code == 422
+
+
+def test_versioned_routes(served):
+    _url, triton, model = served
+    x = np.random.default_rng(4).normal(size=(2, 4)).astype(np.float32)
+    inp = httpclient.InferInput("input0", [2, 4], "FP32")
+    inp.set_data_from_numpy(x)
+    result = triton.infer("mlp", [inp], model_version="1")
+    np.testing.assert_allclose(result.as_numpy("logits"), _reference(model, x), rtol=1e-5, atol=1e-6)
+    assert result.get_response()["model_version"] == "1"
+    assert triton.is_model_ready("mlp", model_version="1")
+    assert not triton.is_model_ready("mlp", model_version="2")
+    assert triton.get_model_metadata("mlp", model_version="1")["name"] == "mlp"
+    with pytest.raises(InferenceServerException) as err:
+        triton.infer("mlp", [inp], model_version="7")
+    assert err.value.status() == "404" and "no version 7" in err.value.message()
