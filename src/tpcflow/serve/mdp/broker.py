@@ -113,7 +113,7 @@ class Broker:
                     continue
                 for _ in range(1000):  # drain a burst, then look at the timers again
                     try:
-                        frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
+                        frames = P.recv_frames(self.socket, P.NOBLOCK)
                     except zmq.Again:
                         break
                     self.handle(frames, time.monotonic())
@@ -278,9 +278,7 @@ class Broker:
             req.attempts += 1
             w.request = req
             w.heartbeat_at = now + self.heartbeat_interval
-            self.socket.send_multipart(
-                [w.identity, b"", P.WORKER_HEADER, P.REQUEST, req.client, b"", *req.body], copy=False
-            )
+            P.send_frames(self.socket, [w.identity, b"", P.WORKER_HEADER, P.REQUEST, req.client, b"", *req.body])
 
     def _remove_worker(self, w: WorkerState, now: float) -> None:
         self.workers.pop(w.identity, None)
@@ -309,13 +307,13 @@ class Broker:
 
     # ------------------------------------------------------------------ helpers
     def _send_worker(self, identity: bytes, command: bytes) -> None:
-        self.socket.send_multipart([identity, b"", P.WORKER_HEADER, command])
+        P.send_frames(self.socket, [identity, b"", P.WORKER_HEADER, command])
 
     def _reply(self, client: bytes, rid: int | None, body: list, command: bytes = P.FINAL) -> None:
         head = [client, b"", P.CLIENT_HEADER, command]
         if rid is not None:
             head.append(P.pack_rid(rid))
-        self.socket.send_multipart(head + list(body), copy=False)
+        P.send_frames(self.socket, head + list(body))
 
     @staticmethod
     def _user_id(frame) -> str | None:

@@ -95,8 +95,8 @@ class Client:
         p.attempts += 1
         p.deadline = time.monotonic() + self.timeout
         try:
-            self.socket.send_multipart([b"", P.CLIENT_HEADER, P.REQUEST, p.service, P.pack_rid(rid), *p.body],
-                                       zmq.NOBLOCK, copy=False)
+            P.send_frames(self.socket, [b"", P.CLIENT_HEADER, P.REQUEST, p.service, P.pack_rid(rid), *p.body],
+                          P.NOBLOCK)
         except zmq.Again:
             pass  # no connected broker yet: the deadline makes us try again
 
@@ -125,7 +125,9 @@ class Client:
                 return None
             if not self._poller.poll(max(0.0, wait) * 1000):
                 continue
-            frames = self.socket.recv_multipart(copy=self.copy)
+            frames = P.recv_frames(self.socket)
+            if self.copy:
+                frames = [f.bytes for f in frames]
             got = self._parse(frames)
             if got is None:
                 continue

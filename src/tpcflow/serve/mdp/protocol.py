@@ -43,6 +43,7 @@ __all__ = [
     "FINAL",
     "HEARTBEAT",
     "MAX_SERVICE_NAME",
+    "NOBLOCK",
     "PARTIAL",
     "READY",
     "REQUEST",
@@ -54,6 +55,8 @@ __all__ = [
     "pack_rid",
     "parse_error",
     "parse_inbound",
+    "recv_frames",
+    "send_frames",
     "split_rid",
     "validate_service_name",
 ]
@@ -84,6 +87,37 @@ RID_LEN = len(RID_PREFIX) + 8
 ERROR_MARK = b"\x00tpcERR"
 MAX_SERVICE_NAME = 255
 _RID = struct.Struct(">Q")
+
+
+_SNDMORE = 2  # ZMQ_SNDMORE; plain ints avoid pyzmq's enum arithmetic on the hot path
+NOBLOCK = 1  # ZMQ_DONTWAIT
+
+
+def send_frames(sock, frames: list, flags: int = 0, copy: bool = False) -> None:
+    """Send a multipart message (about 2x faster than ``send_multipart`` for small frames).
+
+    ``copy=False`` sends large buffers (``zmq.Frame``, memoryview) without copying; pyzmq still
+    copies frames below its copy threshold, which is cheaper for them. With ``flags`` =
+    ``zmq.NOBLOCK`` the first part may raise ``zmq.Again``; the rest then never block.
+    """
+    send = sock.send
+    last = len(frames) - 1
+    for i, f in enumerate(frames):
+        if i == 0:
+            send(f, (flags | _SNDMORE) if last else flags, copy=copy)
+        else:
+            send(f, _SNDMORE if i < last else 0, copy=copy)
+
+
+def recv_frames(sock, flags: int = 0) -> list:
+    """Receive a multipart message as zero-copy ``zmq.Frame`` objects (``zmq.Again`` if NOBLOCK)."""
+    recv = sock.recv
+    f = recv(flags, copy=False)
+    parts = [f]
+    while f.more:
+        f = recv(0, copy=False)
+        parts.append(f)
+    return parts
 
 
 def frame_bytes(frame) -> bytes:

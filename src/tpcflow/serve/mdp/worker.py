@@ -103,6 +103,8 @@ class Worker:
         self._stop = threading.Event()
         self._done: collections.deque = collections.deque()
         self._thread: threading.Thread | None = None
+        self._poll_dirty = True
+        self._next_timers = 0.0
         self.registrations = 0  # READY messages sent (grows on every reconnect)
         self.served = 0
 
@@ -160,20 +162,21 @@ class Worker:
 
     # ------------------------------------------------------------------ socket loop
     def _loop(self, wake_rx: zmq.Socket, batcher: Batcher | None) -> None:
+        poller, owners = None, {}
         while not self._stop.is_set():
-            poller = zmq.Poller()
-            poller.register(wake_rx, zmq.POLLIN)
-            owners = {}
-            for i, slot in enumerate(self._slots):
-                if slot.socket is not None:
-                    poller.register(slot.socket, zmq.POLLIN)
-                    owners[slot.socket] = i
+            if poller is None or self._poll_dirty:  # rebuilt only when a slot (re)connects
+                poller = zmq.Poller()
+                poller.register(wake_rx, zmq.POLLIN)
+                owners = {s.socket: i for i, s in enumerate(self._slots) if s.socket is not None}
+                for sock in owners:
+                    poller.register(sock, zmq.POLLIN)
+                self._poll_dirty = False
             events = dict(poller.poll(min(100.0, self.heartbeat_interval * 500)))
             now = time.monotonic()
             if wake_rx in events:
                 while True:
                     try:
-                        wake_rx.recv(zmq.NOBLOCK)
+                        wake_rx.recv(P.NOBLOCK)
                     except zmq.Again:
                         break
             while self._done:
@@ -182,18 +185,20 @@ class Worker:
             for sock, i in owners.items():
                 if sock in events:
                     self._drain(i, batcher, now)
-            self._timers(time.monotonic())
+            if now >= self._next_timers:
+                self._timers(now)
+                self._next_timers = now + min(0.05, self.heartbeat_interval / 4)
 
     def _drain(self, i: int, batcher: Batcher | None, now: float) -> None:
         slot = self._slots[i]
         while slot.socket is not None:
             try:
-                frames = slot.socket.recv_multipart(zmq.NOBLOCK, copy=False)
+                frames = P.recv_frames(slot.socket, P.NOBLOCK)
             except zmq.Again:
                 return
             slot.last_recv = now
             slot.backoff = 0.0
-            if len(frames) < 3 or len(frames[0].buffer) or frames[1].bytes != P.WORKER_HEADER:
+            if len(frames) < 3 or len(frames[0]) or frames[1].bytes != P.WORKER_HEADER:
                 log.warning("slot %d: dropped a malformed message from the broker (%d frames)", i, len(frames))
                 continue
             cmd = frames[2].bytes
@@ -203,7 +208,7 @@ class Worker:
                 log.info("slot %d: broker sent DISCONNECT; reconnecting", i)
                 self._reconnect(i, now, delay=0.0)
                 return
-            if cmd != P.REQUEST or len(frames) < 5 or len(frames[4].buffer):
+            if cmd != P.REQUEST or len(frames) < 5 or len(frames[4]):
                 log.warning("slot %d: unexpected command %r from the broker", i, cmd)
                 continue
             client = frames[3].bytes
@@ -231,7 +236,7 @@ class Worker:
         if job.rid is not None:
             head.append(P.pack_rid(job.rid))
         try:
-            slot.socket.send_multipart(head + body, zmq.NOBLOCK, copy=False)
+            P.send_frames(slot.socket, head + body, P.NOBLOCK)
         except zmq.Again:
             log.warning("slot %d: broker unreachable, reply dropped (the client retries)", job.slot)
         slot.last_send = now
@@ -263,6 +268,7 @@ class Worker:
             self._curve.apply(sock)
         sock.connect(self.broker)
         slot.socket = sock
+        self._poll_dirty = True
         slot.generation += 1
         slot.busy = False
         slot.reconnect_at = None
@@ -275,6 +281,7 @@ class Worker:
         if slot.socket is not None:
             slot.socket.close(linger=0)
             slot.socket = None
+            self._poll_dirty = True
         if delay is None:  # liveness expired: back off exponentially
             slot.backoff = min(self.reconnect_max, max(self.heartbeat_interval, slot.backoff * 2))
             delay = slot.backoff
@@ -284,7 +291,7 @@ class Worker:
     def _send(self, slot: _Slot, command: bytes, *frames) -> None:
         # NOBLOCK: a DEALER without a connected peer (broker down, CURVE refused) would block
         try:
-            slot.socket.send_multipart([b"", P.WORKER_HEADER, command, *frames], zmq.NOBLOCK)
+            P.send_frames(slot.socket, [b"", P.WORKER_HEADER, command, *frames], P.NOBLOCK)
         except zmq.Again:
             pass  # nobody to hear it; liveness will reconnect
         slot.last_send = time.monotonic()

@@ -1,0 +1,328 @@
+"""MDP inference service over loopback: latency, throughput, scaling and payload size.
+
+All in one run, on 127.0.0.1 TCP, every server role in its own process (so that no two roles
+share a GIL) and the load generator in this process:
+
+1. p50/p99 latency and req/s for 1 KB and 10 MB echo requests through
+   * raw pyzmq REQ/REP (no broker: the floor),
+   * majortomo 0.2.0 (its Broker + Worker + Client; its client allows one request in flight),
+   * tpcflow (our Broker + Worker + Client), one request in flight and pipelined (16 in flight).
+2. Throughput of our broker with 1, 2 and 4 worker processes running a sleep-based model (20 ms).
+3. Bytes per real 3-plane event of ``cosmic_tagging_light.h5`` and encode/decode time as dense
+   float32, sparse COO, and sparse COO compressed (lz4, zstd).
+
+Targets (issue 5): 1 KB p50 within 1.5x raw REQ/REP; >= 2x majortomo's req/s; >= 1.5x majortomo's
+10 MB throughput; sparse compressed >= 20x smaller than dense float32.
+
+Run: ``python benchmarks/bench_mdp.py`` (``--quick`` for a short run). The machine is shared: numbers
+from a busy 2-core box are noisy, compare ratios rather than absolutes.
+Prints ``BENCH <name> <value> <unit> baseline=<value> ratio=<x>`` lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve()
+DATA = Path(os.environ.get("TPCFLOW_DATA", HERE.parents[2] / "shared" / "data"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------------------------------------- roles
+def role_rep(endpoint: str) -> None:
+    import zmq
+
+    s = zmq.Context().socket(zmq.REP)
+    s.bind(endpoint)
+    while True:
+        s.send_multipart(s.recv_multipart(copy=False), copy=False)
+
+
+def role_majortomo_broker(endpoint: str) -> None:
+    import logging
+
+    from majortomo.broker import Broker
+
+    logging.disable(logging.CRITICAL)
+    Broker(bind=endpoint, heartbeat_interval=1.0, heartbeat_timeout=10.0).run()
+
+
+def role_majortomo_worker(endpoint: str) -> None:
+    import logging
+
+    import majortomo
+
+    logging.disable(logging.CRITICAL)
+    w = majortomo.Worker(endpoint, b"echo", heartbeat_interval=1.0, heartbeat_timeout=10.0)
+    w.connect()
+    while True:
+        client, request = w.wait_for_request()
+        w.send_reply_final(client, request)
+
+
+def role_our_broker(endpoint: str) -> None:
+    from tpcflow.serve.mdp import Broker
+
+    Broker(endpoint, heartbeat_interval=1.0).run()
+
+
+def role_our_worker(endpoint: str, service: str = "echo", sleep: float = 0.0) -> None:
+    from tpcflow.serve.mdp import Worker
+
+    if sleep:
+        def handler(bodies):  # a "model" that takes `sleep` seconds per batch
+            time.sleep(sleep)
+            return bodies
+        Worker(endpoint, service, handler, heartbeat_interval=1.0).run()
+    else:
+        # echo: reply with the received frames themselves (zero-copy); 8 slots = 8 requests in flight
+        Worker(endpoint, service, lambda bodies: bodies, inline=True, slots=8, heartbeat_interval=1.0).run()
+
+
+ROLES = {"rep": role_rep, "mbroker": role_majortomo_broker, "mworker": role_majortomo_worker,
+         "broker": role_our_broker, "worker": role_our_worker}
+
+
+def spawn(role: str, endpoint: str, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(HERE), "--role", role, "--endpoint", endpoint, *extra])
+
+
+# ---------------------------------------------------------------------------------------------- load
+def stats(lat: list[float], wall: float) -> dict:
+    a = np.array(lat)
+    return {"p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99)), "rps": len(a) / wall}
+
+
+def bench_raw(endpoint: str, payload: bytes, n: int) -> dict:
+    import zmq
+
+    s = zmq.Context.instance().socket(zmq.REQ)
+    s.connect(endpoint)
+    for _ in range(min(50, n)):
+        s.send(payload, copy=False)
+        s.recv(copy=False)
+    lat = []
+    t0 = time.perf_counter()
+    for _ in range(n):
+        t = time.perf_counter()
+        s.send(payload, copy=False)
+        s.recv(copy=False)
+        lat.append(time.perf_counter() - t)
+    wall = time.perf_counter() - t0
+    s.close(0)
+    return stats(lat, wall)
+
+
+def bench_majortomo(endpoint: str, payload: bytes, n: int) -> dict:
+    import majortomo
+
+    c = majortomo.Client(endpoint)
+    c.connect()
+    for _ in range(min(50, n)):
+        c.send(b"echo", payload)
+        c.recv_all_as_list(timeout=30)
+    lat = []
+    t0 = time.perf_counter()
+    for _ in range(n):
+        t = time.perf_counter()
+        c.send(b"echo", payload)
+        c.recv_all_as_list(timeout=30)
+        lat.append(time.perf_counter() - t)
+    wall = time.perf_counter() - t0
+    c.close()
+    return stats(lat, wall)
+
+
+def bench_ours(endpoint: str, payload: bytes, n: int, in_flight: int = 1, service: str = "echo") -> dict:
+    from tpcflow.serve.mdp import Client
+
+    with Client(endpoint, timeout=60, copy=False) as c:
+        c.wait_for_service(service, 60)
+        for _ in range(min(50, n)):
+            c.request(service, [payload])
+        sent_at: dict = {}
+        lat = []
+
+        def bodies():
+            for i in range(n):
+                sent_at[i] = time.perf_counter()
+                yield i, [payload]
+
+        t0 = time.perf_counter()
+        for key, _reply in c.map(service, bodies(), max_in_flight=in_flight):
+            lat.append(time.perf_counter() - sent_at.pop(key))
+        wall = time.perf_counter() - t0
+    return stats(lat, wall)
+
+
+def wait_port(endpoint: str) -> None:
+    host, port = endpoint.rsplit(":", 1)
+    end = time.monotonic() + 30
+    while time.monotonic() < end:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", int(port))) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {endpoint}")
+
+
+def bench(name: str, value: float, unit: str, baseline: float, lower_is_better: bool = False) -> None:
+    ratio = (baseline / value if lower_is_better else value / baseline) if baseline and value else float("nan")
+    print(f"BENCH {name} {value:.4g} {unit} baseline={baseline:.4g} ratio={ratio:.3g}", flush=True)
+
+
+def echo_benchmarks(quick: bool) -> None:
+    sizes = {"1KB": (1024, 300 if quick else 3000), "10MB": (10 * 1024 * 1024, 10 if quick else 40)}
+    procs = []
+    eps = {k: f"tcp://127.0.0.1:{free_port()}" for k in ("raw", "mt", "ours")}
+    try:
+        procs.append(spawn("rep", eps["raw"]))
+        procs.append(spawn("mbroker", eps["mt"]))
+        procs.append(spawn("broker", eps["ours"]))
+        for k in eps:
+            wait_port(eps[k])
+        procs.append(spawn("mworker", eps["mt"]))
+        procs.append(spawn("worker", eps["ours"]))
+        time.sleep(1.0)
+        for label, (size, n) in sizes.items():
+            payload = os.urandom(size)
+            res = {
+                "raw": bench_raw(eps["raw"], payload, n),
+                "majortomo": bench_majortomo(eps["mt"], payload, n),
+                "ours": bench_ours(eps["ours"], payload, n),
+                "ours_pipelined": bench_ours(eps["ours"], payload, n * (4 if size < 1e6 else 1),
+                                             in_flight=16 if size < 1e6 else 4),
+            }
+            for k, r in res.items():
+                print(f"# {label:>5} {k:>10}: p50 {r['p50'] * 1e3:8.3f} ms  p99 {r['p99'] * 1e3:8.3f} ms  "
+                      f"{r['rps']:9.1f} req/s  {r['rps'] * size / 1e6:8.1f} MB/s", flush=True)
+            bench(f"mdp_{label}_p50_latency_vs_raw_reqrep", res["ours"]["p50"] * 1e6, "us",
+                  res["raw"]["p50"] * 1e6, lower_is_better=True)
+            bench(f"mdp_{label}_p50_latency_vs_majortomo", res["ours"]["p50"] * 1e6, "us",
+                  res["majortomo"]["p50"] * 1e6, lower_is_better=True)
+            bench(f"mdp_{label}_p99_latency_vs_majortomo", res["ours"]["p99"] * 1e6, "us",
+                  res["majortomo"]["p99"] * 1e6, lower_is_better=True)
+            bench(f"mdp_{label}_reqs_1_in_flight_vs_majortomo", res["ours"]["rps"], "req/s", res["majortomo"]["rps"])
+            bench(f"mdp_{label}_reqs_pipelined_vs_majortomo", res["ours_pipelined"]["rps"], "req/s",
+                  res["majortomo"]["rps"])
+            if size > 1e6:
+                bench(f"mdp_{label}_throughput_vs_majortomo", res["ours_pipelined"]["rps"] * size / 1e6, "MB/s",
+                      res["majortomo"]["rps"] * size / 1e6)
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+def scaling_benchmark(quick: bool) -> None:
+    ep = f"tcp://127.0.0.1:{free_port()}"
+    n = 100 if quick else 400
+    sleep = 0.02
+    broker = spawn("broker", ep)
+    workers = []
+    rates = {}
+    try:
+        wait_port(ep)
+        for count in (1, 2, 4):
+            while len(workers) < count:
+                workers.append(spawn("worker", ep, "--service", "sleep", "--sleep", str(sleep)))
+            from tpcflow.serve.mdp import Client
+
+            with Client(ep, timeout=30) as c:
+                end = time.monotonic() + 60
+                while c.stats("sleep")["services"].get("sleep", {}).get("workers", 0) < count:
+                    if time.monotonic() > end:
+                        raise RuntimeError("workers did not register")
+                    time.sleep(0.05)
+            rates[count] = bench_ours(ep, b"x" * 1024, n, in_flight=16, service="sleep")["rps"]
+            print(f"# sleep model {sleep * 1e3:.0f} ms, {count} worker(s): {rates[count]:.1f} req/s "
+                  f"(ideal {count / sleep:.0f})", flush=True)
+            bench(f"mdp_scaling_{count}_workers", rates[count], "req/s", rates[1])
+    finally:
+        for p in [*workers, broker]:
+            p.kill()
+            p.wait()
+
+
+def payload_benchmark(quick: bool) -> None:
+    from tpcflow.io import open_larcv3
+    from tpcflow.serve import codec
+
+    path = DATA / "larcv3" / "cosmic_tagging_light.h5"
+    if not path.exists():
+        print(f"# {path} not found: payload benchmark skipped", flush=True)
+        return
+    r = open_larcv3(path, products=["sparse2d/sbndwire"])
+    events = [r.read(i).products["sparse2d/sbndwire"] for i in range(len(r))]
+    reps = 2 if quick else 5
+
+    def measure(encode):
+        sizes, enc_ms, dec_ms = [], [], []
+        for planes in events:
+            for _ in range(reps):
+                t = time.perf_counter()
+                frames = encode(planes)
+                t1 = time.perf_counter()
+                codec.decode_all([bytes(memoryview(f)) for f in frames])  # decode from received bytes
+                t2 = time.perf_counter()
+                enc_ms.append((t1 - t) * 1e3)
+                dec_ms.append((t2 - t1 - 0) * 1e3)
+            sizes.append(sum(memoryview(f).nbytes for f in frames))
+        return float(np.mean(sizes)), float(np.median(enc_ms)), float(np.median(dec_ms))
+
+    variants = {
+        "dense_float32": lambda planes: [f for p in planes for f in codec.encode(p.to_dense())],
+        "sparse": lambda planes: [f for p in planes for f in codec.encode_coo(p.index, p.values, p.meta.number_of_voxels)],
+        "sparse_lz4": lambda planes: [f for p in planes for f in codec.encode_coo(
+            p.index, p.values, p.meta.number_of_voxels, compression="lz4")],
+        "sparse_zstd": lambda planes: [f for p in planes for f in codec.encode_coo(
+            p.index, p.values, p.meta.number_of_voxels, compression="zstd")],
+    }
+    res = {k: measure(v) for k, v in variants.items()}
+    dense = res["dense_float32"][0]
+    for k, (size, enc, dec) in res.items():
+        print(f"# payload {k:>14}: {size / 1e3:10.1f} kB/event  encode {enc:7.2f} ms  decode {dec:7.2f} ms", flush=True)
+        bench(f"mdp_event_bytes_{k}", size, "bytes", dense, lower_is_better=True)
+        bench(f"mdp_event_encode_ms_{k}", enc, "ms", res["dense_float32"][1], lower_is_better=True)
+        bench(f"mdp_event_decode_ms_{k}", dec, "ms", res["dense_float32"][2], lower_is_better=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer requests (a smoke run)")
+    ap.add_argument("--role", choices=sorted(ROLES), help=argparse.SUPPRESS)
+    ap.add_argument("--endpoint", help=argparse.SUPPRESS)
+    ap.add_argument("--service", default="echo", help=argparse.SUPPRESS)
+    ap.add_argument("--sleep", type=float, default=0.0, help=argparse.SUPPRESS)
+    ap.add_argument("--only", choices=["echo", "scaling", "payload"], default=None, help="run one part only")
+    args = ap.parse_args()
+    if args.role:
+        if args.role == "worker":
+            role_our_worker(args.endpoint, args.service, args.sleep)
+        else:
+            ROLES[args.role](args.endpoint)
+        return 0
+    if args.only in (None, "payload"):
+        payload_benchmark(args.quick)
+    if args.only in (None, "echo"):
+        echo_benchmarks(args.quick)
+    if args.only in (None, "scaling"):
+        scaling_benchmark(args.quick)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
