@@ -174,11 +174,12 @@ def infer(cfg: Config, *, echo=print, max_events: int | None = None) -> Inferenc
                     )
                 )
                 m = runner.metrics(logits[b : b + 1], y[b : b + 1])
-                entry = int(batch["entries"][b]) if "entries" in batch else -1
+                entry = int(batch["entries"][b]) if "entries" in batch else result.events
                 result.rows.append({"entry": entry, "run": eid.run, "subrun": eid.subrun, "event": eid.event, **m})
                 if len(result.displays) < cfg.mode.event_displays:
-                    png = run_dir / "displays" / f"event_{eid.run}_{eid.subrun}_{eid.event}.png"
-                    title = f"run {eid.run} subrun {eid.subrun} event {eid.event}  mIoU {m.get('Average/mIoU', m.get('mIoU', float('nan'))):.3f}"
+                    # the entry keeps names unique when event ids are unset (-1), as in cosmic_tagging_light.h5
+                    png = run_dir / "displays" / f"entry{entry:06d}_run{eid.run}_subrun{eid.subrun}_event{eid.event}.png"
+                    title = f"entry {entry}: run {eid.run} subrun {eid.subrun} event {eid.event}  mIoU {m.get('Average/mIoU', m.get('mIoU', float('nan'))):.3f}"
                     result.displays.append(draw_event(png, image, batch["label"][b], pred_np[b], title))
                 result.events += 1
             if max_events is not None and result.events >= max_events:
