@@ -226,3 +226,29 @@ def test_worker_protocol_violations_get_disconnect(ctx):
         w.close(0)
     finally:
         broker.socket.close(0)
+
+
+def test_rfc18_text_framing_peers_are_served_in_their_framing(ctx):
+    """Peers framed as in the RFC 18 text (no empty delimiter, client REQUEST=0x01, FINAL=0x03
+    with the service name) work next to majortomo-framed ones."""
+    broker = Broker("inproc://rfc", heartbeat_interval=1.0, context=ctx)
+    try:
+        w, cl = _dealer(ctx, broker.endpoint), _dealer(ctx, broker.endpoint)
+        w.send_multipart([P.WORKER_HEADER, P.READY, b"svc"])
+        broker.handle(_recv(broker), 0.0)
+        cl.send_multipart([P.CLIENT_HEADER, P.RFC_REQUEST, b"svc", b"hello"])
+        broker.handle(_recv(broker), 0.0)
+        req = w.recv_multipart()
+        assert req[:2] == [P.WORKER_HEADER, P.REQUEST] and req[3:] == [b"", b"hello"]
+        w.send_multipart([P.WORKER_HEADER, P.FINAL, req[2], b"", b"HELLO"])
+        broker.handle(_recv(broker), 0.0)
+        assert cl.recv_multipart() == [P.CLIENT_HEADER, P.RFC_FINAL, b"svc", b"HELLO"]
+        cl.send_multipart([P.CLIENT_HEADER, P.RFC_REQUEST, b"mmi.service", b"svc"])
+        broker.handle(_recv(broker), 0.0)
+        assert cl.recv_multipart() == [P.CLIENT_HEADER, P.RFC_FINAL, b"mmi.service", b"200"]
+        broker.tick(5.0)  # silent worker expires: DISCONNECT in its own framing
+        assert [P.WORKER_HEADER, P.DISCONNECT] in _drain(w)
+        for s in (w, cl):
+            s.close(0)
+    finally:
+        broker.socket.close(0)

@@ -174,13 +174,13 @@ class Broker:
     def _on_request(self, msg: P.Inbound, frames: list, now: float) -> None:
         rid, body = P.split_rid(msg.body)
         if msg.service.startswith(b"mmi."):
-            self._reply(msg.sender, rid, self._mmi(msg.service, body))
+            self._reply(msg.sender, rid, self._mmi(msg.service, body), rfc=(msg.service if msg.rfc else None))
             return
         svc = self.services.get(msg.service)
         if svc is None:
             svc = self.services[msg.service] = ServiceState(msg.service)
         svc.requests += 1
-        req = QueuedRequest(msg.sender, rid, body, msg.service, now)
+        req = QueuedRequest(msg.sender, rid, body, msg.service, now, rfc=msg.rfc)
         svc.push(req)
         if not svc.workers:
             self._expire_orphans(svc, now)
@@ -200,7 +200,7 @@ class Broker:
             if self.unknown_service_timeout > 0:
                 text += f" within {self.unknown_service_timeout:g} s"
             text += f"; services with workers: {known}"
-            self._reply(r.client, r.rid, P.error_body(404, text))
+            self._reply(r.client, r.rid, P.error_body(404, text), rfc=r.service if r.rfc else None)
         if not svc.depth and not svc.workers and not svc.served:
             del self.services[svc.name]  # forget names that never had a worker
 
@@ -231,9 +231,10 @@ class Broker:
             if self._curve is not None and not self._curve.may_serve(user):
                 self.counters["refused_workers"] += 1
                 log.warning("refused READY for %r: key %s is not an allowed worker key", msg.service, user)
-                self._send_worker(msg.sender, P.DISCONNECT)
+                self._send_worker(msg.sender, P.DISCONNECT, msg.rfc)
                 return
-            w = WorkerState(msg.sender, msg.service, now + self.heartbeat_expiry, now + self.heartbeat_interval, user)
+            w = WorkerState(msg.sender, msg.service, now + self.heartbeat_expiry, now + self.heartbeat_interval, user,
+                            rfc=msg.rfc)
             self.workers[msg.sender] = w
             svc = self.services.get(msg.service)
             if svc is None:
@@ -246,7 +247,7 @@ class Broker:
         if w is None:  # unknown peer (e.g. we restarted): tell it to reconnect and register again
             if cmd != P.DISCONNECT:
                 self.counters["unknown_worker"] += 1
-                self._send_worker(msg.sender, P.DISCONNECT)
+                self._send_worker(msg.sender, P.DISCONNECT, msg.rfc)
             return
         w.expires_at = now + self.heartbeat_expiry
         if cmd == P.HEARTBEAT:
@@ -260,13 +261,13 @@ class Broker:
             return
         svc = self.services[w.service]
         if cmd == P.PARTIAL:
-            self._reply(req.client, req.rid, msg.body, P.PARTIAL)
+            self._reply(req.client, req.rid, msg.body, P.PARTIAL, rfc=req.service if req.rfc else None)
             return
         # FINAL
         if P.parse_error(msg.body) is not None:
             svc.errors += 1
         svc.served += 1
-        self._reply(req.client, req.rid, msg.body)
+        self._reply(req.client, req.rid, msg.body, rfc=req.service if req.rfc else None)
         w.request = None
         svc.idle[w.identity] = w
         self._dispatch(svc, now)
@@ -278,7 +279,8 @@ class Broker:
             req.attempts += 1
             w.request = req
             w.heartbeat_at = now + self.heartbeat_interval
-            P.send_frames(self.socket, [w.identity, b"", P.WORKER_HEADER, P.REQUEST, req.client, b"", *req.body])
+            head = [w.identity, P.WORKER_HEADER] if w.rfc else [w.identity, b"", P.WORKER_HEADER]
+            P.send_frames(self.socket, [*head, P.REQUEST, req.client, b"", *req.body])
 
     def _remove_worker(self, w: WorkerState, now: float) -> None:
         self.workers.pop(w.identity, None)
@@ -292,7 +294,7 @@ class Broker:
             if req.attempts >= self.max_attempts:
                 svc.errors += 1
                 text = f"service {svc.name.decode()!r}: {req.attempts} workers died while processing the request"
-                self._reply(req.client, req.rid, P.error_body(500, text))
+                self._reply(req.client, req.rid, P.error_body(500, text), rfc=req.service if req.rfc else None)
             else:
                 svc.redispatched += 1
                 svc.push(req, front=True)
@@ -306,11 +308,20 @@ class Broker:
             self._remove_worker(w, now)
 
     # ------------------------------------------------------------------ helpers
-    def _send_worker(self, identity: bytes, command: bytes) -> None:
-        P.send_frames(self.socket, [identity, b"", P.WORKER_HEADER, command])
+    def _send_worker(self, identity: bytes, command: bytes, rfc: bool | None = None) -> None:
+        if rfc is None:
+            w = self.workers.get(identity)
+            rfc = w is not None and w.rfc
+        P.send_frames(self.socket, [identity, P.WORKER_HEADER, command] if rfc else
+                      [identity, b"", P.WORKER_HEADER, command])
 
-    def _reply(self, client: bytes, rid: int | None, body: list, command: bytes = P.FINAL) -> None:
-        head = [client, b"", P.CLIENT_HEADER, command]
+    def _reply(self, client: bytes, rid: int | None, body: list, command: bytes = P.FINAL,
+               rfc: bytes | None = None) -> None:
+        """Send a reply; ``rfc`` (the service name) selects the RFC 18 text framing."""
+        if rfc is not None:
+            head = [client, P.CLIENT_HEADER, P.RFC_FINAL if command == P.FINAL else P.RFC_PARTIAL, rfc]
+        else:
+            head = [client, b"", P.CLIENT_HEADER, command]
         if rid is not None:
             head.append(P.pack_rid(rid))
         P.send_frames(self.socket, head + list(body))

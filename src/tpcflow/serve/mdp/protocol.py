@@ -16,8 +16,10 @@ either way        DISCONNECT ``ID, b"", "MDPW02", 0x06``
 
 Source: ZeroMQ RFC 18 (MDP/0.2) and majortomo 0.2.0 (``majortomo/protocol.py``, ``broker.py``).
 majortomo keeps MDP/0.1's empty delimiter frame, numbers the client commands like the worker
-commands and omits the service name from client replies; we speak exactly that dialect so that
-majortomo clients and workers interoperate with our broker and vice versa.
+commands and omits the service name from client replies; our client and worker speak exactly that
+dialect so that they interoperate with majortomo's broker and vice versa. Our broker also accepts
+peers framed as in the RFC 18 text (no delimiter; client REQUEST=0x01, PARTIAL=0x02, FINAL=0x03,
+service name before the reply body) and answers each peer in its own framing.
 
 tpcflow extensions, carried inside the opaque body so majortomo peers pass them through:
 
@@ -70,6 +72,11 @@ PARTIAL = b"\x03"
 FINAL = b"\x04"
 HEARTBEAT = b"\x05"
 DISCONNECT = b"\x06"
+
+#: client command numbers of the RFC 18 text (majortomo numbers them like the worker commands)
+RFC_REQUEST = b"\x01"
+RFC_PARTIAL = b"\x02"
+RFC_FINAL = b"\x03"
 
 COMMAND_NAMES = {
     READY: "READY",
@@ -191,6 +198,9 @@ class Inbound:
         Client address (worker PARTIAL / FINAL).
     body : list
         Body frames (``zmq.Frame`` or bytes), untouched.
+    rfc : bool
+        The peer uses the RFC 18 text framing (no empty delimiter; client commands numbered
+        REQUEST=1, PARTIAL=2, FINAL=3, service name in replies); replies use the same framing.
     """
 
     sender: bytes
@@ -199,6 +209,7 @@ class Inbound:
     service: bytes | None = None
     client: bytes | None = None
     body: list | None = None
+    rfc: bool = False
 
 
 def parse_inbound(frames: list) -> Inbound:
@@ -220,34 +231,41 @@ def parse_inbound(frames: list) -> Inbound:
         frame and what was expected.
     """
     n = len(frames)
-    if n < 4:
-        raise ProtocolError(f"message: {n} frames, expected at least 4 (identity, empty, header, command)")
+    if n < 3:
+        raise ProtocolError(f"message: {n} frames, expected at least 3 (identity, header, command)")
     sender = frame_bytes(frames[0])
-    if _len(frames[1]) != 0:
-        raise ProtocolError(f"frame 1: {_len(frames[1])} bytes, expected the empty delimiter")
-    if _len(frames[2]) != 6 or _len(frames[3]) != 1:
-        raise ProtocolError("frames 2-3: expected a 6-byte protocol header and a 1-byte command")
-    header = frame_bytes(frames[2])
-    command = frame_bytes(frames[3])
-    rest = frames[4:]
+    # majortomo dialect: identity, b"", header, command...; RFC 18 text: identity, header, command...
+    rfc = _len(frames[1]) == 6
+    if not rfc and _len(frames[1]) != 0:
+        raise ProtocolError(f"frame 1: {_len(frames[1])} bytes, expected the empty delimiter or a protocol header")
+    first = 1 if rfc else 2
+    if n < first + 2 or _len(frames[first]) != 6 or _len(frames[first + 1]) != 1:
+        raise ProtocolError("expected a 6-byte protocol header and a 1-byte command")
+    header = frame_bytes(frames[first])
+    command = frame_bytes(frames[first + 1])
+    rest = frames[first + 2:]
+    if rfc and header == CLIENT_HEADER:
+        if command != RFC_REQUEST:
+            raise ProtocolError(f"client command: {command!r}, expected REQUEST (0x01, RFC 18 numbering)")
+        command = REQUEST
     if header == CLIENT_HEADER:
         if command != REQUEST:
             raise ProtocolError(f"client command: {command!r}, expected REQUEST (0x02)")
         if not rest:
             raise ProtocolError("client REQUEST: missing the service name frame")
-        return Inbound(sender, header, command, service=validate_service_name(rest[0]), body=rest[1:])
+        return Inbound(sender, header, command, service=validate_service_name(rest[0]), body=rest[1:], rfc=rfc)
     if header != WORKER_HEADER:
         raise ProtocolError(f"protocol header: {header!r}, expected b'MDPC02' or b'MDPW02'")
     if command == READY:
         if len(rest) < 1:
             raise ProtocolError("worker READY: missing the service name frame")
-        return Inbound(sender, header, command, service=validate_service_name(rest[0]))
+        return Inbound(sender, header, command, service=validate_service_name(rest[0]), rfc=rfc)
     if command in (PARTIAL, FINAL):
         if len(rest) < 2 or _len(rest[1]) != 0:
             raise ProtocolError(
                 f"worker {COMMAND_NAMES[command]}: expected client address and an empty delimiter frame"
             )
-        return Inbound(sender, header, command, client=frame_bytes(rest[0]), body=rest[2:])
+        return Inbound(sender, header, command, client=frame_bytes(rest[0]), body=rest[2:], rfc=rfc)
     if command in (HEARTBEAT, DISCONNECT):
-        return Inbound(sender, header, command)
+        return Inbound(sender, header, command, rfc=rfc)
     raise ProtocolError(f"worker command: {command!r}, expected READY, PARTIAL, FINAL, HEARTBEAT or DISCONNECT")

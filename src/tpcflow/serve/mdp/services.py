@@ -38,6 +38,7 @@ class QueuedRequest:
     queued_at: float
     attempts: int = 0
     orphan_since: float | None = None
+    rfc: bool = False
 
 
 @dataclass
@@ -50,6 +51,7 @@ class WorkerState:
     heartbeat_at: float
     user_id: str | None = None
     request: QueuedRequest | None = None
+    rfc: bool = False
 
     @property
     def busy(self) -> bool:
