@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import csv
 
+import numpy as np
 import pytest
 from conftest import data_path
 
 from tpcflow.cli.main import main
 from tpcflow.config import describe_options
+from tpcflow.io import open_larcv3
 from tpcflow.sim.sbnd import generate_file
 from tpcflow.train.resolve import network_schema
 
@@ -71,6 +73,19 @@ def test_train_then_inference_on_files(tmp_path, capsys):
     rows = list(csv.DictReader((tmp_path / "cli" / "inference_metrics.csv").open()))
     assert [(r["run"], r["subrun"], r["event"]) for r in rows] == [("1", "0", "0"), ("1", "0", "1")]
     assert len(list((tmp_path / "cli" / "displays").glob("*.png"))) == 1
+    # the predictions sit on exactly the input's voxels (larcv3 row-major (wire, tick) indices)
+    with open_larcv3(test_file) as src, open_larcv3(tmp_path / "cli" / "predictions.h5") as pred:
+        np.testing.assert_array_equal(pred.event_ids, src.event_ids)
+        for entry in range(len(src)):
+            a = src.read(entry).products["sparse2d/sbndwire"]
+            b = pred.read(entry).products["sparse2d/sbndwire"]
+            labels = pred.read(entry).products["sparse2d/cosmictagger"]
+            for pa, pb, pl in zip(a, b, labels):
+                keep = pa.values != 0
+                np.testing.assert_array_equal(pa.index[keep], pb.index)
+                np.testing.assert_array_equal(pa.values[keep], pb.values)
+                np.testing.assert_array_equal(pl.index, pb.index)
+                assert pb.meta.number_of_voxels == pa.meta.number_of_voxels
     # a checkpoint of another network configuration: the error names the setting to change
     code = main(["inference", f"data.file={test_file}", *common, "network.n_initial_filters=8"])
     assert code == 1
