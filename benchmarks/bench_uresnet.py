@@ -1,0 +1,226 @@
+"""Benchmark the UResNet networks: dense baseline vs fast settings, sparse vs dense at full resolution.
+
+Run: ``python benchmarks/bench_uresnet.py`` (about 10 minutes on 2 CPU cores) or ``--quick``.
+
+Figures (batch 1, img/s of train steps = forward + focal loss + backward + Adam step, and of
+inference = eval-mode forward without gradients; peak memory per image):
+
+1. Dense UResNet (default preset, 18.4 M parameters) at 640x1024 (CosmicTagger's downsample=1):
+   baseline = the reference's way (float32, NCHW, eager, planes one after the other);
+   fast = planes stacked in the batch, channels_last, bfloat16 autocast (+ ``torch.compile`` with
+   ``--compile``).
+2. Full resolution 1280x2048 on a synthetic SBND event (``tpcflow.sim.sbnd.generate_event``,
+   about 0.5-0.7% occupied; random 0.7% occupancy if the generator is missing): the sparse
+   network vs the dense network of the same configuration.  The ``a21`` preset is used for
+   this pair because the dense default preset does not fit in memory at full resolution here
+   (about 40 GB of activations; the reference quotes > 10 GB even at half resolution).
+3. The sparse default preset at full resolution, against the dense default at 640x1024.
+
+Each case runs in its own process, so that its peak RSS (``ru_maxrss``; on GPU
+``torch.cuda.max_memory_allocated``) is its own; the memory figure is the peak minus the RSS
+before the network was built.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+FULL = (1280, 2048)
+HALF = (640, 1024)
+
+
+def _event(shape, seed=0):
+    """(image [1,3,H,W] float32, labels [1,3,H,W] int64) in CosmicTagger layout, from the generator."""
+    import numpy as np
+    import torch
+
+    downsample = {FULL: 0, HALF: 1}[shape]
+    try:
+        from tpcflow.sim.sbnd import generate_event
+    except ImportError:  # pragma: no cover - generator not available
+        generate_event = None
+    h, w = shape
+    if generate_event is None:
+        g = torch.Generator().manual_seed(seed)
+        image = torch.rand(1, 3, h, w, generator=g) * (torch.rand(1, 3, h, w, generator=g) < 0.007)
+        labels = torch.randint(1, 3, (1, 3, h, w), generator=g) * (image > 0)
+        return image, labels.long(), "random 0.7% occupancy"
+    ev = generate_event(np.random.default_rng(seed), downsample=downsample)
+    image = np.zeros((1, 3, h, w), np.float32)
+    labels = np.zeros((1, 3, h, w), np.int64)
+    for p, (q, lab) in enumerate(zip(ev.products["sparse2d/sbndwire"], ev.products["sparse2d/sbnd_cosmicseg"])):
+        wi, hi = np.unravel_index(q.index.astype(np.int64), q.meta.number_of_voxels)  # dense[w, h]
+        image[0, p, hi, wi] = q.values
+        labels[0, p, hi, wi] = lab.values.astype(np.int64)
+    return torch.from_numpy(image), torch.from_numpy(labels), "tpcflow.sim.sbnd.generate_event"
+
+
+def _peak_bytes(device) -> int:
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def run_case(name: str, iters: int, warmup: int, compile_: bool) -> dict:
+    """Run one case in this process and return its figures."""
+    import torch
+
+    from tpcflow.models.loss import SegmentationLoss
+    from tpcflow.models.registry import PRESETS, build_network, count_parameters
+
+    kind, res, preset, mode = name.split("-")  # e.g. dense-half-uresnet-basetrain
+    shape = FULL if res == "full" else HALF
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    image, labels, source = _event(shape)
+    occupancy = float((image != 0).float().mean())
+    fast = mode.startswith("fast")
+    train = mode.endswith("train")
+    cfg = PRESETS[preset].replace(conv_mode="sparse" if kind == "sparse" else "2D", stack_planes=fast)
+    before = _peak_bytes(device) if device.type == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    torch.manual_seed(0)
+    net = build_network(cfg).to(device)
+    image, labels = image.to(device), labels.to(device)
+    if fast:
+        net = net.to(memory_format=torch.channels_last)
+        image = image.contiguous(memory_format=torch.channels_last)
+    model = torch.compile(net) if (compile_ and fast) else net
+    loss_fn = SegmentationLoss("focal")
+    opt = torch.optim.Adam(net.parameters(), lr=3e-4)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast)
+
+    if kind == "sparse":
+        planes, voxel_labels = [], []
+        for p in range(3):
+            c = image[0, p].nonzero()
+            coords = torch.cat([torch.zeros_like(c[:, :1]), c], dim=1)
+            planes.append((coords, image[0, p][c[:, 0], c[:, 1]][:, None]))
+            voxel_labels.append(labels[0, p][c[:, 0], c[:, 1]])
+
+        def forward():
+            return net.forward_sparse(planes, 1, shape)
+
+        target = voxel_labels
+    else:
+        def forward():
+            return model(image)
+
+        target = labels
+
+    def step():
+        if train:
+            opt.zero_grad(set_to_none=True)
+            with autocast:
+                out = forward()
+            loss = loss_fn(out, target)
+            loss.backward()
+            opt.step()
+        else:
+            with torch.no_grad(), autocast:
+                forward()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    net.train(train)
+    t0 = time.perf_counter()
+    for _ in range(warmup):
+        step()
+    warm_s = time.perf_counter() - t0
+    times = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t)
+    peak = _peak_bytes(device) - before
+    best = min(times)
+    mean = sum(times) / len(times)
+    return {
+        "case": name, "img_s": 1.0 / mean, "best_img_s": 1.0 / best, "step_s": times, "warmup_s": warm_s,
+        "peak_gb": peak / 1e9, "params": count_parameters(net), "occupancy": occupancy, "source": source,
+        "device": str(device), "threads": torch.get_num_threads(), "compiled": bool(compile_ and fast),
+    }
+
+
+def _launch(name, iters, warmup, args) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), "--case", name, "--iters", str(iters), "--warmup", str(warmup)]
+    if args.compile:
+        cmd.append("--compile")
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        print(proc.stdout, proc.stderr, file=sys.stderr)
+        raise SystemExit(f"case {name} failed (exit {proc.returncode})")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    steps = ", ".join(f"{s:.2f}" for s in result["step_s"])
+    print(f"# {name}: {result['img_s']:.3f} img/s (steps {steps} s; warm-up {result['warmup_s']:.1f} s), "
+          f"peak {result['peak_gb']:.2f} GB, {result['params']:,} params, occupancy {result['occupancy']:.4f}, "
+          f"{result['device']} x{result['threads']} threads, wall {time.perf_counter() - t:.0f} s", flush=True)
+    return result
+
+
+def _bench(name, value, unit, baseline):
+    ratio = value / baseline if baseline else float("nan")
+    print(f"BENCH {name} {value:.4g} {unit} baseline={baseline:.4g} ratio={ratio:.2f}", flush=True)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer iterations, skip the default-preset sparse run")
+    parser.add_argument("--compile", action="store_true", help="add torch.compile to the fast dense settings")
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch default)")
+    parser.add_argument("--case", help=argparse.SUPPRESS)
+    parser.add_argument("--iters", type=int, default=3, help=argparse.SUPPRESS)
+    parser.add_argument("--warmup", type=int, default=1, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.case:
+        import torch
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        print(json.dumps(run_case(args.case, args.iters, args.warmup, args.compile)))
+        return 0
+
+    q = args.quick
+    it_dense, warm_dense, it_sparse = (1, 0, 3) if q else (2, 1, 5)
+    r = {}
+    r["base_train"] = _launch("dense-half-uresnet-basetrain", it_dense, warm_dense, args)
+    r["fast_train"] = _launch("dense-half-uresnet-fasttrain", it_dense, warm_dense, args)
+    r["base_infer"] = _launch("dense-half-uresnet-baseinfer", it_dense, 1, args)
+    r["fast_infer"] = _launch("dense-half-uresnet-fastinfer", it_dense, 1, args)
+    # dense full resolution: one step (each step allocates ~10 GB afresh, so the first is typical)
+    r["dfull_train"] = _launch("dense-full-a21-basetrain", 1, 0, args)
+    r["dfull_infer"] = _launch("dense-full-a21-baseinfer", 1, 0 if q else 1, args)
+    r["sfull_train"] = _launch("sparse-full-a21-basetrain", it_sparse, 1, args)
+    r["sfull_infer"] = _launch("sparse-full-a21-baseinfer", it_sparse, 1, args)
+    if not q:
+        r["sfull_u_train"] = _launch("sparse-full-uresnet-basetrain", it_sparse, 1, args)
+        r["sfull_u_infer"] = _launch("sparse-full-uresnet-baseinfer", it_sparse, 1, args)
+
+    _bench("dense_uresnet_640x1024_train", r["fast_train"]["img_s"], "img/s", r["base_train"]["img_s"])
+    _bench("dense_uresnet_640x1024_inference", r["fast_infer"]["img_s"], "img/s", r["base_infer"]["img_s"])
+    _bench("dense_uresnet_640x1024_train_peak_memory_per_image", r["fast_train"]["peak_gb"], "GB",
+           r["base_train"]["peak_gb"])
+    _bench("sparse_vs_dense_a21_1280x2048_train", r["sfull_train"]["img_s"], "img/s", r["dfull_train"]["img_s"])
+    _bench("sparse_vs_dense_a21_1280x2048_inference", r["sfull_infer"]["img_s"], "img/s", r["dfull_infer"]["img_s"])
+    _bench("sparse_vs_dense_a21_1280x2048_train_peak_memory_per_image", r["sfull_train"]["peak_gb"], "GB",
+           r["dfull_train"]["peak_gb"])
+    if not q:
+        _bench("sparse_uresnet_1280x2048_vs_dense_uresnet_640x1024_train", r["sfull_u_train"]["img_s"], "img/s",
+               r["base_train"]["img_s"])
+        _bench("sparse_uresnet_1280x2048_vs_dense_uresnet_640x1024_inference", r["sfull_u_infer"]["img_s"],
+               "img/s", r["base_infer"]["img_s"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
