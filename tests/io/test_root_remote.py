@@ -112,49 +112,57 @@ def test_unreachable_url_retries_then_fails_in_bounded_time():
     assert 1.0 <= elapsed < 15  # two back-off sleeps (0.5 s + 1 s), then a prompt error
 
 
-def test_xrootd_url_without_plugin_has_install_hint():
-    if importlib.util.find_spec("fsspec_xrootd") is not None:
-        pytest.skip("fsspec-xrootd is installed; the missing-plugin message cannot be shown")
+def test_xrootd_url_without_plugin_has_install_hint(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "fsspec_xrootd", None)  # behave as if fsspec-xrootd were not installed
     with pytest.raises(ModuleNotFoundError, match=r"tpcflow\[xrootd\]"):
         DataReader("root://127.0.0.1:1//data/file.root")
 
 
-def test_xrootd_server_on_loopback(tmp_path):
+def test_xrootd_server_on_loopback():
     """RECIPES.md: a real xrootd server on 127.0.0.1, run as 'nobody'; read HZZ through root://."""
+    import signal
+    import tempfile
+
     if shutil.which("xrootd") is None:
         pytest.skip("xrootd server binary not installed (apt-get install xrootd-server)")
     if importlib.util.find_spec("fsspec_xrootd") is None:
         pytest.skip("fsspec-xrootd not installed (pip install 'tpcflow[xrootd]')")
     src = data_path("root/uproot-HZZ.root")
-    export = tmp_path / "export"
-    export.mkdir()
-    shutil.copy(src, export / "hzz.root")
-    for p in (tmp_path, export, export / "hzz.root"):
-        p.chmod(0o755 if p.is_dir() else 0o644)
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    cfg = tmp_path / "xrd.cfg"
-    cfg.write_text(f"all.export {export}\nxrd.port {port}\nxrd.network nodnr\n")
-    cmd = ["xrootd", "-c", str(cfg), "-l", str(tmp_path / "xrd.log"), "-n", "tpcflowtest"]
-    if os.geteuid() == 0:
-        cmd = ["su", "-s", "/bin/sh", "nobody", "-c", " ".join(cmd)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = tempfile.mkdtemp(prefix="tpcflow-xrd-", dir="/tmp")  # readable by 'nobody', unlike pytest's tmp_path
     try:
-        url = f"root://127.0.0.1:{port}/{export}/hzz.root"
-        for _ in range(50):
-            try:
-                r = DataReader(url, include=["NJet"], retries=0, timeout=5)
-                break
-            except RemoteSourceError:
+        os.chmod(base, 0o777)
+        shutil.copy(src, os.path.join(base, "hzz.root"))
+        os.chmod(os.path.join(base, "hzz.root"), 0o644)
+        port = _closed_port()
+        cfg = os.path.join(base, "xrd.cfg")
+        with open(cfg, "w") as fh:
+            fh.write(f"all.export {base}\nxrd.port {port}\nxrd.network nodnr\n")
+        cmd = ["xrootd", "-c", cfg, "-n", f"tpcflow{port}"]
+        if os.geteuid() == 0:  # xrootd refuses to run as root
+            cmd = ["su", "-s", "/bin/sh", "nobody", "-c", "exec " + " ".join(cmd)]
+        proc = subprocess.Popen(cmd, cwd=base, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        try:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:  # wait until the port accepts connections
+                with socket.socket() as s:
+                    if s.connect_ex(("127.0.0.1", port)) == 0:
+                        break
                 time.sleep(0.2)
-        else:
-            pytest.fail("xrootd server did not come up within 10 s")
-        assert r.num_entries == 2421
+            else:
+                pytest.fail("xrootd server did not listen within 20 s")
+            r = DataReader(f"root://127.0.0.1:{port}/{base}/hzz.root", include=["NJet", "Muon_Px"], retries=1,
+                           timeout=10)
+            local = DataReader(src, include=["NJet", "Muon_Px"])
+            assert r.num_entries == 2421
+            assert r.first_pass().branches == local.first_pass().branches
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=10)
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_server_gone_while_reading_fails_clearly():
@@ -173,3 +181,11 @@ def test_server_gone_while_reading_fails_clearly():
     with pytest.raises(RemoteSourceError) as err:  # baskets are fetched on demand: the server is gone
         r.read(0, 100)
     assert time.perf_counter() - t0 < 15 and "uproot-HZZ.root" in str(err.value)
+
+
+def _closed_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
