@@ -36,6 +36,11 @@ def _majortomo_worker(endpoint, ctx, stop: threading.Event):
                 client_addr, request = w.wait_for_request()
             except majortomo.error.Disconnected:
                 return
+            if request[0] == b"parts":  # MDP/0.2 multiple replies: PARTIAL, PARTIAL, FINAL
+                w.send_reply_partial(client_addr, [b"p1"])
+                w.send_reply_partial(client_addr, [b"p2"])
+                w.send_reply_final(client_addr, [b"end"])
+                continue
             w.send_reply_final(client_addr, [f.upper() for f in request])
     except zmq.ZMQError:
         pass
@@ -58,6 +63,7 @@ def test_majortomo_client_and_worker_against_our_broker(ctx):
                 # our client (request ids) to the majortomo worker: the broker strips and restores the id
                 replies = dict(ours.map("upper", ((i, [b"x%d" % i]) for i in range(20)), max_in_flight=8))
                 assert replies == {i: [b"X%d" % i] for i in range(20)}
+                assert ours.request("upper", [b"parts"]) == [b"p1", b"p2", b"end"]
                 # an unknown service answers the majortomo client too, instead of queueing forever
                 mc.send(b"missing", b"x")
                 err = mc.recv_all_as_list(timeout=5)

@@ -54,7 +54,7 @@ def run(args) -> int:
                     context=ctx, curve=curve)
     print(f"tpcflow broker: listening on {broker.endpoint}{' (CURVE)' if curve else ''}", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: broker.stop(join=False))
-    thread = broker.start()
+    thread = broker.start(freeze_gc=True)
     try:
         last = time.monotonic()
         while thread.is_alive():

@@ -78,6 +78,7 @@ class Client:
         self._pending: dict[int, _Pending] = {}
         self._poller = zmq.Poller()
         self._poller.register(self.socket, zmq.POLLIN)
+        self._partial: dict[int, list] = {}  # rid -> body frames of PARTIAL replies so far
         self.duplicates = 0
         self.resent = 0
 
@@ -112,7 +113,7 @@ class Client:
         or when a request ran out of attempts.
         """
         end = None if timeout is None else time.monotonic() + timeout
-        partial: dict[int, list] = {}
+        partial = self._partial
         while True:
             now = time.monotonic()
             self._check_deadlines(now)
