@@ -3,7 +3,7 @@
 Measures, in one run (events/s, warm page cache):
 
 * dense CosmicTagger batches [B,3,640,1024] (downsample 1; image float32 + label int64):
-  a naive per-event loop (reader.read + numpy densify + pooling), the loader with one
+  a naive per-event loop (reader.read + numpy densify + torch pooling), the loader with one
   worker process, with all workers, and with worker *threads* (1 and all) to show the
   h5py global lock;
 * sparse batches (BatchFillerSparseTensor2D, MaxVoxels 50000, charge + labels): naive loop,
@@ -21,6 +21,11 @@ from __future__ import annotations
 
 import argparse
 import os
+
+# One inflate thread per process everywhere (the loader's worker processes use one too), so
+# that every configuration runs exactly as many busy threads as it has workers: on a shared
+# machine, extra threads would otherwise just win a larger share of the CPU.
+os.environ.setdefault("TPCFLOW_IO_THREADS", "1")
 import tempfile
 import time
 from pathlib import Path
@@ -33,18 +38,22 @@ from tpcflow.sim.sbnd import generate_file
 
 
 def naive_dense(reader, batches, ds=1):
-    """Per-event read + dense + pool, the way a simple Dataset would do it."""
+    """Per-event read, densify, then torch pooling of the batch (CosmicTagger's way)."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.set_num_threads(1)
     k = 2**ds
     for entries in batches:
-        img = np.zeros((len(entries), 3, 1280 // k, 2048 // k), np.float32)
-        lab = np.zeros((len(entries), 3, 1280 // k, 2048 // k), np.int64)
+        img = np.zeros((len(entries), 3, 1280, 2048), np.float32)
+        lab = np.zeros((len(entries), 3, 1280, 2048), np.float32)
         for b, e in enumerate(entries):
             ev = reader.read(int(e), products=["sparse2d/sbndwire", "sparse2d/sbnd_cosmicseg"])
             for p, (q, l) in enumerate(zip(ev.products["sparse2d/sbndwire"], ev.products["sparse2d/sbnd_cosmicseg"])):
-                d = q.to_dense().T
-                img[b, p] = d.reshape(1280 // k, k, 2048 // k, k).mean(axis=(1, 3))
-                d = l.to_dense().T
-                lab[b, p] = d.reshape(1280 // k, k, 2048 // k, k).max(axis=(1, 3))
+                img[b, p] = q.to_dense().T
+                lab[b, p] = l.to_dense().T
+        F.avg_pool2d(torch.from_numpy(img), k)
+        F.max_pool2d(torch.from_numpy(lab), k).long()
 
 
 def naive_sparse(reader, batches, maxv=50000):
