@@ -162,3 +162,14 @@ def test_slot_clear_restores_fill_value(n_voxels):
         view.record_dirty("lab", fill_dense(arr, vb, transpose=True, pooling="max"))
         assert (arr != -1).sum() > 0
     assert (int(view.arrays["_dirty_n/lab"][0]) == -1) == (n_voxels > 1000)
+
+
+def test_storage_that_does_not_fit_raises_config_error():
+    from tpcflow.errors import ConfigError
+    from tpcflow.loader import storage
+
+    class Huge:
+        total_bytes, slot_bytes, num_storage, batch_size = 1 << 62, 1 << 60, 4, 4
+
+    with pytest.raises(ConfigError, match="NumStorage=4"):
+        storage.create_file(Huge())

@@ -223,3 +223,16 @@ def test_filler_error_names_the_entry(tmp_path):
         assert info.value.entry == 2 and str(path) in str(info.value)
     finally:
         loader.close()
+
+
+def test_processor_stream_with_batch_larger_than_dataset_repeats_entries(files):
+    reader = open_larcv3(files)
+    proc = ThreadProcessor(full_config(files, mode=0, threads=1, storage=2))
+    try:
+        proc.start_manager(30)
+        sid = proc.next_filled(timeout=60)
+        entries = proc.entries(sid)
+        np.testing.assert_array_equal(entries, np.arange(30) % 13)
+        check_batch(reader, entries, proc.batch(sid))
+    finally:
+        proc.stop_manager()

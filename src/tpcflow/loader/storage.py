@@ -24,6 +24,8 @@ from enum import IntEnum
 
 import numpy as np
 
+from tpcflow.errors import ConfigError
+
 __all__ = ["SlotLayout", "SlotState", "SlotView", "create_file", "map_file"]
 
 _ALIGN = 64
@@ -135,13 +137,47 @@ class SlotView:
             self.arrays["_dirty_n/" + name][0] = len(flat)
 
 
-def create_file(layout: SlotLayout) -> tuple[str, mmap.mmap]:
-    """Create the backing file (in /dev/shm when present) and map it; dirty counts start at -1."""
-    folder = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+def _reserve(folder, size: int):
+    """Create a file of ``size`` bytes in ``folder`` with its space reserved, or return None."""
     fd, path = tempfile.mkstemp(prefix=f"tpcflow-loader-{os.getpid()}-", dir=folder)
     try:
-        os.ftruncate(fd, max(layout.total_bytes, 1))
-        mm = mmap.mmap(fd, max(layout.total_bytes, 1))
+        if hasattr(os, "posix_fallocate"):
+            os.posix_fallocate(fd, 0, size)  # ENOSPC now, not SIGBUS in a worker later
+        else:
+            os.ftruncate(fd, size)
+        return fd, path
+    except OSError:
+        os.close(fd)
+        os.unlink(path)
+        return None
+
+
+def create_file(layout: SlotLayout) -> tuple[str, mmap.mmap]:
+    """Create the backing file (in /dev/shm when it has room, else the temp folder) and map it.
+
+    Dirty counts start at -1 (clear all).
+
+    Raises
+    ------
+    ConfigError
+        No folder has room for NumStorage x the slot size; the message gives the sizes.
+    """
+    size = max(layout.total_bytes, 1)
+    folders = [f for f in ("/dev/shm", None) if f is None or (os.path.isdir(f) and os.access(f, os.W_OK))]
+    got = None
+    for folder in folders:
+        got = _reserve(folder, size)
+        if got is not None:
+            break
+    if got is None:
+        raise ConfigError(
+            f"no room for the loader storage: NumStorage={layout.num_storage} slots of "
+            f"{layout.slot_bytes / 2**20:.0f} MiB (batch size {layout.batch_size}) in /dev/shm or "
+            f"{tempfile.gettempdir()}; lower NumStorage, the batch size, or use Downsample"
+        )
+    fd, path = got
+    try:
+        mm = mmap.mmap(fd, size)
     finally:
         os.close(fd)
     for s in range(layout.num_storage):
