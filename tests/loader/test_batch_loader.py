@@ -52,6 +52,9 @@ def test_break_then_iterate_restarts_the_epoch(sbnd):
         loader.set_epoch(5)
         list(loader)
         assert loader.epoch == 6
+        loader.set_epoch(2, start_batch=1)  # resume mid-epoch without reading the skipped batch
+        assert [loader.last_entries.tolist() for _ in loader] == [[2, 3], [4, 5]]
+        assert loader.epoch == 3
     finally:
         loader.close()
 
@@ -59,3 +62,19 @@ def test_break_then_iterate_restarts_the_epoch(sbnd):
 def test_pin_memory_needs_torch(sbnd):
     with pytest.raises(ConfigError, match="to_torch"):
         BatchLoader(cosmic_tagger_config([sbnd], num_threads=1), batch_size=2, pin_memory=True)
+
+
+def test_set_epoch_each_epoch_keeps_the_prefetch(sbnd):
+    loader = BatchLoader(cosmic_tagger_config([sbnd], num_threads=1, random_access=2), batch_size=2)
+    try:
+        orders = []
+        for epoch in range(3):
+            loader.set_epoch(epoch)  # the DistributedSampler idiom
+            rt = loader.processor._rt
+            orders.append([e for _ in loader for e in loader.last_entries.tolist()])
+            if epoch:
+                assert loader.processor._rt is rt and rt.gen == gen, "prefetched batches were discarded"
+            gen = loader.processor._rt.gen
+        assert all(sorted(o) == list(range(6)) for o in orders) and orders[0] != orders[1]
+    finally:
+        loader.close()

@@ -97,6 +97,7 @@ class BatchLoader:
         self.last_event_ids = np.zeros((0, 3), np.int64)
         self.last_entries = np.zeros(0, np.int64)
         self._planned_epoch: int | None = None  # epoch the prefetch plan is positioned at
+        self._start_batch = 0
         self._convert = None
         if self.to_torch:
             from tpcflow.loader.torch import batch_to_torch
@@ -107,21 +108,32 @@ class BatchLoader:
         """Minibatches per epoch on this rank."""
         return len(self.sampler)
 
-    def set_epoch(self, epoch: int) -> None:
-        """Set the epoch of the next iteration (as ``DistributedSampler.set_epoch``)."""
-        self.epoch = int(epoch)
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Set the epoch of the next iteration (as ``DistributedSampler.set_epoch``).
 
-    def _plan(self, epoch: int):
-        return (((e, i), b) for e, i, b in self.sampler.epochs(epoch))
+        ``start_batch`` skips the first batches of that epoch without reading them (to resume
+        a run mid-epoch); the next iteration then yields ``len(self) - start_batch`` batches.
+        """
+        if not 0 <= start_batch <= len(self):
+            raise ConfigError(f"start_batch must be in [0, {len(self)}], but got start_batch={start_batch}")
+        self.epoch = int(epoch)
+        self._start_batch = int(start_batch)  # the prefetched plan is kept if it already fits
+
+    def _plan(self, epoch: int, start_batch: int = 0):
+        it = self.sampler.epochs(epoch)
+        for _ in range(start_batch):
+            next(it)
+        return (((e, i), b) for e, i, b in it)
 
     def __iter__(self):
         proc = self.processor
         rt = proc._start(self.batch_size)
-        if self._planned_epoch != self.epoch or rt.plan is None or proc._rt is not rt:
-            rt.restart(self._plan(self.epoch))
+        start, self._start_batch = self._start_batch, 0
+        if start or self._planned_epoch != self.epoch or rt.plan is None or proc._rt is not rt:
+            rt.restart(self._plan(self.epoch, start))
         rt.auto = True
         rt.dispatch()
-        epoch, n = self.epoch, len(self)
+        epoch, n = self.epoch, len(self) - start
         held = None
         finished = False
         try:
