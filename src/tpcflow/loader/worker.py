@@ -146,6 +146,7 @@ def fill_slot(reader, fillers, view, entries: np.ndarray) -> None:
         out = arrays[f.name]
         if f.tracks_dirty:
             view.clear(f.name)
+            view.record_dirty(f.name, None)  # until this fill succeeds: clear it all next time
         elif not f.variable:
             out[:n].fill(f.fill_value)
         data = read_sparse(reader, f.key, entries, len(f.metas)) if f.source == "sparse" else read_events(reader, [f.key], entries)
