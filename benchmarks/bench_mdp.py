@@ -91,8 +91,8 @@ def role_our_worker(endpoint: str, service: str = "echo", sleep: float = 0.0) ->
             return bodies
         Worker(endpoint, service, handler, heartbeat_interval=1.0).run()
     else:
-        # echo: reply with the received frames themselves (zero-copy); 8 slots = 8 requests in flight
-        Worker(endpoint, service, lambda bodies: bodies, inline=True, slots=8, heartbeat_interval=1.0).run()
+        # echo: reply with the received frames themselves (zero-copy); 16 slots = 16 requests in flight
+        Worker(endpoint, service, lambda bodies: bodies, inline=True, slots=16, heartbeat_interval=1.0).run()
 
 
 ROLES = {"rep": role_rep, "mbroker": role_majortomo_broker, "mworker": role_majortomo_worker,

@@ -50,6 +50,10 @@ class Client:
         Return reply frames as ``bytes``; with False, as zero-copy ``zmq.Frame`` objects.
     context : zmq.Context, optional
     curve : tpcflow.serve.mdp.curve.CurveClient, optional
+
+    Notes
+    -----
+    One client is one DEALER socket: use it from one thread at a time.
     """
 
     def __init__(
@@ -79,13 +83,16 @@ class Client:
         self._poller = zmq.Poller()
         self._poller.register(self.socket, zmq.POLLIN)
         self._partial: dict[int, list] = {}  # rid -> body frames of PARTIAL replies so far
+        self._names: dict = {}  # service -> validated bytes
         self.duplicates = 0
         self.resent = 0
 
     # ------------------------------------------------------------------ low level
     def send(self, service, body: list, key=None) -> int:
         """Send a REQUEST and return its request id; ``key`` is returned with the reply."""
-        svc = P.validate_service_name(service)
+        svc = self._names.get(service)
+        if svc is None:
+            svc = self._names[service] = P.validate_service_name(service)
         rid = next(self._ids) & 0xFFFFFFFFFFFFFFFF
         self._pending[rid] = _Pending(key if key is not None else rid, svc, list(body), 0.0, 0)
         self._transmit(rid)
