@@ -153,3 +153,18 @@ def test_checkpoint_worker_matches_direct_inference(tmp_path):
                 agree = (lab == expect).mean() if len(expect) else 1.0
                 assert agree == 1.0 if precision is None else agree > 0.9
                 assert np.all((score > 0.33) & (score <= 1.0))
+
+
+def test_malformed_cosmic_request_gets_a_clear_error_reply(ctx):
+    broker, worker = _stack(ctx, CosmicTaggerHandler(threshold))
+    with running(broker, worker):
+        from tpcflow.serve.mdp import Client
+
+        with Client(broker.endpoint, timeout=5, context=ctx) as c:
+            c.wait_for_service("seg", 5)
+            with pytest.raises(ServiceError, match=r"\(500\).*ProtocolError: tensor codec"):
+                c.request("seg", [b"TPCT{broken", b"\0"])
+            one_plane = codec.encode_coo(np.array([1], np.uint32), np.array([2.0], np.float32), (4, 4))
+            bad_shape = one_plane + codec.encode_coo(np.array([1], np.uint32), np.array([2.0], np.float32), (8, 4))
+            with pytest.raises(ServiceError, match="plane 1 has shape"):
+                c.request("seg", bad_shape)

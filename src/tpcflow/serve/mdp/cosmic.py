@@ -75,6 +75,8 @@ def decode_request(frames) -> tuple[tuple | None, list]:
     for k, t in enumerate(planes):
         if t.encoding != "coo" or len(t.shape) != 2:
             raise ProtocolError(f"cosmic-tagger request: plane {k} must be a 2-D COO tensor, got {t.encoding} {t.shape}")
+        if t.shape != planes[0].shape:
+            raise ProtocolError(f"cosmic-tagger request: plane {k} has shape {t.shape}, plane 0 has {planes[0].shape}")
     return planes[0].event_id, planes
 
 

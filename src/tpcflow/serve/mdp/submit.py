@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tpcflow.errors import ConfigError, ProtocolError
+from tpcflow.errors import ConfigError, DataFormatError, ProtocolError
 from tpcflow.serve.mdp.client import Client
 from tpcflow.serve.mdp.cosmic import decode_reply, encode_request
 
@@ -202,7 +202,10 @@ def submit_files(
         def bodies():
             for entry in todo:
                 ev = reader.read(entry, products=[key])
-                planes = ev.products[key]
+                planes = ev.products.get(key)
+                if not planes:
+                    raise DataFormatError(f"product {key!r} has no projection", file_path=reader.locate(entry)[0],
+                                          entry=entry)
                 requests[entry] = (ev.event_id.as_tuple(), [p.index for p in planes],
                                    [{"number_of_voxels": list(p.meta.number_of_voxels), "image_sizes": list(p.meta.image_sizes),
                                      "origin": list(p.meta.origin), "projection_id": p.meta.projection_id} for p in planes])
