@@ -2,7 +2,9 @@
 
 Measures, in one run (events/s, warm page cache):
 
-* dense CosmicTagger batches [B,3,640,1024] (downsample 1; image float32 + label int64):
+* dense CosmicTagger batches [B,3,640,1024] (downsample 1; image float32 + label int64),
+  and at full resolution [B,3,1280,2048] per worker CPU-second, against larcv's 112 ev/s on
+  2 cores from the shared RECIPES (QueueProcessor + numpy densify, i.e. ~56 per core):
   a naive per-event loop (reader.read + numpy densify + torch pooling), the loader with one
   worker process, with all workers, and with worker *threads* (1 and all) to show the
   h5py global lock;
@@ -219,17 +221,20 @@ def main(argv=None) -> int:
         naive_sparse(reader, batches)
         res["sparse_naive"] = len(batches) * bs / (time.perf_counter() - t0)
 
-        def dense(n, w="process"):
-            cfg = cosmic_tagger_config([path], downsample=1, num_threads=n)
+        def dense(n, w="process", ds=1):
+            cfg = cosmic_tagger_config([path], downsample=ds, num_threads=n)
             cfg["ThreadProcessor"]["WorkerType"] = w
             return cfg
 
         runs = [("dense", "process", 1), ("dense", "process", nw), ("dense", "thread", 1), ("dense", "thread", nw),
-                ("sparse", "process", 1), ("sparse", "process", nw)]  # fmt: skip
+                ("sparse", "process", 1), ("sparse", "process", nw), ("fullres", "process", nw)]  # fmt: skip
         rates: dict = {}
         for _ in range(repeats):  # interleaved, median kept: load changes hit every figure alike
             for kind, w, n in runs:
-                cfg = dense(n, w) if kind == "dense" else sparse_config([path], n, w)
+                if kind == "sparse":
+                    cfg = sparse_config([path], n, w)
+                else:
+                    cfg = dense(n, w, ds=1 if kind == "dense" else 0)
                 rate, _, per_cpu = loader_rate(cfg, bs, n_batches)
                 rates.setdefault(f"{kind}_{w}{n}", []).append((rate, per_cpu))
         for key, vals in rates.items():
@@ -261,6 +266,7 @@ def main(argv=None) -> int:
     line("loader_dense_allworkers_vs_naive", res[f"dense_process{nw}"], "ev/s", res["dense_naive"])
     line("loader_dense_allworkers_per_cpu_s", eff[f"dense_process{nw}"], "ev/cpu-s", eff["dense_process1"])
     line("loader_dense_threads_all", res[f"dense_thread{nw}"], "ev/s", res["dense_thread1"])
+    line("loader_dense_fullres_allworkers_per_cpu_s", eff[f"fullres_process{nw}"], "ev/cpu-s", 112.0 / 2)
     line("loader_sparse_1worker", res["sparse_process1"], "ev/s", res["sparse_naive"])
     line("loader_sparse_allworkers", res[f"sparse_process{nw}"], "ev/s", res["sparse_process1"])
     print(f"BENCH loader_data_wait {100 * wait:.2f} %step baseline=2.00 ratio={100 * wait / 2:.2f}")
