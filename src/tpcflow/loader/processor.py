@@ -18,17 +18,17 @@ pickling of batches.  ``benchmarks/bench_loader.py`` measures it
 (plain h5py reads with 1 vs 2 threads vs 2 processes, and the loader with 1 / all worker
 threads and processes) next to a calibration of the CPU parallelism actually available.
 Measured on the shared 2-core development machine, where ~8 other jobs kept the load
-average at 6-9, so these figures are mostly noise (4 full runs, medians of 3 interleaved
+average at 4-9, so these figures are mostly noise (5 full runs, medians of 3 interleaved
 repeats each): the CPU-parallelism calibration found only 1.0-1.75x available; plain h5py
 reads with 2 threads ran at 0.88-1.64x one thread (2 processes: 0.67-1.36x); one worker
-process filled dense [4,3,640,1024] batches 14-22x faster than a naive per-event loop
-(43-54 vs 2-4 ev/s); all workers vs one: 0.83-1.22x in wall time, while the events per
+process filled dense [4,3,640,1024] batches 12-22x faster than a naive per-event loop
+(43-60 vs 2-5 ev/s); all workers vs one: 0.83-1.22x in wall time, while the events per
 worker CPU-second stayed within 0.86-1.01x of one worker's (~90 ev/cpu-s), i.e. the
 workers do not slow each other down and should approach 2x on two free cores.  Worker
-threads measured 0.44-1.77x one thread: no better than processes, and in the early runs
-they also had the reader's extra inflate threads, which win a larger CPU share on a shared
-machine.  Rerun ``python benchmarks/bench_loader.py`` on an idle machine to check the
-1.7x target.
+threads measured 0.44-1.77x one thread and, in a direct A/B run, the same events per
+CPU-second as processes; the early runs also gave threads the reader's extra inflate
+threads, which win a larger CPU share on a shared machine.  Rerun
+``python benchmarks/bench_loader.py`` on an idle machine to check the 1.7x target.
 Workers are processes (``WorkerType: process``, the default; ``thread`` is kept for the
 measurement and for debugging; ``NumThreads: 0`` fills in the caller).  Start method:
 ``forkserver`` where available (safe with torch and with open h5py handles in the parent;
