@@ -6,8 +6,9 @@ share a GIL) and the load generator in this process:
 1. p50/p99 latency and req/s for 1 KB and 10 MB echo requests through
    * raw pyzmq REQ/REP (no broker: the floor),
    * majortomo 0.2.0 (its Broker + Worker + Client; its client allows one request in flight),
-   * tpcflow (our Broker + Worker + Client), one request in flight and pipelined (16 in flight
-     for 1 KB, 2 for 10 MB).
+   * tpcflow (our Broker + Worker + Client), one request in flight (a worker with the default
+     single slot) and pipelined (16 in flight for 1 KB, 2 for 10 MB, to a worker with 16 slots,
+     i.e. accepting 16 requests at once, as a batching worker does).
    The four are measured in 10 alternating windows, so that load from other jobs on a shared
    machine falls on all of them alike.
 2. Throughput of our broker with 1, 2 and 4 worker processes running a sleep-based model (20 ms).
@@ -25,6 +26,7 @@ Prints ``BENCH <name> <value> <unit> baseline=<value> ratio=<x>`` lines.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import socket
 import subprocess
@@ -82,7 +84,7 @@ def role_our_broker(endpoint: str) -> None:
     Broker(endpoint, heartbeat_interval=1.0).run(freeze_gc=True)  # as `tpcflow broker` runs it
 
 
-def role_our_worker(endpoint: str, service: str = "echo", sleep: float = 0.0) -> None:
+def role_our_worker(endpoint: str, service: str = "echo", sleep: float = 0.0, slots: int = 1) -> None:
     from tpcflow.serve.mdp import Worker
 
     if sleep:
@@ -91,8 +93,8 @@ def role_our_worker(endpoint: str, service: str = "echo", sleep: float = 0.0) ->
             return bodies
         Worker(endpoint, service, handler, heartbeat_interval=1.0).run()
     else:
-        # echo: reply with the received frames themselves (zero-copy); 16 slots = 16 requests in flight
-        Worker(endpoint, service, lambda bodies: bodies, inline=True, slots=16, heartbeat_interval=1.0).run()
+        # echo: reply with the received frames themselves (zero-copy); `slots` requests at once
+        Worker(endpoint, service, lambda bodies: bodies, inline=True, slots=slots, heartbeat_interval=1.0).run()
 
 
 ROLES = {"rep": role_rep, "mbroker": role_majortomo_broker, "mworker": role_majortomo_worker,
@@ -217,12 +219,13 @@ def echo_benchmarks(quick: bool) -> None:
         for k in eps:
             wait_port(eps[k])
         procs.append(spawn("mworker", eps["mt"]))
-        procs.append(spawn("worker", eps["ours"]))
+        procs.append(spawn("worker", eps["ours"]))  # service "echo", 1 slot (the default)
+        procs.append(spawn("worker", eps["ours"], "--service", "echo16", "--slots", "16"))
         time.sleep(1.0)
         for label, (size, n) in sizes.items():
             payload = os.urandom(size)
             systems = {"raw": Raw(eps["raw"]), "majortomo": Majortomo(eps["mt"]), "ours": Ours(eps["ours"]),
-                       "ours_pipelined": Ours(eps["ours"], in_flight=16 if size < 1e6 else 2)}
+                       "ours_pipelined": Ours(eps["ours"], in_flight=16 if size < 1e6 else 2, service="echo16")}
             res = interleaved(systems, payload, n, rounds=10)
             for k, r in res.items():
                 print(f"# {label:>5} {k:>10}: p50 {r['p50'] * 1e3:8.3f} ms  p99 {r['p99'] * 1e3:8.3f} ms  "
@@ -326,16 +329,20 @@ def main() -> int:
     ap.add_argument("--endpoint", help=argparse.SUPPRESS)
     ap.add_argument("--service", default="echo", help=argparse.SUPPRESS)
     ap.add_argument("--sleep", type=float, default=0.0, help=argparse.SUPPRESS)
+    ap.add_argument("--slots", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--only", choices=["echo", "scaling", "payload"], default=None, help="run one part only")
     args = ap.parse_args()
     if args.role:
         if args.role == "worker":
-            role_our_worker(args.endpoint, args.service, args.sleep)
+            role_our_worker(args.endpoint, args.service, args.sleep, args.slots)
         else:
             ROLES[args.role](args.endpoint)
         return 0
     if args.only in (None, "payload"):
         payload_benchmark(args.quick)
+    # the load generator has numpy/h5py loaded: keep full GC passes out of every system's latency
+    gc.collect()
+    gc.freeze()
     if args.only in (None, "echo"):
         echo_benchmarks(args.quick)
     if args.only in (None, "scaling"):
