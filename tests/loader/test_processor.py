@@ -236,3 +236,42 @@ def test_processor_stream_with_batch_larger_than_dataset_repeats_entries(files):
         check_batch(reader, entries, proc.batch(sid))
     finally:
         proc.stop_manager()
+
+
+def test_augment_flips_image_and_label_together(files):
+    reader = open_larcv3(files)
+    cfg = full_config(files, mode=2, threads=1)
+    block = cfg["MainIO"]
+    block["ProcessType"], block["ProcessName"] = block["ProcessType"][:3], block["ProcessName"][:3]
+    block["ProcessList"] = {k: dict(block["ProcessList"][k], Augment=True) for k in ("image", "label", "sparse")}
+    loader = BatchLoader(cfg, batch_size=4)
+    seen = set()
+    try:
+        for batch in loader:
+            for b, e in enumerate(loader.last_entries):
+                img = dense_reference(reader, int(e), "sparse2d/sbndwire", downsample=1)
+                lab = dense_reference(reader, int(e), "sparse2d/sbnd_cosmicseg", downsample=1, pooling="max")
+                # native axes (x, y) are the layout's (W, H): a native x flip mirrors the last axis
+                match = [
+                    (fx, fy)
+                    for fx in (False, True)
+                    for fy in (False, True)
+                    if np.allclose(batch["image"][b], _flip(img, fx, fy), rtol=1e-6)
+                    and np.array_equal(batch["label"][b], _flip(lab, fx, fy).astype(np.int64))
+                ]
+                assert match, f"entry {e}: image and label are not one same flip of the reader's planes"
+                seen.update(match)
+                sp = reader.read(int(e)).products["sparse2d/sbndwire"][2]
+                n = min(len(sp), MAXV)
+                x, y = sp.coords[:n].T
+                fx, fy = match[0]
+                want = np.column_stack([63 - x if fx else x, 39 - y if fy else y, sp.values[:n]])
+                np.testing.assert_array_equal(batch["sparse"][b, 0, :n], want)
+    finally:
+        loader.close()
+    assert len(seen) > 1, "no entry was flipped"
+
+
+def _flip(planes, fx, fy):
+    out = planes[:, :, ::-1] if fx else planes
+    return out[:, ::-1, :] if fy else out

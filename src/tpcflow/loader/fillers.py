@@ -19,6 +19,10 @@ BatchFillerMultiLabel                          particle         [B, K] multi-hot
 
 ``Channels`` lists projection ids (larcv3 ``ImageMeta.projection_id``); the output channel
 order is the list order.  ``DataType`` picks the dtype: float32, float64, int32, int64, uint8.
+``Augment: true`` (voxel-based fillers) mirrors each axis of each entry with probability 1/2,
+as larcv3 does, but with the same flips for every filler of a minibatch (drawn from
+``RandomSeed``, the epoch and the batch index), so that images and labels stay aligned;
+larcv3's default is true, tpcflow's is false.
 
 Sources: larcv ``BatchFillerImage2D``/``BatchFillerTemplate`` (larcv2 ThreadIO), larcv3
 ``queueio/BatchFillerSparseTensor.cxx``, ``BatchFillerPIDLabel.cxx``; CosmicTagger data layout.
@@ -30,7 +34,7 @@ import numpy as np
 
 from tpcflow.errors import ConfigError, DataFormatError, ProductNotFoundError, closest
 from tpcflow.io.products import Event, ImageMeta, ProductInfo
-from tpcflow.loader.voxels import VoxelBatch, dense_shape, fill_coo, fill_dense, fill_padded
+from tpcflow.loader.voxels import VoxelBatch, dense_shape, fill_coo, fill_dense, fill_padded, flip_voxels
 
 __all__ = ["DTYPES", "FILLERS", "Filler", "PositionError", "make_filler"]
 
@@ -151,7 +155,8 @@ class Filler:
     def shape(self, batch_size: int) -> tuple[int, ...]:
         raise NotImplementedError
 
-    def fill(self, out: np.ndarray, data, batch_size: int):
+    def fill(self, out: np.ndarray, data, batch_size: int, flips=None):
+        """Fill ``out`` from ``data``; ``flips`` (B, 3) bool mirrors axes where ``Augment`` is on."""
         raise NotImplementedError
 
 
@@ -159,6 +164,10 @@ class Filler:
 class _VoxelFiller(Filler):
     source = "sparse"
     params = {"Channels": None}
+    augment = False
+
+    def _augmented(self, vb: VoxelBatch, flips) -> VoxelBatch:
+        return flip_voxels(vb, flips) if (self.augment and flips is not None) else vb
 
     def bind(self, products, metas, *, file_path=None):
         super().bind(products, metas, file_path=file_path)
@@ -181,7 +190,7 @@ class _VoxelFiller(Filler):
 
 class SparseToDense(_VoxelFiller):
     tracks_dirty = True
-    params = {"Channels": None, "Downsample": 0, "Pooling": "mean", "Transpose": None}
+    params = {"Channels": None, "Downsample": 0, "Pooling": "mean", "Transpose": None, "Augment": False}
 
     def __init__(self, name, process_type, cfg):
         super().__init__(name, process_type, cfg)
@@ -191,14 +200,15 @@ class SparseToDense(_VoxelFiller):
         self.pooling = self.cfg["Pooling"]
         t = self.cfg["Transpose"]
         self.transpose = (self.ptype == "sparse2d") if t is None else bool(t)
+        self.augment = bool(self.cfg["Augment"])
         if self.downsample < 0 or self.pooling not in ("mean", "max", "sum"):
             raise ConfigError(f"batch filler {name!r}: Downsample must be >= 0 and Pooling mean/max/sum")
 
     def shape(self, batch_size):
         return (batch_size, len(self.channels), *dense_shape(self.number_of_voxels, self.downsample, self.transpose))
 
-    def fill(self, out, data, batch_size):
-        vb = self.voxels(data, batch_size)
+    def fill(self, out, data, batch_size, flips=None):
+        vb = self._augmented(self.voxels(data, batch_size), flips)
         return fill_dense(out, vb, downsample=self.downsample, transpose=self.transpose, pooling=self.pooling)
 
 
@@ -220,15 +230,14 @@ class SparsePadded(_VoxelFiller):
         self.fill_value = float(self.cfg["UnfilledVoxelValue"])
         if self.max_voxels <= 0:
             raise ConfigError(f"batch filler {name!r}: MaxVoxels must be > 0, but got {self.max_voxels}")
-        if self.cfg["Augment"]:
-            raise ConfigError(f"batch filler {name!r}: Augment: true (random flips) is not supported")
+        self.augment = bool(self.cfg["Augment"])
 
     def shape(self, batch_size):
         d = len(self.number_of_voxels) + (1 if self.cfg["IncludeValues"] else 0)
         return (batch_size, len(self.channels), self.max_voxels, d)
 
-    def fill(self, out, data, batch_size):
-        vb = self.voxels(data, batch_size)
+    def fill(self, out, data, batch_size, flips=None):
+        vb = self._augmented(self.voxels(data, batch_size), flips)
         if not self.cfg["AllowEmpty"]:
             empty = np.setdiff1d(np.arange(batch_size), vb.batch)
             if len(empty):
@@ -241,19 +250,21 @@ class SparsePadded(_VoxelFiller):
 
 class SparseCOO(_VoxelFiller):
     variable = True
-    params = {"Channels": None, "MaxVoxels": _REQUIRED}
+    params = {"Channels": None, "MaxVoxels": _REQUIRED, "Augment": False}
 
     def __init__(self, name, process_type, cfg):
         super().__init__(name, process_type, cfg)
         self.ptype = "sparse3d" if process_type.endswith("3D") else "sparse2d"
         self.key = f"{self.ptype}/{self.producer}"
         self.max_voxels = int(self.cfg["MaxVoxels"])
+        self.augment = bool(self.cfg["Augment"])
 
     def shape(self, batch_size):
         return (batch_size * len(self.channels) * self.max_voxels, 3 + len(self.number_of_voxels))
 
-    def fill(self, out, data, batch_size):
-        return fill_coo(out, self.voxels(data, batch_size), n_channels=len(self.channels), max_voxels=self.max_voxels)
+    def fill(self, out, data, batch_size, flips=None):
+        vb = self._augmented(self.voxels(data, batch_size), flips)
+        return fill_coo(out, vb, n_channels=len(self.channels), max_voxels=self.max_voxels)
 
 
 class Cluster(_VoxelFiller):
@@ -268,6 +279,7 @@ class Cluster(_VoxelFiller):
         "Transpose": None,
         "MaxVoxels": 0,
         "Background": -1,
+        "Augment": False,
     }
 
     def __init__(self, name, process_type, cfg):
@@ -284,6 +296,7 @@ class Cluster(_VoxelFiller):
         if self.format != "dense" and self.max_voxels <= 0:
             raise ConfigError(f"batch filler {name!r}: Format {self.format!r} needs MaxVoxels > 0")
         self.fill_value = float(self.cfg["Background"])
+        self.augment = bool(self.cfg["Augment"])
         self.tracks_dirty = self.format == "dense"
         self.variable = self.format == "coo"
 
@@ -314,8 +327,8 @@ class Cluster(_VoxelFiller):
         cat = np.concatenate
         return VoxelBatch(cat(bpos), cat(chan), cat(idx), cat(val), self.number_of_voxels)
 
-    def fill(self, out, data, batch_size):
-        vb = self.voxels(data, batch_size)
+    def fill(self, out, data, batch_size, flips=None):
+        vb = self._augmented(self.voxels(data, batch_size), flips)
         if self.format == "dense":
             return fill_dense(out, vb, downsample=self.downsample, transpose=self.transpose, pooling="max")
         if self.format == "sparse":
@@ -336,7 +349,7 @@ class Image2D(Filler):
     def shape(self, batch_size):
         return (batch_size, len(self.channels), *self.number_of_voxels)
 
-    def fill(self, out, events, batch_size):
+    def fill(self, out, events, batch_size, flips=None):
         for b, ev in enumerate(events):
             by_id = {img.meta.projection_id: img for img in ev.products[self.key]}
             for c, pid in enumerate(self.channels):
@@ -359,7 +372,7 @@ class PIDLabel(Filler):
     def shape(self, batch_size):
         return (batch_size, len(self.pdgs)) if (self.cfg["OneHot"] or self.multi) else (batch_size,)
 
-    def fill(self, out, events, batch_size):
+    def fill(self, out, events, batch_size, flips=None):
         out[...] = 0
         for b, ev in enumerate(events):
             pdg = ev.products[self.key].array["pdg"]

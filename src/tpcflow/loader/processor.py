@@ -65,7 +65,7 @@ from tpcflow.loader.fillers import make_filler
 from tpcflow.loader.runtime import Runtime
 from tpcflow.loader.sampler import EntrySampler
 from tpcflow.loader.storage import SlotLayout, SlotState, SlotView, create_file
-from tpcflow.loader.worker import FillSpec, build_fillers, fill_slot, worker_main
+from tpcflow.loader.worker import FillSpec, augment_flips, build_fillers, fill_slot, worker_main
 
 __all__ = ["ThreadProcessor"]
 
@@ -182,7 +182,10 @@ class ThreadProcessor:
             if cfg.num_threads == 0:
                 fillers = build_fillers(self._spec(layout, path))
                 reader, views = self.reader, rt.views
-                rt.sync_fill = lambda s, entries: fill_slot(reader, fillers, views[s], entries)
+                seed = self.config.random_seed
+                rt.sync_fill = lambda s, entries, tag: fill_slot(
+                    reader, fillers, views[s], entries, flips=augment_flips(fillers, seed, tag, len(entries))
+                )
             else:
                 self._start_workers(rt, layout, path, mm)
         except BaseException:
@@ -194,7 +197,10 @@ class ThreadProcessor:
         return rt
 
     def _spec(self, layout, path) -> FillSpec:
-        return FillSpec(list(map(str, self.config.input_files)), list(self.config.fillers), self._bound, layout, path)
+        return FillSpec(
+            list(map(str, self.config.input_files)), list(self.config.fillers), self._bound, layout, path,
+            self.config.random_seed,
+        )
 
     def _start_workers(self, rt: Runtime, layout, path, mm) -> None:
         cfg = self.config

@@ -53,7 +53,7 @@ class Runtime:
         self.consume_seq = 0
         self.plan = None
         self.auto = False
-        self.sync_fill = None  # callable(slot, entries) when NumThreads == 0
+        self.sync_fill = None  # callable(slot, entries, tag) when NumThreads == 0
         self.describe = lambda entries: ""
 
     # -- dispatch ----------------------------------------------------------------
@@ -79,7 +79,7 @@ class Runtime:
                 self.seq[s] = seq
                 self.tags[s] = tag
                 self.tasks[s] = np.asarray(entries, dtype=np.int64)
-                todo.append((s, seq, self.gen, self.tasks[s]))
+                todo.append((s, seq, self.gen, self.tasks[s], tag))
                 sent += 1
         for task in todo:
             if self.sync_fill is not None:
@@ -89,9 +89,9 @@ class Runtime:
         return sent
 
     def _fill_inline(self, task) -> None:
-        s, seq, gen, entries = task
+        s, seq, gen, entries, tag = task
         try:
-            self.sync_fill(s, entries)
+            self.sync_fill(s, entries, tag)
         except Exception as err:  # noqa: BLE001 - same path as a worker error
             self.on_result(("error", -1, (s, seq, gen, err)))
             return

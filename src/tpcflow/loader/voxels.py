@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["VoxelBatch", "dense_shape", "fill_coo", "fill_dense", "fill_padded", "group_rank"]
+__all__ = ["VoxelBatch", "dense_shape", "fill_coo", "fill_dense", "fill_padded", "flip_voxels", "group_rank"]
 
 
 @dataclass
@@ -61,6 +61,23 @@ def _coords(index: np.ndarray, nv: tuple[int, ...]) -> list[np.ndarray]:
         x, y = np.divmod(index, nv[1])
         return [x, y]
     return list(np.unravel_index(index, nv))
+
+
+def flip_voxels(vb: VoxelBatch, flips: np.ndarray) -> VoxelBatch:
+    """Mirror each entry's voxels along the axes where ``flips[batch, axis]`` is True.
+
+    ``coord -> number_of_voxels[axis] - 1 - coord``, as larcv3's ``Augment`` does; the
+    voxel order is kept.  ``flips`` is (B, >= ndim) bool.
+    """
+    nv = vb.number_of_voxels
+    coords = _coords(vb.index, nv)
+    for axis, n in enumerate(nv):
+        m = flips[vb.batch, axis]
+        coords[axis] = np.where(m, n - 1 - coords[axis], coords[axis])
+    index = coords[0]
+    for c, n in zip(coords[1:], nv[1:]):
+        index = index * n + c
+    return VoxelBatch(vb.batch, vb.channel, index, vb.values, nv)
 
 
 def _flat_targets(vb: VoxelBatch, n_channels: int, downsample: int, transpose: bool):

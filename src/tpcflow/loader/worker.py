@@ -20,7 +20,7 @@ import numpy as np
 from tpcflow.errors import DataFormatError
 from tpcflow.loader.fillers import PositionError
 
-__all__ = ["BatchFillError", "FillSpec", "fill_slot", "read_events", "read_sparse", "worker_main"]
+__all__ = ["BatchFillError", "FillSpec", "augment_flips", "fill_slot", "read_events", "read_sparse", "worker_main"]
 
 
 class BatchFillError(DataFormatError):
@@ -65,6 +65,7 @@ class FillSpec:
     bound: list  # (products dict, metas) per filler
     layout: object  # SlotLayout
     path: str
+    seed: int = 0  # RandomSeed, for Augment flips
 
 
 class _PositionError(Exception):
@@ -135,8 +136,24 @@ def _locate_failure(reader, fillers, entries, err):
     return None, err
 
 
-def fill_slot(reader, fillers, view, entries: np.ndarray) -> None:
-    """Fill every batch of one slot with ``entries`` (global entry numbers, batch order)."""
+def augment_flips(fillers, seed: int, tag, n: int):
+    """(n, 3) bool axis flips of one minibatch, or None if no filler has ``Augment: true``.
+
+    Drawn from ``(RandomSeed, epoch, batch index)``, so every filler of the slot (image and
+    label) mirrors the same entries the same way, and a rerun gives the same flips.
+    """
+    if not any(getattr(f, "augment", False) for f in fillers):
+        return None
+    epoch, index = tag if isinstance(tag, tuple) else (0, 0)
+    rng = np.random.default_rng([abs(int(seed)), abs(int(epoch)), abs(int(index))])
+    return rng.random((n, 3)) < 0.5
+
+
+def fill_slot(reader, fillers, view, entries: np.ndarray, flips=None) -> None:
+    """Fill every batch of one slot with ``entries`` (global entry numbers, batch order).
+
+    ``flips`` (B, 3) bool mirrors voxel axes for fillers with ``Augment: true``.
+    """
     n = len(entries)
     arrays = view.arrays
     arrays["_n"][0] = n
@@ -151,7 +168,7 @@ def fill_slot(reader, fillers, view, entries: np.ndarray) -> None:
             out[:n].fill(f.fill_value)
         data = read_sparse(reader, f.key, entries, len(f.metas)) if f.source == "sparse" else read_events(reader, [f.key], entries)
         try:
-            res = f.fill(out if f.variable else out[:n], data, n)
+            res = f.fill(out if f.variable else out[:n], data, n, flips=flips)
         except PositionError as err:
             raise _PositionError(err.position, err) from err
         if f.tracks_dirty:
@@ -226,9 +243,9 @@ def worker_main(wid: int, spec: FillSpec, task_q, result_q, mm=None, is_thread: 
             continue
         if task is None:
             break
-        slot, seq, gen, entries = task
+        slot, seq, gen, entries, tag = task
         try:
-            fill_slot(reader, fillers, views[slot], entries)
+            fill_slot(reader, fillers, views[slot], entries, flips=augment_flips(fillers, spec.seed, tag, len(entries)))
         except Exception as err:  # noqa: BLE001 - reported to the consumer
             result_q.put(("error", wid, (slot, seq, gen, describe_error(reader, fillers, entries, err))))
             continue
