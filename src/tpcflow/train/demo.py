@@ -128,7 +128,7 @@ def train_config(s: DemoSettings) -> Config:
         f"mode.logging_iteration={max(1, s.iterations // 100)}",
         f"mode.optimizer.learning_rate={s.learning_rate}",
         "mode.optimizer.lr_schedule=one_cycle",
-        "mode.optimizer.loss_balance_scheme=light",
+        "mode.optimizer.loss_balance_scheme=focal",
         "data.synthetic=true",
         f"data.downsample={s.downsample}",
         f"data.synthetic_events={s.train_events}",
@@ -210,8 +210,9 @@ def _infer(state: DemoState, name: str, file: Path, downsample: int) -> None:
         f"data.file={file}",
         f"data.downsample={downsample}",
         "run.channels_last=true",
-        "mode.optimizer.loss_balance_scheme=light",
+        f"mode.optimizer.loss_balance_scheme={state.config.mode.optimizer.loss_balance_scheme}",
         *s.network,
+        *(e for e in s.extra if e.startswith("run.num_threads=")),
     ]
     cfg = load_config(overrides, mode="inference", network_schema=network_schema())
     res = infer(cfg, echo=lambda *a, **k: None)
