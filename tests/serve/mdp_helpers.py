@@ -38,9 +38,10 @@ def running(*things):
 
 
 def make_stack(ctx: zmq.Context, *, n_workers=1, service="echo", handler=None, **broker_kw):
-    broker = Broker("tcp://127.0.0.1:0", heartbeat_interval=HB, heartbeat_liveness=3, context=ctx, **broker_kw)
+    # liveness 1 s: these tests are not about expiry, and CI machines stall threads for a while
+    broker = Broker("tcp://127.0.0.1:0", heartbeat_interval=HB, heartbeat_liveness=10, context=ctx, **broker_kw)
     workers = [Worker(broker.endpoint, service, handler or per_request(echo), heartbeat_interval=HB,
-                      heartbeat_liveness=3, context=ctx) for _ in range(n_workers)]
+                      heartbeat_liveness=10, context=ctx) for _ in range(n_workers)]
     return broker, workers
 
 

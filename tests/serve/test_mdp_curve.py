@@ -37,7 +37,8 @@ def test_curve_broker_admits_only_allowed_keys(keys):
     server_ctx, peer_ctx = zmq.Context(), zmq.Context()
     try:
         curve = CurveServer(k["broker"][1], allowed, worker_dir=worker_dir, context=server_ctx)
-        broker = Broker("tcp://127.0.0.1:0", heartbeat_interval=HB, context=server_ctx, curve=curve)
+        broker = Broker("tcp://127.0.0.1:0", heartbeat_interval=HB, heartbeat_liveness=10, context=server_ctx,
+                        curve=curve)
         as_ = {name: CurveClient(k[name][1], k["broker"][0]) for name in ("worker", "client", "intruder")}
         good = Worker(broker.endpoint, "echo", per_request(echo), heartbeat_interval=HB, context=peer_ctx,
                       curve=as_["worker"])

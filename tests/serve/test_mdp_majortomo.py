@@ -47,7 +47,7 @@ def _majortomo_worker(endpoint, ctx, stop: threading.Event):
 
 
 def test_majortomo_client_and_worker_against_our_broker(ctx):
-    broker = Broker("tcp://127.0.0.1:0", heartbeat_interval=HB, context=ctx)
+    broker = Broker("tcp://127.0.0.1:0", heartbeat_interval=HB, heartbeat_liveness=10, context=ctx)
     stop = threading.Event()
     with running(broker):
         t = threading.Thread(target=_majortomo_worker, args=(broker.endpoint, ctx, stop), daemon=True)
@@ -82,7 +82,8 @@ def test_our_client_and_worker_against_majortomo_broker(ctx):
     mb = mbroker.Broker(bind=endpoint, heartbeat_interval=HB, heartbeat_timeout=HB * 10, zmq_context=ctx)
     bt = threading.Thread(target=mb.run, daemon=True)
     bt.start()
-    worker = Worker(endpoint, "echo", per_request(echo), max_batch=2, heartbeat_interval=HB, context=ctx)
+    worker = Worker(endpoint, "echo", per_request(echo), max_batch=2, heartbeat_interval=HB, heartbeat_liveness=10,
+                    context=ctx)
     try:
         with running(worker):
             with client(endpoint, ctx, timeout=5) as c:

@@ -51,9 +51,9 @@ def test_dynamic_batching_groups_concurrent_requests(ctx):
         time.sleep(0.05)
         return [echo(b) for b in bodies]
 
-    broker = Broker("tcp://127.0.0.1:0", heartbeat_interval=HB, context=ctx)
+    broker = Broker("tcp://127.0.0.1:0", heartbeat_interval=HB, heartbeat_liveness=10, context=ctx)
     worker = Worker(broker.endpoint, "batch", handler, max_batch=4, max_wait=0.2, slots=8, heartbeat_interval=HB,
-                    context=ctx)
+                    heartbeat_liveness=10, context=ctx)
     with running(broker, worker):
         with client(broker.endpoint, ctx) as c:
             c.wait_for_service("batch", 5)
@@ -70,8 +70,9 @@ def test_handler_error_is_an_error_reply_and_counted(ctx):
             raise ValueError("cannot segment this")
         return echo(body)
 
-    broker = Broker("tcp://127.0.0.1:0", heartbeat_interval=HB, context=ctx)
-    worker = Worker(broker.endpoint, "svc", per_request(boom), heartbeat_interval=HB, context=ctx)
+    broker = Broker("tcp://127.0.0.1:0", heartbeat_interval=HB, heartbeat_liveness=10, context=ctx)
+    worker = Worker(broker.endpoint, "svc", per_request(boom), heartbeat_interval=HB, heartbeat_liveness=10,
+                    context=ctx)
     with running(broker, worker):
         with client(broker.endpoint, ctx) as c:
             c.wait_for_service("svc", 5)
@@ -91,9 +92,9 @@ def test_client_retry_gets_one_reply_and_drops_the_duplicate(ctx):
             time.sleep(0.5)  # longer than the client's per-attempt timeout
         return echo(body)
 
-    broker = Broker("tcp://127.0.0.1:0", heartbeat_interval=HB, context=ctx)
+    broker = Broker("tcp://127.0.0.1:0", heartbeat_interval=HB, heartbeat_liveness=10, context=ctx)
     worker = Worker(broker.endpoint, "svc", per_request(slow_first), slots=2, max_batch=1, heartbeat_interval=HB,
-                    context=ctx)
+                    heartbeat_liveness=10, context=ctx)
     with running(broker, worker):
         with client(broker.endpoint, ctx, timeout=0.3, retries=3) as c:
             c.wait_for_service("svc", 5)
