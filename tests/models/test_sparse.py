@@ -209,3 +209,31 @@ def test_to_dense_and_bad_sparse_input():
         net.forward_sparse([(torch.tensor([[0, 40, 1]]), torch.ones(1, 1)), one, one], 1, (32, 32))
     with pytest.raises(ConfigError, match="multiples"):
         net.forward_sparse([one] * 3, 1, (30, 32))
+
+
+def test_empty_and_single_site_inputs():
+    torch.manual_seed(0)
+    net = build_network(TINY)
+    out = net(torch.zeros(1, 3, 32, 32))  # no charge at all: everything is background
+    assert all(torch.equal(o.argmax(1), torch.zeros(1, 32, 32, dtype=torch.long)) for o in out)
+    x = torch.zeros(1, 3, 32, 32)
+    x[0, :, 5, 7] = 1.0  # one site per plane: BatchNorm over a single site must not fail
+    out = net(x)
+    sum(o[0, :, 5, 7].sum() for o in out).backward()
+    assert all(torch.isfinite(o).all() for o in out)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_sparse_network_on_cuda_matches_cpu():
+    torch.manual_seed(0)
+    net = build_network(TINY).eval()
+    x, _ = _event()
+    cpu = net(x)
+    gpu = net.cuda()(x.cuda())
+    for a, b in zip(cpu, gpu):
+        torch.testing.assert_close(a, b.cpu(), rtol=1e-3, atol=1e-3)
+    net.train()
+    loss = sum(o.float().sum() for o in net(x.cuda()))
+    loss.backward()
+    assert all(p.grad is not None and p.grad.is_cuda for p in net.parameters())
