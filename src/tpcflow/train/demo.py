@@ -119,6 +119,7 @@ def train_config(s: DemoSettings) -> Config:
         f"run.iterations={s.iterations}",
         f"run.minibatch_size={s.minibatch_size}",
         "run.aux_iterations=0",
+        "run.compute_mode=cpu",
         "run.channels_last=true",
         f"run.seed={s.seed}",
         f"run.progress={s.progress}",
@@ -162,9 +163,9 @@ def _held_out_metrics(state: DemoState, model) -> dict:
     from tpcflow.train.session import Runner, evaluate
 
     cfg = state.config
-    from tpcflow.train.resolve import resolve_network
+    from tpcflow.train.resolve import pick_device, resolve_network
 
-    runner = Runner(cfg, resolve_network(cfg), torch.device("cpu"), state.test_arrays.shape)
+    runner = Runner(cfg, resolve_network(cfg), pick_device(cfg.run.compute_mode), state.test_arrays.shape)
     if model is not None:
         runner.use_model(model)
     source = SyntheticSource(state.test_arrays, min(cfg.run.minibatch_size, len(state.test_arrays)), shuffle=False, cycle=False)
@@ -206,6 +207,7 @@ def _infer(state: DemoState, name: str, file: Path, downsample: int) -> None:
         "run.minibatch_size=1",
         "run.iterations=0",
         f"mode.weights_location={state.train_result.checkpoint}",
+        f"run.compute_mode={state.config.run.compute_mode}",
         f"mode.event_displays={s.displays}",
         f"data.file={file}",
         f"data.downsample={downsample}",
