@@ -126,7 +126,7 @@ def test_resume_refuses_other_inputs(ctx, real_input, tmp_path, shared_data):
         submit_files("tcp://127.0.0.1:1", "seg", [path], out, progress=False, context=ctx)
 
 
-def test_checkpoint_worker_matches_direct_inference(tmp_path):
+def test_checkpoint_and_torchscript_workers_match_direct_inference(tmp_path):
     torch = pytest.importorskip("torch")
     from tpcflow.models.registry import NetworkConfig, build_network, save_checkpoint
     from tpcflow.sim.sbnd import generate_event
@@ -138,8 +138,12 @@ def test_checkpoint_worker_matches_direct_inference(tmp_path):
     ckpt = save_checkpoint(tmp_path / "tiny.ckpt", model, cfg)
     events = [generate_event(np.random.default_rng(s), downsample=4) for s in range(1)]
     bodies = [[bytes(f) for f in encode_request(ev.event_id, ev.products[KEY])] for ev in events]
-    for precision in (None, "bf16"):
-        replies = CosmicTaggerHandler(load_predictor(model_path=ckpt, device="cpu", precision=precision))(bodies)
+    h, w = events[0].products[KEY][0].meta.number_of_voxels[::-1]
+    traced = tmp_path / "tiny.torchscript"
+    with torch.inference_mode():
+        torch.jit.save(torch.jit.trace(model, torch.zeros(1, 3, h, w), check_trace=False), str(traced))
+    for path, precision in ((ckpt, None), (traced, None), (ckpt, "bf16")):
+        replies = CosmicTaggerHandler(load_predictor(model_path=path, device="cpu", precision=precision))(bodies)
         for ev, reply in zip(events, replies):
             planes = ev.products[KEY]
             ts = codec.decode_all(reply)
