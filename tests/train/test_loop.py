@@ -137,3 +137,13 @@ def test_gpu_request_without_gpu_is_config_error(tmp_path):
         pytest.skip("a GPU is present")
     with pytest.raises(ConfigError, match="compute_mode"):
         train(cfg_of(tmp_path, "run.id=g", "run.compute_mode=gpu"), echo=quiet)
+
+
+@pytest.mark.parametrize("conv_mode", ["3D", "sparse"])
+def test_other_network_variants_train(tmp_path, conv_mode):
+    res = train(
+        cfg_of(tmp_path, f"run.id={conv_mode}", "run.iterations=1", "run.aux_iterations=1", f"network.conv_mode={conv_mode}"),
+        echo=quiet,
+    )
+    assert len(res.losses) == 1 and res.losses[0] > 0
+    assert 0.0 <= res.validation["Average/mIoU"] <= 1.0
