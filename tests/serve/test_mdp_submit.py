@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -140,7 +141,8 @@ def test_checkpoint_and_torchscript_workers_match_direct_inference(tmp_path):
     bodies = [[bytes(f) for f in encode_request(ev.event_id, ev.products[KEY])] for ev in events]
     h, w = events[0].products[KEY][0].meta.number_of_voxels[::-1]
     traced = tmp_path / "tiny.torchscript"
-    with torch.inference_mode():
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.13 deprecates jit.trace; users still have files
         torch.jit.save(torch.jit.trace(model, torch.zeros(1, 3, h, w), check_trace=False), str(traced))
     for path, precision in ((ckpt, None), (traced, None), (ckpt, "bf16")):
         replies = CosmicTaggerHandler(load_predictor(model_path=path, device="cpu", precision=precision))(bodies)
