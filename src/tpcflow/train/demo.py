@@ -1,5 +1,6 @@
 """``tpcflow demo``: synthetic events -> a small UResNet trained on CPU -> evaluation -> inference.
 
+This module imports torch only inside the stages (``tpcflow --help`` reads its defaults).
 The stages are plain functions over a :class:`DemoState`, listed by :func:`demo_stages`, so a
 test can run a tiny version and other layers can add a stage (for example one that serves the
 trained model) by extending the list:
@@ -24,8 +25,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
 
 from tpcflow.config import Config, load_config
 from tpcflow.train.report import format_metrics
@@ -174,6 +173,8 @@ def _held_out_metrics(state: DemoState, model) -> dict:
 
 def stage_train(state: DemoState) -> None:
     """Measure the untrained network on the held-out events, then train it."""
+    import torch
+
     from tpcflow.train.loop import train
 
     torch.manual_seed(state.settings.seed)
