@@ -74,3 +74,31 @@ def test_key_file_errors_are_clear(tmp_path, keys):
     empty.mkdir()
     with pytest.raises(ConfigError, match="holds no"):
         CurveServer(k["broker"][1], empty)
+
+
+def test_broker_cli_with_curve_flags(keys):
+    import subprocess
+
+    from mdp_helpers import free_port
+
+    k, allowed, worker_dir = keys
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    proc = subprocess.Popen([sys.executable, "-m", "tpcflow.cli.main", "broker", "--bind", endpoint,
+                             "--heartbeat-interval", str(HB), "--curve-secret", str(k["broker"][1]),
+                             "--curve-allowed", str(allowed), "--curve-workers", str(worker_dir)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ctx = zmq.Context()
+    try:
+        worker = Worker(endpoint, "echo", per_request(echo), heartbeat_interval=HB, heartbeat_liveness=10,
+                        context=ctx, curve=CurveClient(k["worker"][1], k["broker"][0]))
+        with running(worker):
+            with Client(endpoint, timeout=5, context=ctx, curve=CurveClient(k["client"][1], k["broker"][0])) as c:
+                c.wait_for_service("echo", 30)
+                assert c.request("echo", [b"over curve"]) == [b"over curve"]
+            with Client(endpoint, timeout=0.5, retries=0, context=ctx) as plain:
+                with pytest.raises(ServiceError, match="no reply within"):
+                    plain.request("echo", [b"plain text"])
+    finally:
+        proc.kill()
+        proc.wait(10)
+        ctx.destroy(linger=0)
