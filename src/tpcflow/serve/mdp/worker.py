@@ -209,8 +209,11 @@ class Worker:
                 self._reconnect(i, now, delay=0.0)
                 return
             if cmd != P.REQUEST or len(frames) < 5 or len(frames[4]):
-                log.warning("slot %d: unexpected command %r from the broker", i, cmd)
-                continue
+                # RFC 18: treat the peer as invalid; a new connection makes the broker re-dispatch
+                log.warning("slot %d: invalid command %r from the broker; reconnecting", i, cmd)
+                self._send(slot, P.DISCONNECT)
+                self._reconnect(i, now, delay=0.0)
+                return
             client = frames[3].bytes
             rid, body = P.split_rid(frames[5:])
             slot.busy = True
