@@ -147,3 +147,19 @@ def test_other_network_variants_train(tmp_path, conv_mode):
     )
     assert len(res.losses) == 1 and res.losses[0] > 0
     assert 0.0 <= res.validation["Average/mIoU"] <= 1.0
+
+
+def test_resume_mid_epoch_from_larcv3_files(tmp_path):
+    """Files through the BatchLoader: the resumed run continues mid-epoch with the same minibatches."""
+    from tpcflow.sim.sbnd import generate_file
+
+    train_file = generate_file(tmp_path / "train.h5", 6, 3, downsample=4)
+    val_file = generate_file(tmp_path / "val.h5", 2, 4, downsample=4)
+    common = ["run.iterations=6", "data.synthetic=false", "data.downsample=0", f"data.file={train_file}",
+              f"data.aux_file={val_file}", "run.aux_iterations=2", "mode.checkpoint_iteration=2", "data.num_threads=1"]
+    full = train(cfg_of(tmp_path, "run.id=ffull", *common), echo=quiet)
+    train(cfg_of(tmp_path, "run.id=fcut", *common), echo=quiet, stop_at=4)  # 3 minibatches per epoch
+    rest = train(cfg_of(tmp_path, "run.id=fcut", *common), echo=quiet)
+    assert rest.start_iteration == 4
+    assert rest.losses == full.losses[4:]
+    assert rest.validation == full.validation

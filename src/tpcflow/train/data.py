@@ -131,8 +131,9 @@ def check_products(files: list[Path], cfg: DataConfig) -> list:
 class FileSource:
     """Minibatches of larcv3 files through :class:`tpcflow.loader.BatchLoader`.
 
-    The loader shuffles with ``seed`` and its epoch; the position is resumed by skipping
-    the minibatches already seen in the current epoch.
+    The loader shuffles with ``seed`` and its epoch; the position is resumed with
+    ``BatchLoader.set_epoch(epoch, start_batch)``, which skips the minibatches already seen in
+    the current epoch without reading them.
     """
 
     def __init__(self, files, cfg: DataConfig, batch_size: int, *, seed=0, rank=0, world_size=1, cycle=True, shuffle=None):
@@ -195,10 +196,9 @@ class FileSource:
     def load_state_dict(self, state: dict) -> None:
         target_epoch, target_batch = int(state["epoch"]), int(state["batch_in_epoch"])
         self.close()
-        self.loader.set_epoch(target_epoch)
-        self.epoch, self.batch_in_epoch = target_epoch, 0
-        while self.batch_in_epoch < target_batch:
-            next(self)
+        # the loader skips the batches already seen in this epoch without reading them
+        self.loader.set_epoch(target_epoch, target_batch)
+        self.epoch, self.batch_in_epoch = target_epoch, target_batch
 
     def close(self) -> None:
         """Stop the loader's workers."""
