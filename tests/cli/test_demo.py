@@ -83,3 +83,21 @@ def test_demo_cli_help(capsys):
         assert e.code == 0
     out = capsys.readouterr().out
     assert "--out" in out and "demo_output" in out and "--iterations" in out
+
+
+def test_real_file_search(tmp_path, monkeypatch):
+    from tpcflow.train.demo import find_real_file
+
+    real = data_path("larcv3/cosmic_tagging_light.h5")
+    monkeypatch.delenv("TPCFLOW_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert find_real_file() is None  # nothing beside the working directory: the stage is skipped
+    monkeypatch.setenv("TPCFLOW_DATA", str(real.parents[1]))
+    assert find_real_file() == real
+    work = tmp_path / "checkout"
+    (tmp_path / "shared" / "data" / "larcv3").mkdir(parents=True)
+    (tmp_path / "shared" / "data" / "larcv3" / "cosmic_tagging_light.h5").write_bytes(b"")
+    work.mkdir()
+    monkeypatch.delenv("TPCFLOW_DATA")
+    monkeypatch.chdir(work)
+    assert find_real_file() == tmp_path / "shared" / "data" / "larcv3" / "cosmic_tagging_light.h5"
