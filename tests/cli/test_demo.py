@@ -101,3 +101,14 @@ def test_real_file_search(tmp_path, monkeypatch):
     monkeypatch.delenv("TPCFLOW_DATA")
     monkeypatch.chdir(work)
     assert find_real_file() == tmp_path / "shared" / "data" / "larcv3" / "cosmic_tagging_light.h5"
+
+
+def test_demo_cli_short_run(tmp_path, capsys):
+    out = tmp_path / "d"
+    args = ["demo", "--out", str(out), "--iterations", "1", "--train-events", "4", "--test-events", "1",
+            "--minibatch-size", "2", "--real-file", "none", "--no-progress", "--threads", "1", "--displays", "1"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "untrained (held-out)" in text and "trained (held-out)" in text and "mIoU" in text
+    assert (out / "summary.json").exists() and (out / "run" / "config.yaml").exists()
+    assert len(list((out / "inference_synthetic" / "displays").glob("*.png"))) == 1
