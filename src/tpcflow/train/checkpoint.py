@@ -27,6 +27,7 @@ __all__ = [
     "check_network_matches",
     "get_rng_state",
     "read_checkpoint",
+    "require_keys",
     "set_rng_state",
 ]
 
@@ -153,7 +154,7 @@ class CheckpointManager:
 
 
 def require_keys(ckpt: dict, keys, path) -> None:
-    """Raise DataFormatError if the checkpoint lacks training-state keys."""
+    """Raise ConfigError if the checkpoint lacks the training state needed to resume."""
     missing = [k for k in keys if k not in ckpt]
     if missing:
         raise ConfigError(f"checkpoint has no training state {missing}; it cannot be resumed (set run.resume=false)\nin file {path}")

@@ -18,7 +18,7 @@ import numpy as np
 
 from tpcflow.config import DataConfig
 from tpcflow.errors import ConfigError, DataFormatError, ProductNotFoundError
-from tpcflow.train.synthetic import EventArrays, generate_arrays
+from tpcflow.train.synthetic import EventArrays
 
 __all__ = ["FileSource", "SyntheticSource", "check_products", "resolve_files"]
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -135,13 +134,3 @@ class MeanAccumulator:
 
     def mean(self) -> dict[str, float]:
         return {k: (self.sums[k] / w if w else math.nan) for k, w in self.weights.items()}
-
-
-def count_images(batch: dict) -> int:
-    return int(np.asarray(batch["image"]).shape[0])
-
-
-def ensure_dir(path: str | Path) -> Path:
-    p = Path(path)
-    p.mkdir(parents=True, exist_ok=True)
-    return p
