@@ -54,7 +54,7 @@ class RunConfig:
     minibatch_size: int = _f(2, "GLOBAL minibatch size (split across distributed ranks)")
     aux_iterations: int = _f(10, "validate on data.aux_file every this many iterations (0 = never)")
     aux_minibatch_size: int = _f(2, "minibatch size of the validation set")
-    output_dir: str = _f("output", "parent directory of the run directories")
+    output_dir: str = _f("runs", "parent directory of the run directories")
     compute_mode: str = _f("auto", "device: auto (GPU when present), cpu, gpu", COMPUTE_MODES)
     precision: str = _f("float32", "float32, bfloat16 (autocast) or mixed (fp16 autocast + GradScaler on GPU; bfloat16 on CPU)", PRECISIONS)
     channels_last: bool = _f(False, "use the channels_last memory format")
