@@ -18,12 +18,12 @@ pickling of batches.  ``benchmarks/bench_loader.py`` measures it
 (plain h5py reads with 1 vs 2 threads vs 2 processes, and the loader with 1 / all worker
 threads and processes) next to a calibration of the CPU parallelism actually available.
 Measured on the shared 2-core development machine, where ~8 other jobs kept the load
-average at 4-9, so these figures are mostly noise (5 full runs, medians of 3 interleaved
+average at 3-9, so these figures are mostly noise (6 full runs, medians of 3 interleaved
 repeats each): the CPU-parallelism calibration found only 1.0-1.75x available; plain h5py
 reads with 2 threads ran at 0.88-1.64x one thread (2 processes: 0.67-1.36x); one worker
-process filled dense [4,3,640,1024] batches 12-22x faster than a naive per-event loop
-(43-60 vs 2-5 ev/s); all workers vs one: 0.83-1.22x in wall time, while the events per
-worker CPU-second stayed within 0.86-1.01x of one worker's (~90 ev/cpu-s), i.e. the
+process filled dense [4,3,640,1024] batches 11-22x faster than a naive per-event loop
+(43-70 vs 2-6 ev/s); all workers vs one: 0.83-1.22x in wall time, while the events per
+worker CPU-second stayed within 0.86-1.01x of one worker's (75-95 ev/cpu-s), i.e. the
 workers do not slow each other down and should approach 2x on two free cores.  Worker
 threads measured 0.44-1.77x one thread and, in a direct A/B run, the same events per
 CPU-second as processes; the early runs also gave threads the reader's extra inflate
