@@ -103,7 +103,8 @@ def test_empty_projections_and_entries(tmp_path, capsys):
     empty = SparseProjection(meta[1], np.zeros(0, np.uint64), np.zeros(0, np.float32))
     events = [
         Event(EventID(3, 1, 10), {"sparse2d/x": [full, empty]}),
-        Event(EventID(3, 1, 11), {"sparse2d/x": [empty, full]}),
+        Event(EventID(3, 1, 11), {"sparse2d/x": [SparseProjection(meta[0], empty.index, empty.values),
+                                                SparseProjection(meta[1], full.index, full.values)]}),
         Event(EventID(3, 1, 12), {"sparse2d/x": [SparseProjection(meta[0], empty.index, empty.values), empty]}),
     ]
     path = write_larcv3(tmp_path / "sparse.h5", events)
