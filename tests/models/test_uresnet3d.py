@@ -51,3 +51,16 @@ def test_3d_kernels_are_1kk_and_deepest_mixes_planes():
     assert all(p.grad is not None for p in net.parameters())
     with pytest.raises(ConfigError, match="multiples"):
         net(torch.rand(1, 3, 12, 16))
+
+
+def test_3d_activation_checkpointing_gives_same_gradients():
+    torch.manual_seed(0)
+    net = build_network(TINY.replace(conv_mode="3D"))
+    x = torch.rand(1, 3, 16, 16)
+    net(x)[0].sum().backward()
+    expected = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
+    net.activation_checkpointing = True
+    net(x)[0].sum().backward()
+    for a, b in zip(expected, [p.grad for p in net.parameters()]):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)

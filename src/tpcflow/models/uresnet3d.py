@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from tpcflow.errors import ConfigError
 from tpcflow.models.blocks import BlockSeries, ConvBNAct, init_weights
@@ -50,7 +51,8 @@ class UResNet3D(nn.Module):
     ``forward(x)`` takes ``x`` ``[B, P, H, W]`` (like the 2D network) and returns a tuple of P
     logit tensors ``[B, n_classes, H, W]``.  The parameters correspond one to one to the 2D
     network's (:func:`state_dict_2d_to_3d` converts a 2D state dict); the difference is that
-    BatchNorm3d pools its statistics over the planes in train mode.
+    BatchNorm3d pools its statistics over the planes in train mode.  ``activation_checkpointing``
+    works as in :class:`~tpcflow.models.uresnet.UResNet`.
     """
 
     def __init__(self, config: NetworkConfig):
@@ -58,6 +60,7 @@ class UResNet3D(nn.Module):
         if config.conv_mode != "3D":
             raise ConfigError(f"network.conv_mode: {config.conv_mode!r} is not '3D' (use build_network)")
         self.config = config
+        self.activation_checkpointing = False
         cfg = config
         kw = dict(bias=cfg.bias, normalization=cfg.normalization, dims=3)
         depth = cfg.network_depth
@@ -73,6 +76,11 @@ class UResNet3D(nn.Module):
         self.classifier = nn.Conv3d(cfg.n_initial_filters, cfg.n_classes, 1, bias=cfg.bias)
         init_weights(self)
 
+    def _run(self, module: nn.Module, *args: torch.Tensor) -> torch.Tensor:
+        if self.activation_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(module, *args, use_reentrant=False)
+        return module(*args)
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if not torch.jit.is_tracing():
             check_image_shape(tuple(x.shape), self.config)
@@ -80,11 +88,11 @@ class UResNet3D(nn.Module):
         skips = []
         for level in self.encoders:
             skips.append(x)
-            x = level(x)
+            x = self._run(level, x)
         x = self.deepest(x)
         for lv in reversed(range(len(self.decoders))):
-            x = self.decoders[lv](x, skips[lv])
-        return tuple(self.classifier(self.final(x)).unbind(2))
+            x = self._run(self.decoders[lv], x, skips[lv])
+        return tuple(self.classifier(self._run(self.final, x)).unbind(2))
 
 
 def state_dict_2d_to_3d(state: dict[str, torch.Tensor], config: NetworkConfig) -> dict[str, torch.Tensor]:
