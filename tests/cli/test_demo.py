@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import numpy as np
 from conftest import data_path
@@ -112,3 +113,8 @@ def test_demo_cli_short_run(tmp_path, capsys):
     assert "untrained (held-out)" in text and "trained (held-out)" in text and "mIoU" in text
     assert (out / "summary.json").exists() and (out / "run" / "config.yaml").exists()
     assert len(list((out / "inference_synthetic" / "displays").glob("*.png"))) == 1
+    # the served stage: the trained network behind an MDP broker + worker, the held-out file through submit
+    served = re.search(r"\[serve\] 1 events segmented .* agree with direct inference on (\d+)/(\d+) voxels", text)
+    assert served, text
+    assert served.group(1) == served.group(2) and int(served.group(2)) > 0
+    assert (out / "served_predictions.h5").exists() and not (out / "served_predictions.h5.partial").exists()
