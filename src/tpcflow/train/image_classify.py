@@ -32,12 +32,8 @@ __all__ = ["ImageTrainResult", "load_image_folder", "load_larcv2_images", "prepr
 
 
 def _read_larcv2(path, producer):
-    try:  # the larcv2 reader of tpcflow.io, when present; else a minimal uproot reader
-        from tpcflow.io.larcv2 import list_larcv2_trees, read_larcv2_images
-    except ImportError:
-        from tpcflow.io.root._larcv2 import read_image2d
+    from tpcflow.io.larcv2 import list_larcv2_trees, read_larcv2_images
 
-        return read_image2d(path, producer)
     if producer is None:
         trees = [t for t in list_larcv2_trees(path) if t.startswith("image2d_") and t.endswith("_tree")]
         if len(trees) != 1:
