@@ -41,6 +41,7 @@ class SparseBlock:
     metas: list[ImageMeta]
     start: int = 0
     event_ids: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.int64))
+    _flat: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def offsets(self) -> np.ndarray:
@@ -52,10 +53,15 @@ class SparseBlock:
         return off.reshape(self.counts.shape)
 
     def flat_index(self) -> np.ndarray:
-        """(M,) int64 index of each voxel into a (E, P, *number_of_voxels) array, flattened."""
-        total = self._plane_size()
-        plane = np.repeat(np.arange(self.counts.size, dtype=np.int64), self.counts.reshape(-1))
-        return plane * total + self.index.astype(np.int64)
+        """(M,) int64 index of each voxel into a (E, P, *number_of_voxels) array, flattened.
+
+        Computed once per block (``to_dense(previous=...)`` asks for it again to clear).
+        """
+        if self._flat is None:
+            total = self._plane_size()
+            plane = np.repeat(np.arange(self.counts.size, dtype=np.int64), self.counts.reshape(-1))
+            self._flat = plane * total + self.index.astype(np.int64)
+        return self._flat
 
     def _plane_size(self) -> int:
         shapes = {m.number_of_voxels for m in self.metas}
