@@ -219,9 +219,6 @@ class ChunkIndex:
                 object_path=self.name,
                 entry=entry,
             ) from None
-        out = np.empty(len(parts) * self.chunk, self.dtype)
-        flat = out.view(np.uint8)
-        for i, part in enumerate(parts):
-            flat[i * self.chunk_bytes : (i + 1) * self.chunk_bytes] = np.frombuffer(part, np.uint8)
+        out = np.frombuffer(bytearray().join(parts), self.dtype)  # one copy, writable
         base = k0 * self.chunk
         return out[lo - base : hi - base]
