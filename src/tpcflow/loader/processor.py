@@ -235,6 +235,14 @@ class ThreadProcessor:
             except queue.Empty:
                 rt.check_workers()
                 if rt.error is not None:
+                    if cfg.worker_type != "thread":
+                        rt.error.add_note(
+                            "A loader worker died while starting. Worker processes start with "
+                            f"{cfg.start_method or _default_start_method()!r}, which re-imports your main "
+                            "script: if you run one, put the code "
+                            "that creates the loader under `if __name__ == \"__main__\":` (as with "
+                            "torch's DataLoader), or set WorkerType: thread."
+                        )
                     raise rt.error
                 if time.monotonic() > deadline:
                     raise TimeoutError("loader workers did not start within 120 s")
