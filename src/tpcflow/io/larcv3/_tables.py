@@ -157,6 +157,7 @@ class ProductTables:
             )
         self._check_pointers()
         self._metas: dict[int, ImageMeta] = {}
+        self._metas_by_bytes: dict[bytes, ImageMeta] = {}
         meta = self.tables.get("image_meta")
         self.total_voxels = (
             np.prod(meta["number_of_voxels"].astype(np.int64), axis=1) if meta is not None else None
@@ -208,8 +209,11 @@ class ProductTables:
     def meta(self, row: int) -> ImageMeta:
         """Return the :class:`ImageMeta` of image_meta row ``row`` (cached)."""
         m = self._metas.get(row)
-        if m is None:
-            m = meta_from_row(self.tables["image_meta"][row])
+        if m is None:  # rows with the same bytes share one object (most entries repeat the planes' meta)
+            rec = self.tables["image_meta"][row]
+            m = self._metas_by_bytes.get(rec.tobytes())
+            if m is None:
+                m = self._metas_by_bytes.setdefault(rec.tobytes(), meta_from_row(rec))
             self._metas[row] = m
         return m
 

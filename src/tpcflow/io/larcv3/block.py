@@ -59,8 +59,12 @@ class SparseBlock:
         """
         if self._flat is None:
             total = self._plane_size()
-            plane = np.repeat(np.arange(self.counts.size, dtype=np.int64), self.counts.reshape(-1))
-            self._flat = plane * total + self.index.astype(np.int64)
+            flat = self.index.astype(np.int64)
+            ends = np.cumsum(self.counts.reshape(-1)).tolist()
+            for k, (lo, hi) in enumerate(zip([0, *ends[:-1]], ends)):  # add plane k's offset in place
+                if k and hi > lo:
+                    flat[lo:hi] += k * total
+            self._flat = flat
         return self._flat
 
     def _plane_size(self) -> int:
