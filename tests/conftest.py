@@ -10,6 +10,17 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+#: ``network.*`` overrides of a UResNet small enough for tests (a few thousand parameters)
+TINY_NETWORK = (
+    "network.n_initial_filters=4",
+    "network.network_depth=3",
+    "network.blocks_per_layer=1",
+    "network.blocks_deepest_layer=1",
+    "network.blocks_final=1",
+    "network.bottleneck_deepest=16",
+)
+
+
 def data_dir() -> Path:
     """Directory of the real data files: $TPCFLOW_DATA, else ../shared/data beside the checkout."""
     return Path(os.environ.get("TPCFLOW_DATA", REPO.parent / "shared" / "data"))

@@ -7,20 +7,12 @@ import json
 import re
 
 import numpy as np
-from conftest import data_path
+from conftest import TINY_NETWORK, data_path
 
 from tpcflow.cli.main import main
 from tpcflow.io import open_larcv3
 from tpcflow.train.demo import DemoSettings, demo_stages, run_demo
 
-TINY_NET = (
-    "network.n_initial_filters=4",
-    "network.network_depth=3",
-    "network.blocks_per_layer=1",
-    "network.blocks_deepest_layer=1",
-    "network.blocks_final=1",
-    "network.bottleneck_deepest=16",
-)
 
 
 def test_demo_stages_tiny(tmp_path):
@@ -32,7 +24,7 @@ def test_demo_stages_tiny(tmp_path):
         test_events=2,
         iterations=2,
         minibatch_size=2,
-        network=TINY_NET,
+        network=TINY_NETWORK,
         extra=("run.num_threads=1",),
         displays=1,
         real_file=real,

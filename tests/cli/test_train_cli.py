@@ -6,7 +6,7 @@ import csv
 
 import numpy as np
 import pytest
-from conftest import data_path
+from conftest import TINY_NETWORK, data_path
 
 from tpcflow.cli.main import main
 from tpcflow.config import describe_options
@@ -18,12 +18,7 @@ TINY = [
     "run.minibatch_size=2",
     "run.progress=false",
     "run.num_threads=1",
-    "network.n_initial_filters=4",
-    "network.network_depth=3",
-    "network.blocks_per_layer=1",
-    "network.blocks_deepest_layer=1",
-    "network.blocks_final=1",
-    "network.bottleneck_deepest=16",
+    *TINY_NETWORK,
 ]
 
 

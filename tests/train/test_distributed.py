@@ -8,6 +8,7 @@ import socket
 import numpy as np
 import torch
 import torch.multiprocessing as mp
+from conftest import TINY_NETWORK
 
 from tpcflow.config import load_config
 from tpcflow.train.loop import train
@@ -25,12 +26,7 @@ COMMON = [
     "run.aux_iterations=0",
     "run.progress=false",
     "run.num_threads=1",
-    "network.n_initial_filters=4",
-    "network.network_depth=3",
-    "network.blocks_per_layer=1",
-    "network.blocks_deepest_layer=1",
-    "network.blocks_final=1",
-    "network.bottleneck_deepest=16",
+    *TINY_NETWORK,
     "network.normalization=none",
     "mode.optimizer.loss_balance_scheme=none",
     "mode.optimizer.name=sgd",

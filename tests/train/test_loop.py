@@ -7,6 +7,7 @@ import csv
 import pytest
 import torch
 import yaml
+from conftest import TINY_NETWORK
 
 from tpcflow.config import load_config
 from tpcflow.errors import ConfigError
@@ -21,12 +22,7 @@ TINY = [
     "run.minibatch_size=2",
     "run.progress=false",
     "run.num_threads=1",
-    "network.n_initial_filters=4",
-    "network.network_depth=3",
-    "network.blocks_per_layer=1",
-    "network.blocks_deepest_layer=1",
-    "network.blocks_final=1",
-    "network.bottleneck_deepest=16",
+    *TINY_NETWORK,
 ]
 
 
