@@ -5,12 +5,17 @@ share a GIL) and the load generator in this process:
 
 1. p50/p99 latency and req/s for 1 KB and 10 MB echo requests through
    * raw pyzmq REQ/REP (no broker: the floor),
-   * majortomo 0.2.0 (its Broker + Worker + Client; its client allows one request in flight),
-   * tpcflow (our Broker + Worker + Client), one request in flight (a worker with the default
-     single slot) and pipelined (16 in flight for 1 KB, 2 for 10 MB, to a worker with 16 slots,
-     i.e. accepting 16 requests at once, as a batching worker does).
-   The four are measured in 10 alternating windows, so that load from other jobs on a shared
-   machine falls on all of them alike.
+   * a C forwarder, ``zmq.proxy`` (ROUTER/DEALER) between REQ and REP: no Python in the broker
+     process, so the floor of any design that puts a broker process in the path,
+   * majortomo 0.2.0 (its Broker + 4 Workers + Client). Its client allows one request in flight;
+     ``majortomo_concurrent`` runs 16 (1 KB) or 2 (10 MB) of its clients in threads, its best req/s,
+   * tpcflow (our Broker + Worker + Client) with the worker in its own process, one request in
+     flight (a worker with the default single slot) and pipelined (16 in flight for 1 KB, 2 for
+     10 MB, to a worker with 16 slots, i.e. accepting 16 requests at once, as a batching worker does),
+   * tpcflow ``hosted``: the worker in the broker's process on its in-process endpoint, as
+     ``tpcflow worker --bind`` runs it; one in flight and pipelined.
+   All are measured in 10 alternating windows, so that load from other jobs on a shared machine
+   falls on all of them alike.
 2. Throughput of our broker with 1, 2 and 4 worker processes running a sleep-based model (20 ms).
 3. Bytes per real 3-plane event of ``cosmic_tagging_light.h5`` and encode/decode time as dense
    float32, sparse COO, and sparse COO compressed (lz4, zstd).
@@ -56,6 +61,28 @@ def role_rep(endpoint: str) -> None:
         s.send_multipart(s.recv_multipart(copy=False), copy=False)
 
 
+def role_cproxy(endpoint: str) -> None:
+    """REQ clients -> ROUTER | zmq.proxy (C) | DEALER -> REP: a broker hop with no Python in it."""
+    import threading
+
+    import zmq
+
+    ctx = zmq.Context()
+    front, back = ctx.socket(zmq.ROUTER), ctx.socket(zmq.DEALER)
+    front.bind(endpoint)
+    back.bind("tcp://127.0.0.1:*")
+    back_ep = back.getsockopt_string(zmq.LAST_ENDPOINT)
+
+    def rep():  # its own process would be fairer still; a thread keeps the role count down
+        s = zmq.Context().socket(zmq.REP)
+        s.connect(back_ep)
+        while True:
+            s.send_multipart(s.recv_multipart(copy=False), copy=False)
+
+    threading.Thread(target=rep, daemon=True).start()
+    zmq.proxy(front, back)
+
+
 def role_majortomo_broker(endpoint: str) -> None:
     import logging
 
@@ -97,8 +124,19 @@ def role_our_worker(endpoint: str, service: str = "echo", sleep: float = 0.0, sl
         Worker(endpoint, service, lambda bodies: bodies, inline=True, slots=slots, heartbeat_interval=1.0).run()
 
 
-ROLES = {"rep": role_rep, "mbroker": role_majortomo_broker, "mworker": role_majortomo_worker,
-         "broker": role_our_broker, "worker": role_our_worker}
+def role_hosted(endpoint: str) -> None:
+    """Our broker with echo workers in its own process (``tpcflow worker --bind``)."""
+    from tpcflow.serve.mdp import Broker, Worker
+
+    broker = Broker(endpoint, heartbeat_interval=1.0)
+    for service, slots in (("echo", 1), ("echo16", 16)):
+        Worker(broker.local_endpoint, service, lambda bodies: bodies, inline=True, slots=slots,
+               heartbeat_interval=1.0, context=broker.context).start()
+    broker.run(freeze_gc=True)
+
+
+ROLES = {"rep": role_rep, "cproxy": role_cproxy, "mbroker": role_majortomo_broker, "mworker": role_majortomo_worker,
+         "broker": role_our_broker, "worker": role_our_worker, "hosted": role_hosted}
 
 
 def spawn(role: str, endpoint: str, *extra: str) -> subprocess.Popen:
@@ -145,6 +183,23 @@ class Majortomo:
             c.send(b"echo", payload)
             c.recv_all_as_list(timeout=30)
             lat.append(time.perf_counter() - t)
+
+
+class Concurrent:
+    """``n`` clients of one kind, each in its own thread (pyzmq releases the GIL while waiting)."""
+
+    def __init__(self, make, n: int):
+        self.clients = [make() for _ in range(n)]
+
+    def run(self, payload: bytes, n: int, lat: list) -> None:
+        import threading
+
+        share = max(1, n // len(self.clients))
+        threads = [threading.Thread(target=c.run, args=(payload, share, lat)) for c in self.clients]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
 
 
 class Ours:
@@ -211,38 +266,49 @@ def bench(name: str, value: float, unit: str, baseline: float, lower_is_better: 
 def echo_benchmarks(quick: bool) -> None:
     sizes = {"1KB": (1024, 500 if quick else 5000), "10MB": (10 * 1024 * 1024, 20 if quick else 60)}
     procs = []
-    eps = {k: f"tcp://127.0.0.1:{free_port()}" for k in ("raw", "mt", "ours")}
+    eps = {k: f"tcp://127.0.0.1:{free_port()}" for k in ("raw", "cproxy", "mt", "ours", "hosted")}
     try:
-        procs.append(spawn("rep", eps["raw"]))
-        procs.append(spawn("mbroker", eps["mt"]))
-        procs.append(spawn("broker", eps["ours"]))
+        for role, k in (("rep", "raw"), ("cproxy", "cproxy"), ("mbroker", "mt"), ("broker", "ours"),
+                        ("hosted", "hosted")):
+            procs.append(spawn(role, eps[k]))
         for k in eps:
             wait_port(eps[k])
-        procs.append(spawn("mworker", eps["mt"]))
+        procs += [spawn("mworker", eps["mt"]) for _ in range(4)]
         procs.append(spawn("worker", eps["ours"]))  # service "echo", 1 slot (the default)
         procs.append(spawn("worker", eps["ours"], "--service", "echo16", "--slots", "16"))
         time.sleep(1.0)
         for label, (size, n) in sizes.items():
             payload = os.urandom(size)
-            systems = {"raw": Raw(eps["raw"]), "majortomo": Majortomo(eps["mt"]), "ours": Ours(eps["ours"]),
-                       "ours_pipelined": Ours(eps["ours"], in_flight=16 if size < 1e6 else 2, service="echo16")}
+            pipe = 16 if size < 1e6 else 2
+            systems = {
+                "raw": Raw(eps["raw"]), "cproxy": Raw(eps["cproxy"]), "majortomo": Majortomo(eps["mt"]),
+                "majortomo_concurrent": Concurrent(lambda: Majortomo(eps["mt"]), pipe),
+                "ours": Ours(eps["ours"]), "ours_pipelined": Ours(eps["ours"], in_flight=pipe, service="echo16"),
+                "hosted": Ours(eps["hosted"]), "hosted_pipelined": Ours(eps["hosted"], in_flight=pipe, service="echo16"),
+            }
             res = interleaved(systems, payload, n, rounds=10)
             for k, r in res.items():
-                print(f"# {label:>5} {k:>10}: p50 {r['p50'] * 1e3:8.3f} ms  p99 {r['p99'] * 1e3:8.3f} ms  "
+                print(f"# {label:>5} {k:>20}: p50 {r['p50'] * 1e3:8.3f} ms  p99 {r['p99'] * 1e3:8.3f} ms  "
                       f"{r['rps']:9.1f} req/s  {r['rps'] * size / 1e6:8.1f} MB/s", flush=True)
-            bench(f"mdp_{label}_p50_latency_vs_raw_reqrep", res["ours"]["p50"] * 1e6, "us",
-                  res["raw"]["p50"] * 1e6, lower_is_better=True)
-            bench(f"mdp_{label}_p50_latency_vs_majortomo", res["ours"]["p50"] * 1e6, "us",
-                  res["majortomo"]["p50"] * 1e6, lower_is_better=True)
-            bench(f"mdp_{label}_p99_latency_vs_majortomo", res["ours"]["p99"] * 1e6, "us",
-                  res["majortomo"]["p99"] * 1e6, lower_is_better=True)
-            bench(f"mdp_{label}_reqs_1_in_flight_vs_majortomo", res["ours"]["rps"], "req/s", res["majortomo"]["rps"])
-            bench(f"mdp_{label}_reqs_pipelined_vs_majortomo", res["ours_pipelined"]["rps"], "req/s",
-                  res["majortomo"]["rps"])
-            if size > 1e6:
-                best = max(res["ours"]["rps"], res["ours_pipelined"]["rps"])
-                bench(f"mdp_{label}_throughput_vs_majortomo", best * size / 1e6, "MB/s",
-                      res["majortomo"]["rps"] * size / 1e6)
+            raw, mt, mtc = res["raw"], res["majortomo"], res["majortomo_concurrent"]
+            for k in ("ours", "hosted"):
+                name = "" if k == "ours" else "_hosted"
+                bench(f"mdp_{label}_p50_latency{name}_vs_raw_reqrep", res[k]["p50"] * 1e6, "us", raw["p50"] * 1e6,
+                      lower_is_better=True)
+                bench(f"mdp_{label}_p50_latency{name}_vs_majortomo", res[k]["p50"] * 1e6, "us", mt["p50"] * 1e6,
+                      lower_is_better=True)
+                bench(f"mdp_{label}_p99_latency{name}_vs_majortomo", res[k]["p99"] * 1e6, "us", mt["p99"] * 1e6,
+                      lower_is_better=True)
+                bench(f"mdp_{label}_reqs{name}_1_in_flight_vs_majortomo", res[k]["rps"], "req/s", mt["rps"])
+                piped = res[f"{k}_pipelined"]["rps"]
+                bench(f"mdp_{label}_reqs{name}_pipelined_vs_majortomo", piped, "req/s", mt["rps"])
+                bench(f"mdp_{label}_reqs{name}_pipelined_vs_majortomo_concurrent", piped, "req/s", mtc["rps"])
+                if size > 1e6:
+                    best = max(res[k]["rps"], piped)
+                    bench(f"mdp_{label}_throughput{name}_vs_majortomo", best * size / 1e6, "MB/s",
+                          max(mt["rps"], mtc["rps"]) * size / 1e6)
+            bench(f"mdp_{label}_p50_latency_cproxy_floor_vs_raw_reqrep", res["cproxy"]["p50"] * 1e6, "us",
+                  raw["p50"] * 1e6, lower_is_better=True)
     finally:
         for p in procs:
             p.kill()

@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import socket
 
+import numpy as np
 import zmq
 
+from tpcflow.io import ImageMeta, SparseProjection
 from tpcflow.serve.mdp import Broker, Client, Worker
 from tpcflow.serve.mdp.batching import per_request
 
@@ -48,3 +50,14 @@ def make_stack(ctx: zmq.Context, *, n_workers=1, service="echo", handler=None, *
 def client(endpoint: str, ctx: zmq.Context, **kw) -> Client:
     kw.setdefault("timeout", 5.0)
     return Client(endpoint, context=ctx, **kw)
+
+
+def small_event(seed: int) -> list:
+    """Three 32x16 planes of 40 random voxels each (cosmic-tagger request payload)."""
+    rng = np.random.default_rng(seed)
+    meta = ImageMeta(0, (32, 16), (32.0, 16.0), (0.0, 0.0))
+    planes = []
+    for _ in range(3):
+        index = np.sort(rng.choice(32 * 16, 40, replace=False)).astype(np.uint64)
+        planes.append(SparseProjection(meta, index, rng.random(40).astype(np.float32)))
+    return planes

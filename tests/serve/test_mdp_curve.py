@@ -32,36 +32,41 @@ def keys(tmp_path):
     return out, allowed, workers
 
 
-def test_curve_broker_admits_only_allowed_keys(keys):
+@pytest.fixture
+def curve_broker(keys):
+    """A CURVE broker admitting the "client" and "worker" keys (only "worker" may serve), and a peer context."""
     k, allowed, worker_dir = keys
     server_ctx, peer_ctx = zmq.Context(), zmq.Context()
-    try:
-        curve = CurveServer(k["broker"][1], allowed, worker_dir=worker_dir, context=server_ctx)
-        broker = Broker("tcp://127.0.0.1:0", heartbeat_interval=HB, heartbeat_liveness=10, context=server_ctx,
-                        curve=curve)
-        as_ = {name: CurveClient(k[name][1], k["broker"][0]) for name in ("worker", "client", "intruder")}
-        good = Worker(broker.endpoint, "echo", per_request(echo), heartbeat_interval=HB, context=peer_ctx,
-                      curve=as_["worker"])
-        plain_worker = Worker(broker.endpoint, "plain", per_request(echo), heartbeat_interval=HB, context=peer_ctx)
-        client_as_worker = Worker(broker.endpoint, "sneaky", per_request(echo), heartbeat_interval=HB,
-                                  context=peer_ctx, curve=as_["client"])
-        with running(broker, good, plain_worker, client_as_worker):
-            with Client(broker.endpoint, timeout=5, context=peer_ctx, curve=as_["client"]) as c:
-                c.wait_for_service("echo", 10)
-                assert c.request("echo", [b"secret"]) == [b"secret"]
-                time.sleep(4 * HB)
-                # neither a worker without keys nor a client key (not in the worker list) may register
-                assert c.services() == ["echo"]
-                assert broker.counters["refused_workers"] >= 1
-            for curve_client in (None, as_["intruder"]):
-                with Client(broker.endpoint, timeout=0.5, retries=0, context=peer_ctx, curve=curve_client) as bad:
-                    t = time.monotonic()
-                    with pytest.raises(ServiceError, match="no reply within"):
-                        bad.request("echo", [b"let me in"])
-                    assert time.monotonic() - t < 3
-    finally:
-        server_ctx.destroy(linger=0)
-        peer_ctx.destroy(linger=0)
+    curve = CurveServer(k["broker"][1], allowed, worker_dir=worker_dir, context=server_ctx)
+    broker = Broker("tcp://127.0.0.1:0", heartbeat_interval=HB, heartbeat_liveness=10, context=server_ctx, curve=curve)
+    yield broker, peer_ctx
+    server_ctx.destroy(linger=0)
+    peer_ctx.destroy(linger=0)
+
+
+def test_curve_broker_admits_only_allowed_keys(keys, curve_broker):
+    k = keys[0]
+    broker, peer_ctx = curve_broker
+    as_ = {name: CurveClient(k[name][1], k["broker"][0]) for name in ("worker", "client", "intruder")}
+    good = Worker(broker.endpoint, "echo", per_request(echo), heartbeat_interval=HB, context=peer_ctx,
+                  curve=as_["worker"])
+    plain_worker = Worker(broker.endpoint, "plain", per_request(echo), heartbeat_interval=HB, context=peer_ctx)
+    client_as_worker = Worker(broker.endpoint, "sneaky", per_request(echo), heartbeat_interval=HB,
+                              context=peer_ctx, curve=as_["client"])
+    with running(broker, good, plain_worker, client_as_worker):
+        with Client(broker.endpoint, timeout=5, context=peer_ctx, curve=as_["client"]) as c:
+            c.wait_for_service("echo", 10)
+            assert c.request("echo", [b"secret"]) == [b"secret"]
+            time.sleep(4 * HB)
+            # neither a worker without keys nor a client key (not in the worker list) may register
+            assert c.services() == ["echo"]
+            assert broker.counters["refused_workers"] >= 1
+        for curve_client in (None, as_["intruder"]):
+            with Client(broker.endpoint, timeout=0.5, retries=0, context=peer_ctx, curve=curve_client) as bad:
+                t = time.monotonic()
+                with pytest.raises(ServiceError, match="no reply within"):
+                    bad.request("echo", [b"let me in"])
+                assert time.monotonic() - t < 3
 
 
 def test_key_file_errors_are_clear(tmp_path, keys):
@@ -102,3 +107,19 @@ def test_broker_cli_with_curve_flags(keys):
         proc.kill()
         proc.wait(10)
         ctx.destroy(linger=0)
+
+
+def test_curve_broker_hosts_an_in_process_worker_without_keys(keys, curve_broker):
+    """The in-process endpoint is not on the network: its worker needs no keys; TCP peers still do."""
+    k = keys[0]
+    broker, peer_ctx = curve_broker
+    local = Worker(broker.local_endpoint, "local", per_request(echo), heartbeat_interval=HB,
+                   heartbeat_liveness=10, context=broker.context)
+    with running(broker, local):
+        with Client(broker.endpoint, timeout=5, context=peer_ctx,
+                    curve=CurveClient(k["client"][1], k["broker"][0])) as c:
+            c.wait_for_service("local", 10)
+            assert c.request("local", [b"over curve"]) == [b"over curve"]
+        with Client(broker.endpoint, timeout=0.5, retries=0, context=peer_ctx) as plain:
+            with pytest.raises(ServiceError, match="no reply within"):
+                plain.request("local", [b"plain text"])

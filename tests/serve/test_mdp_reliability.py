@@ -14,9 +14,8 @@ import pytest
 import zmq
 
 sys.path.insert(0, str(Path(__file__).parent))
-from mdp_helpers import HB, client, echo, free_port, running  # noqa: E402
+from mdp_helpers import HB, client, echo, free_port, running, small_event  # noqa: E402
 
-from tpcflow.io import ImageMeta, SparseProjection  # noqa: E402
 from tpcflow.serve.mdp import Broker, Worker  # noqa: E402
 from tpcflow.serve.mdp.batching import per_request  # noqa: E402
 from tpcflow.serve.mdp.cosmic import decode_reply, encode_request  # noqa: E402
@@ -60,16 +59,6 @@ def _wait(cond, timeout: float, what: str):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-def _event(seed: int):
-    rng = np.random.default_rng(seed)
-    meta = ImageMeta(0, (32, 16), (32.0, 16.0), (0.0, 0.0))
-    planes = []
-    for p in range(3):
-        index = np.sort(rng.choice(32 * 16, 40, replace=False)).astype(np.uint64)
-        planes.append(SparseProjection(meta, index, rng.random(40).astype(np.float32)))
-    return planes
-
-
 def test_kill9_busy_worker_request_completes_on_another(ctx, tmp_path):
     module = tmp_path / "slow.py"
     module.write_text(SLOW_MODULE)
@@ -87,7 +76,7 @@ def test_kill9_busy_worker_request_completes_on_another(ctx, tmp_path):
                                           str(module), "--max-batch", "1", "--slots", "1", "--heartbeat-interval",
                                           str(HB), "--heartbeat-liveness", "5", env=env))
                     _wait(lambda: workers() == n, 30, f"{n} worker(s) to register")
-                planes = _event(1)
+                planes = small_event(1)
                 t0 = time.monotonic()
                 rid = c.send("slow", encode_request((1, 2, 3), planes))
                 _wait(lambda: any(marks.iterdir()), 10, "the first worker to start processing")

@@ -29,6 +29,26 @@ def add_arguments(parser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="log every worker registration and expiry")
 
 
+def build_broker(args, ctx, bind: str):
+    """Return a :class:`~tpcflow.serve.mdp.broker.Broker` from the broker options of ``args``.
+
+    Shared by ``tpcflow broker`` and ``tpcflow worker --bind``; raises ``ConfigError`` for an
+    incomplete CURVE key set.
+    """
+    from tpcflow.errors import ConfigError
+    from tpcflow.serve.mdp.broker import Broker
+    from tpcflow.serve.mdp.curve import CurveServer
+
+    curve = None
+    if args.curve_secret or args.curve_allowed:
+        if not (args.curve_secret and args.curve_allowed):
+            raise ConfigError("--curve-secret and --curve-allowed must be given together")
+        curve = CurveServer(args.curve_secret, args.curve_allowed, worker_dir=args.curve_workers, context=ctx)
+    return Broker(bind, heartbeat_interval=args.heartbeat_interval, heartbeat_liveness=args.heartbeat_liveness,
+                  unknown_service_timeout=args.unknown_service_timeout, max_attempts=args.max_attempts,
+                  context=ctx, curve=curve)
+
+
 def run(args) -> int:
     import json
     import logging
@@ -37,22 +57,10 @@ def run(args) -> int:
 
     import zmq
 
-    from tpcflow.errors import ConfigError
-    from tpcflow.serve.mdp.broker import Broker
-    from tpcflow.serve.mdp.curve import CurveServer
-
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    ctx = zmq.Context()
-    curve = None
-    if args.curve_secret or args.curve_allowed:
-        if not (args.curve_secret and args.curve_allowed):
-            raise ConfigError("--curve-secret and --curve-allowed must be given together")
-        curve = CurveServer(args.curve_secret, args.curve_allowed, worker_dir=args.curve_workers, context=ctx)
-    broker = Broker(args.bind, heartbeat_interval=args.heartbeat_interval, heartbeat_liveness=args.heartbeat_liveness,
-                    unknown_service_timeout=args.unknown_service_timeout, max_attempts=args.max_attempts,
-                    context=ctx, curve=curve)
-    print(f"tpcflow broker: listening on {broker.endpoint}{' (CURVE)' if curve else ''}", flush=True)
+    broker = build_broker(args, zmq.Context(), args.bind)
+    print(f"tpcflow broker: listening on {broker.endpoint}{' (CURVE)' if args.curve_secret else ''}", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: broker.stop(join=False))
     thread = broker.start(freeze_gc=True)
     try:

@@ -7,12 +7,19 @@ DESCRIPTION = (
     "Register SERVICE with the broker and answer requests (the cosmic-tagger payload: 3 sparse "
     "planes in, per-voxel labels and scores out) with dynamic batching. The network is a tpcflow "
     "checkpoint / TorchScript file (--model) or a Python file defining process_net(images) -> "
-    "outputs (--module), where images is float32 [B, 3, H, W]. Reconnects after a broker restart."
+    "outputs (--module), where images is float32 [B, 3, H, W]. Reconnects after a broker restart. "
+    "With --bind ENDPOINT the worker hosts the broker itself: clients and other workers connect to "
+    "ENDPOINT as to `tpcflow broker`, and this worker's requests are handed over in memory, with no "
+    "loopback hop (the usual set-up on a GPU node)."
 )
+
+DEFAULT_BROKER = "tcp://127.0.0.1:5555"
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--broker", default="tcp://127.0.0.1:5555", help="broker endpoint")
+    parser.add_argument("--broker", default=None, help=f"broker endpoint to connect to (default {DEFAULT_BROKER})")
+    parser.add_argument("--bind", default=None,
+                        help="host the broker in this process, bound at this endpoint (instead of --broker)")
     parser.add_argument("--service", default="cosmic_tagger", help="service name to register")
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", default=None, help="tpcflow checkpoint or TorchScript file")
@@ -24,41 +31,81 @@ def add_arguments(parser) -> None:
     parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="autocast precision")
     parser.add_argument("--heartbeat-interval", type=float, default=2.5, help="seconds between heartbeats (match the broker)")
     parser.add_argument("--heartbeat-liveness", type=int, default=4, help="missed broker heartbeats before reconnecting")
-    parser.add_argument("--curve-secret", default=None, help="this worker's CurveZMQ secret key file (*.key_secret)")
-    parser.add_argument("--curve-server", default=None, help="the broker's public key file (*.key)")
+    parser.add_argument("--curve-secret", default=None,
+                        help="CurveZMQ secret key file (*.key_secret): this worker's, or with --bind the broker's")
+    parser.add_argument("--curve-server", default=None, help="the broker's public key file (*.key); not with --bind")
+    hosted = parser.add_argument_group("hosted broker (with --bind)")
+    hosted.add_argument("--curve-allowed", default=None,
+                        help="directory of public *.key files of the clients and workers allowed to connect")
+    hosted.add_argument("--curve-workers", default=None,
+                        help="directory of public keys allowed to register as workers (default: any allowed key)")
+    hosted.add_argument("--unknown-service-timeout", type=float, default=0.0,
+                        help="seconds a request to a service without workers waits before a 404 error reply")
+    hosted.add_argument("--max-attempts", type=int, default=3,
+                        help="workers that may die on one request before it fails with a 500 error reply")
     parser.add_argument("-v", "--verbose", action="store_true", help="log reconnects and batches")
+
+
+def _check(args) -> None:
+    from tpcflow.errors import ConfigError
+
+    if args.bind is None:
+        hosted = [f for f in ("curve_allowed", "curve_workers") if getattr(args, f)]
+        if hosted:
+            raise ConfigError(f"--{hosted[0].replace('_', '-')} configures a hosted broker: it needs --bind")
+        if bool(args.curve_secret) != bool(args.curve_server):
+            raise ConfigError("--curve-secret and --curve-server must be given together")
+        return
+    if args.broker is not None:
+        raise ConfigError("give either --broker (connect to a broker) or --bind (host one), not both")
+    if args.curve_server:
+        raise ConfigError("--curve-server names a remote broker's key: it does not go with --bind")
 
 
 def run(args) -> int:
     import logging
     import signal
 
-    from tpcflow.errors import ConfigError
+    import zmq
+
+    from tpcflow.cli.broker import build_broker
     from tpcflow.serve.mdp.cosmic import CosmicTaggerHandler, load_predictor
     from tpcflow.serve.mdp.curve import CurveClient
     from tpcflow.serve.mdp.worker import Worker
 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    curve = None
-    if args.curve_secret or args.curve_server:
-        if not (args.curve_secret and args.curve_server):
-            raise ConfigError("--curve-secret and --curve-server must be given together")
-        curve = CurveClient(args.curve_secret, args.curve_server)
+    _check(args)
+    broker, curve, ctx = None, None, zmq.Context()
+    if args.bind is not None:
+        broker = build_broker(args, ctx, args.bind)
+        endpoint = broker.local_endpoint
+    else:
+        endpoint = args.broker or DEFAULT_BROKER
+        if args.curve_secret:
+            curve = CurveClient(args.curve_secret, args.curve_server)
     predict = load_predictor(model_path=args.model, module_path=args.module, device=args.device,
                              precision=None if args.precision == "fp32" else args.precision)
-    worker = Worker(args.broker, args.service, CosmicTaggerHandler(predict), max_batch=args.max_batch,
-                    max_wait=args.max_wait, slots=args.slots or 2 * args.max_batch,
+    worker = Worker(endpoint, args.service, CosmicTaggerHandler(predict), max_batch=args.max_batch,
+                    max_wait=args.max_wait, slots=args.slots or 2 * args.max_batch, context=ctx,
                     heartbeat_interval=args.heartbeat_interval, heartbeat_liveness=args.heartbeat_liveness, curve=curve)
     device = getattr(predict, "device", "user module")
-    print(f"tpcflow worker: service {args.service!r} on {args.broker} ({device})", flush=True)
+    where = f"hosting the broker on {broker.endpoint}" if broker else f"on {endpoint}"
+    if broker and args.curve_secret:
+        where += " (CURVE)"
+    print(f"tpcflow worker: service {args.service!r} {where} ({device})", flush=True)
+    threads = []
+    if broker is not None:
+        threads.append(broker.start(freeze_gc=True))
     signal.signal(signal.SIGTERM, lambda *_: worker.stop(join=False))
-    thread = worker.start()
+    threads.append(worker.start())
     try:
-        while thread.is_alive():
-            thread.join(0.5)
+        while all(t.is_alive() for t in threads):
+            threads[-1].join(0.5)
     except KeyboardInterrupt:
         pass
     finally:
         worker.stop()
+        if broker is not None:
+            broker.stop()
     return 0

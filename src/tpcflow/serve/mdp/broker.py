@@ -48,6 +48,16 @@ class Broker:
     curve : tpcflow.serve.mdp.curve.CurveServer, optional
         CurveZMQ keys and allow-lists; without it the socket is plain TCP.
 
+    Attributes
+    ----------
+    endpoint : str
+        The bound endpoint, with the port resolved.
+    local_endpoint : str
+        An ``inproc://`` endpoint of the same socket. A :class:`~tpcflow.serve.mdp.worker.Worker`
+        in this process, built with ``context=broker.context``, connects here: its requests and
+        replies are handed over in memory, without crossing a TCP socket or copying the payload
+        (``tpcflow worker --bind``). CURVE does not apply to in-process peers.
+
     Notes
     -----
     Call :meth:`run` (blocking, until :meth:`stop`) or :meth:`start` (a daemon thread). The
@@ -90,6 +100,13 @@ class Broker:
             bind = bind[:-2] + ":*"
         self.socket.bind(bind)
         self.endpoint: str = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.local_endpoint = f"inproc://tpcflow-mdp-broker-{id(self):x}"
+        self.socket.bind(self.local_endpoint)
+
+    @property
+    def context(self) -> zmq.Context:
+        """The ZeroMQ context of the broker socket (in-process workers must share it)."""
+        return self._ctx
 
     # ------------------------------------------------------------------ socket loop
     def run(self, *, freeze_gc: bool = False) -> None:
@@ -237,7 +254,7 @@ class Broker:
                 self._violation(msg.sender, w, now, "READY sent twice or for a reserved mmi.* name")
                 return
             user = self._user_id(frames[-1])
-            if self._curve is not None and not self._curve.may_serve(user):
+            if self._curve is not None and not self._in_process(frames[-1]) and not self._curve.may_serve(user):
                 self.counters["refused_workers"] += 1
                 log.warning("refused READY for %r: key %s is not an allowed worker key", msg.service, user)
                 self._send_worker(msg.sender, P.DISCONNECT, msg.rfc)
@@ -341,6 +358,17 @@ class Broker:
             return frame.get("User-Id")
         except Exception:  # plain bytes, or no ZAP handler
             return None
+
+    @staticmethod
+    def _in_process(frame) -> bool:
+        """Whether ``frame`` came over ``inproc://`` (:attr:`local_endpoint`), where ZMTP metadata is absent."""
+        try:
+            frame.get("Socket-Type")
+        except zmq.ZMQError:
+            return True
+        except Exception:  # plain bytes (tests driving handle()): not known to be local
+            return False
+        return False
 
     def _malformed(self, frames: list, why: str) -> None:
         n = self.counters["malformed"] = self.counters["malformed"] + 1

@@ -33,7 +33,8 @@ def segment_via_broker(
     """Serve ``checkpoint`` (or ``module``'s ``process_net``) and segment ``inputs`` into ``output``.
 
     Starts a :class:`Broker` on ``tcp://127.0.0.1`` (ephemeral port) and one :class:`Worker` in
-    daemon threads, runs :func:`~tpcflow.serve.mdp.submit.submit_files`, then stops both, also
+    daemon threads (the worker on the broker's in-process endpoint, as ``tpcflow worker --bind``
+    runs it), runs :func:`~tpcflow.serve.mdp.submit.submit_files`, then stops both, also
     on error.
 
     Parameters
@@ -53,7 +54,7 @@ def segment_via_broker(
     ctx = zmq.Context()
     broker = Broker("tcp://127.0.0.1:0", heartbeat_interval=0.5, context=ctx)
     broker.start()
-    worker = Worker(broker.endpoint, service, CosmicTaggerHandler(predict), max_batch=max_batch,
+    worker = Worker(broker.local_endpoint, service, CosmicTaggerHandler(predict), max_batch=max_batch,
                     max_wait=max_wait, slots=2 * max_batch, heartbeat_interval=0.5, context=ctx)
     worker.start()
     try:
