@@ -11,7 +11,7 @@ import pytest
 import zmq
 
 sys.path.insert(0, str(Path(__file__).parent))
-from mdp_helpers import HB, running  # noqa: E402
+from mdp_helpers import HB, free_port, running  # noqa: E402
 
 from tpcflow.cli.main import main  # noqa: E402
 from tpcflow.errors import ConfigError, ServiceError  # noqa: E402
@@ -174,3 +174,29 @@ def test_malformed_cosmic_request_gets_a_clear_error_reply(ctx):
             bad_shape = one_plane + codec.encode_coo(np.array([1], np.uint32), np.array([2.0], np.float32), (8, 4))
             with pytest.raises(ServiceError, match="plane 1 has shape"):
                 c.request("seg", bad_shape)
+
+
+def test_submit_through_majortomos_broker_without_mmi(ctx, real_input, tmp_path):
+    """majortomo's broker has no MMI: with --wait-service 0 submit does not ask, and works through it."""
+    import logging
+    import threading
+
+    mbroker = pytest.importorskip("majortomo.broker")
+    logging.getLogger("majortomo").setLevel(logging.ERROR)
+    path, events = real_input
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    mb = mbroker.Broker(bind=endpoint, heartbeat_interval=HB, heartbeat_timeout=HB * 30, zmq_context=ctx)
+    thread = threading.Thread(target=mb.run, daemon=True)
+    thread.start()
+    worker = Worker(endpoint, "seg", CosmicTaggerHandler(threshold), max_batch=2, slots=4, heartbeat_interval=HB,
+                    heartbeat_liveness=30, context=ctx)
+    out = tmp_path / "out.h5"
+    try:
+        with running(worker):
+            rc = main(["submit", "--broker", endpoint, "--service", "seg", str(path), "-o", str(out),
+                       "--no-progress", "--wait-service", "0", "--timeout", "20"])
+    finally:
+        mb.stop()
+        thread.join(5)
+    assert rc == 0
+    _check_output(out, events)

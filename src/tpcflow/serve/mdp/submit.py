@@ -165,6 +165,9 @@ def submit_files(
         Requests outstanding at once.
     timeout, retries
         Per-attempt reply timeout [s] and extra attempts (see :class:`~tpcflow.serve.mdp.Client`).
+    wait_service : float
+        Seconds to wait for a worker of ``service``, asked through MMI ``mmi.service`` [s]; ``0``
+        sends at once without asking (brokers without MMI, such as majortomo's).
 
     Raises
     ------
@@ -215,7 +218,8 @@ def submit_files(
         last_flush = time.monotonic()
         client = Client(broker, timeout=timeout, retries=retries, copy=False, context=context, curve=curve)
         try:
-            client.wait_for_service(service, timeout=wait_service)
+            if wait_service > 0:  # 0: brokers without MMI (majortomo) are not asked
+                client.wait_for_service(service, timeout=wait_service)
             for entry, reply in client.map(service, bodies(), max_in_flight=max_in_flight):
                 eid, index, metas = requests.pop(entry)
                 r_eid, labels, scores = decode_reply(reply)
