@@ -12,8 +12,9 @@ share a GIL) and the load generator in this process:
    * tpcflow (our Broker + Worker + Client) with the worker in its own process, one request in
      flight (a worker with the default single slot) and pipelined (16 in flight for 1 KB, 2 for
      10 MB, to a worker with 16 slots, i.e. accepting 16 requests at once, as a batching worker does),
-   * tpcflow ``hosted``: the worker in the broker's process on its in-process endpoint, as
-     ``tpcflow worker --bind`` runs it; one in flight and pipelined.
+   * tpcflow ``hosted``: the worker in the broker's process (``Broker.add_local_worker``), as
+     ``tpcflow worker --bind`` runs it; one in flight and pipelined with the handler inline, and
+     one in flight through a batch thread (``hosted_batched``, the path of a served network).
    All are measured in 10 alternating windows, so that load from other jobs on a shared machine
    falls on all of them alike.
 2. Throughput of our broker with 1, 2 and 4 worker processes running a sleep-based model (20 ms).
@@ -125,13 +126,18 @@ def role_our_worker(endpoint: str, service: str = "echo", sleep: float = 0.0, sl
 
 
 def role_hosted(endpoint: str) -> None:
-    """Our broker with echo workers in its own process (``tpcflow worker --bind``)."""
-    from tpcflow.serve.mdp import Broker, Worker
+    """Our broker with echo workers in its own process (``tpcflow worker --bind``).
+
+    ``echo`` / ``echo16`` run inline in the broker thread, as the REP server and our separate
+    worker run theirs in their socket thread; ``echo_batched`` goes through a batch thread, as a
+    network served with dynamic batching does.
+    """
+    from tpcflow.serve.mdp import Broker
 
     broker = Broker(endpoint, heartbeat_interval=1.0)
-    for service, slots in (("echo", 1), ("echo16", 16)):
-        Worker(broker.local_endpoint, service, lambda bodies: bodies, inline=True, slots=slots,
-               heartbeat_interval=1.0, context=broker.context).start()
+    broker.add_local_worker("echo", lambda bodies: bodies, inline=True)
+    broker.add_local_worker("echo16", lambda bodies: bodies, slots=16, inline=True)
+    broker.add_local_worker("echo_batched", lambda bodies: bodies, slots=16, max_batch=16)
     broker.run(freeze_gc=True)
 
 
@@ -285,6 +291,7 @@ def echo_benchmarks(quick: bool) -> None:
                 "majortomo_concurrent": Concurrent(lambda: Majortomo(eps["mt"]), pipe),
                 "ours": Ours(eps["ours"]), "ours_pipelined": Ours(eps["ours"], in_flight=pipe, service="echo16"),
                 "hosted": Ours(eps["hosted"]), "hosted_pipelined": Ours(eps["hosted"], in_flight=pipe, service="echo16"),
+                "hosted_batched": Ours(eps["hosted"], service="echo_batched"),
             }
             res = interleaved(systems, payload, n, rounds=10)
             for k, r in res.items():
@@ -307,6 +314,8 @@ def echo_benchmarks(quick: bool) -> None:
                     best = max(res[k]["rps"], piped)
                     bench(f"mdp_{label}_throughput{name}_vs_majortomo", best * size / 1e6, "MB/s",
                           max(mt["rps"], mtc["rps"]) * size / 1e6)
+            bench(f"mdp_{label}_p50_latency_hosted_batched_vs_raw_reqrep", res["hosted_batched"]["p50"] * 1e6, "us",
+                  raw["p50"] * 1e6, lower_is_better=True)
             bench(f"mdp_{label}_p50_latency_cproxy_floor_vs_raw_reqrep", res["cproxy"]["p50"] * 1e6, "us",
                   raw["p50"] * 1e6, lower_is_better=True)
     finally:

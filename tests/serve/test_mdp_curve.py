@@ -110,12 +110,11 @@ def test_broker_cli_with_curve_flags(keys):
 
 
 def test_curve_broker_hosts_an_in_process_worker_without_keys(keys, curve_broker):
-    """The in-process endpoint is not on the network: its worker needs no keys; TCP peers still do."""
+    """A local worker is not on the network: it needs no keys; TCP peers still do."""
     k = keys[0]
     broker, peer_ctx = curve_broker
-    local = Worker(broker.local_endpoint, "local", per_request(echo), heartbeat_interval=HB,
-                   heartbeat_liveness=10, context=broker.context)
-    with running(broker, local):
+    broker.add_local_worker("local", per_request(echo))
+    with running(broker):
         with Client(broker.endpoint, timeout=5, context=peer_ctx,
                     curve=CurveClient(k["client"][1], k["broker"][0])) as c:
             c.wait_for_service("local", 10)

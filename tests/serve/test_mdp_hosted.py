@@ -1,4 +1,4 @@
-"""A worker in the broker's process (``Broker.local_endpoint``, ``tpcflow worker --bind``)."""
+"""Workers in the broker's process (``Broker.add_local_worker``, ``tpcflow worker --bind``)."""
 
 from __future__ import annotations
 
@@ -6,14 +6,17 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import zmq
 
 sys.path.insert(0, str(Path(__file__).parent))
 from mdp_helpers import HB, client, echo, free_port, running, small_event  # noqa: E402
 
+from tpcflow.errors import ServiceError  # noqa: E402
 from tpcflow.serve.mdp import Broker, Worker  # noqa: E402
 from tpcflow.serve.mdp.batching import per_request  # noqa: E402
 from tpcflow.serve.mdp.cosmic import decode_reply, encode_request  # noqa: E402
@@ -26,30 +29,60 @@ def process_net(images):
 """
 
 
-def test_in_process_worker_and_tcp_worker_share_one_broker():
+@pytest.fixture
+def contexts():
     server_ctx, peer_ctx = zmq.Context(), zmq.Context()
-    try:
-        broker = Broker("tcp://127.0.0.1:0", heartbeat_interval=HB, heartbeat_liveness=10, context=server_ctx)
-        assert broker.local_endpoint.startswith("inproc://") and broker.context is server_ctx
-        local = Worker(broker.local_endpoint, "local", per_request(echo), heartbeat_interval=HB,
-                       heartbeat_liveness=10, context=broker.context)
-        remote = Worker(broker.endpoint, "remote", per_request(lambda body: [b"remote:" + bytes(body[0])]),
-                        heartbeat_interval=HB, heartbeat_liveness=10, context=peer_ctx)
-        payload = np.random.default_rng(0).bytes(1 << 20)
-        with running(broker, local, remote):
-            with client(broker.endpoint, peer_ctx) as c:
-                c.wait_for_service("local", 10)
-                c.wait_for_service("remote", 10)
-                assert c.services() == ["local", "remote"]
-                assert c.request("local", [payload, b"second frame"]) == [payload, b"second frame"]
-                assert c.request("remote", [b"x"]) == [b"remote:x"]
-                replies = dict(c.map("local", ((i, [b"%d" % i]) for i in range(50)), max_in_flight=8))
-                stats = c.stats("local")["services"]["local"]
-        assert replies == {i: [b"%d" % i] for i in range(50)}
-        assert stats["served"] == 51 and stats["workers"] == 1 and stats["errors"] == 0
-    finally:
-        server_ctx.destroy(linger=0)
-        peer_ctx.destroy(linger=0)
+    yield server_ctx, peer_ctx
+    server_ctx.destroy(linger=0)
+    peer_ctx.destroy(linger=0)
+
+
+@pytest.mark.parametrize("inline", [True, False], ids=["inline", "batch-thread"])
+def test_local_and_tcp_workers_share_one_broker(contexts, inline):
+    server_ctx, peer_ctx = contexts
+    broker = Broker("tcp://127.0.0.1:0", heartbeat_interval=HB, heartbeat_liveness=10, context=server_ctx)
+    local = broker.add_local_worker("local", per_request(echo), slots=4, max_batch=3, max_wait=0.01, inline=inline)
+    remote = Worker(broker.endpoint, "remote", per_request(lambda body: [b"remote:" + bytes(body[0])]),
+                    heartbeat_interval=HB, heartbeat_liveness=10, context=peer_ctx)
+    payload = np.random.default_rng(0).bytes(1 << 20)
+    with running(broker, remote):
+        with client(broker.endpoint, peer_ctx) as c:
+            c.wait_for_service("remote", 10)
+            assert c.services() == ["local", "remote"]
+            assert c.request("local", [payload, b"second frame"]) == [payload, b"second frame"]
+            assert c.request("remote", [b"x"]) == [b"remote:x"]
+            replies = dict(c.map("local", ((i, [b"%d" % i]) for i in range(50)), max_in_flight=8))
+            stats = c.stats("local")["services"]["local"]
+            time.sleep(3 * HB)  # heartbeat ticks pass: local slots never expire
+            assert c.request("local", [b"still here"]) == [b"still here"]
+    assert replies == {i: [b"%d" % i] for i in range(50)}
+    assert stats["served"] == 51 and stats["workers"] == 4 and stats["errors"] == 0 and stats["queue"] == 0
+    assert local.served == 52
+    if not inline:
+        assert max(local.batcher.batch_sizes) > 1  # 8 in flight over 4 slots: batches formed
+
+
+def test_local_worker_errors_become_error_replies(contexts):
+    server_ctx, peer_ctx = contexts
+    broker = Broker("tcp://127.0.0.1:0", heartbeat_interval=HB, context=server_ctx)
+
+    def fail_on_odd(body):
+        if int(bytes(body[0])) % 2:
+            raise ValueError("odd request")
+        return [bytes(body[0])]
+
+    broker.add_local_worker("half", per_request(fail_on_odd), slots=2, max_batch=2)
+    broker.add_local_worker("broken", lambda bodies: [], inline=True)  # wrong number of replies
+    with running(broker):
+        with client(broker.endpoint, peer_ctx) as c:
+            assert c.request("half", [b"2"]) == [b"2"]
+            with pytest.raises(ServiceError, match=r"'half' failed \(500\).*ValueError: odd request"):
+                c.request("half", [b"3"])
+            with pytest.raises(ServiceError, match=r"'broken' failed \(500\).*0 replies for a batch of 1"):
+                c.request("broken", [b"x"])
+            assert c.request("half", [b"4"]) == [b"4"]  # the failures freed their slots
+            stats = c.stats()["services"]
+    assert stats["half"]["errors"] == 1 and stats["half"]["served"] == 3 and stats["broken"]["errors"] == 1
 
 
 def _cli(*args) -> subprocess.Popen:

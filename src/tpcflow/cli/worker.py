@@ -9,8 +9,8 @@ DESCRIPTION = (
     "checkpoint / TorchScript file (--model) or a Python file defining process_net(images) -> "
     "outputs (--module), where images is float32 [B, 3, H, W]. Reconnects after a broker restart. "
     "With --bind ENDPOINT the worker hosts the broker itself: clients and other workers connect to "
-    "ENDPOINT as to `tpcflow broker`, and this worker's requests are handed over in memory, with no "
-    "loopback hop (the usual set-up on a GPU node)."
+    "ENDPOINT as to `tpcflow broker`, and this worker is handed its requests by a function call, with "
+    "no loopback hop (the usual set-up on a GPU node)."
 )
 
 DEFAULT_BROKER = "tcp://127.0.0.1:5555"
@@ -76,36 +76,30 @@ def run(args) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     _check(args)
-    broker, curve, ctx = None, None, zmq.Context()
-    if args.bind is not None:
-        broker = build_broker(args, ctx, args.bind)
-        endpoint = broker.local_endpoint
-    else:
-        endpoint = args.broker or DEFAULT_BROKER
-        if args.curve_secret:
-            curve = CurveClient(args.curve_secret, args.curve_server)
     predict = load_predictor(model_path=args.model, module_path=args.module, device=args.device,
                              precision=None if args.precision == "fp32" else args.precision)
-    worker = Worker(endpoint, args.service, CosmicTaggerHandler(predict), max_batch=args.max_batch,
-                    max_wait=args.max_wait, slots=args.slots or 2 * args.max_batch, context=ctx,
-                    heartbeat_interval=args.heartbeat_interval, heartbeat_liveness=args.heartbeat_liveness, curve=curve)
+    handler = CosmicTaggerHandler(predict)
+    slots = args.slots or 2 * args.max_batch
     device = getattr(predict, "device", "user module")
-    where = f"hosting the broker on {broker.endpoint}" if broker else f"on {endpoint}"
-    if broker and args.curve_secret:
-        where += " (CURVE)"
+    if args.bind is not None:
+        broker = build_broker(args, zmq.Context(), args.bind)
+        broker.add_local_worker(args.service, handler, slots=slots, max_batch=args.max_batch, max_wait=args.max_wait)
+        server, where = broker, f"hosting the broker on {broker.endpoint}{' (CURVE)' if args.curve_secret else ''}"
+    else:
+        endpoint = args.broker or DEFAULT_BROKER
+        curve = CurveClient(args.curve_secret, args.curve_server) if args.curve_secret else None
+        server = Worker(endpoint, args.service, handler, max_batch=args.max_batch, max_wait=args.max_wait, slots=slots,
+                        heartbeat_interval=args.heartbeat_interval, heartbeat_liveness=args.heartbeat_liveness,
+                        curve=curve)
+        where = f"on {endpoint}"
     print(f"tpcflow worker: service {args.service!r} {where} ({device})", flush=True)
-    threads = []
-    if broker is not None:
-        threads.append(broker.start(freeze_gc=True))
-    signal.signal(signal.SIGTERM, lambda *_: worker.stop(join=False))
-    threads.append(worker.start())
+    signal.signal(signal.SIGTERM, lambda *_: server.stop(join=False))
+    thread = server.start(freeze_gc=True) if args.bind is not None else server.start()
     try:
-        while all(t.is_alive() for t in threads):
-            threads[-1].join(0.5)
+        while thread.is_alive():
+            thread.join(0.5)
     except KeyboardInterrupt:
         pass
     finally:
-        worker.stop()
-        if broker is not None:
-            broker.stop()
+        server.stop()
     return 0

@@ -1,7 +1,8 @@
 """ZeroMQ Majordomo (MDP/0.2, RFC 18) inference service: broker, workers, clients.
 
 * :class:`Broker` (``tpcflow broker``), :class:`Worker` (``tpcflow worker``),
-  :class:`Client` (``tpcflow submit``);
+  :class:`Client` (``tpcflow submit``); workers in the broker's process,
+  :meth:`Broker.add_local_worker` in :mod:`.local` (``tpcflow worker --bind``);
 * :mod:`.protocol` wire constants and validation, :mod:`.curve` CurveZMQ security,
   :mod:`.batching` dynamic batching, :mod:`.cosmic` the cosmic-tagger payload and model runner,
   :mod:`.submit` larcv3 file submission, :mod:`.demo` an all-in-one run for ``tpcflow demo``.

@@ -15,7 +15,9 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["Batcher", "Job", "per_request"]
+import zmq
+
+__all__ = ["Batcher", "Job", "Waker", "per_request", "run_batch"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,21 @@ def per_request(fn: Callable[[list], list]) -> BatchHandler:
 
     handler.__name__ = getattr(fn, "__name__", "handler")
     return handler
+
+
+def run_batch(handler: BatchHandler, bodies: list) -> list:
+    """Call ``handler(bodies)``; return one reply or Exception per body, never raise.
+
+    A handler that raises, or returns the wrong number of replies, fails every request of the batch.
+    """
+    try:
+        replies = handler(bodies)
+        if len(replies) != len(bodies):
+            raise RuntimeError(f"handler returned {len(replies)} replies for a batch of {len(bodies)}")
+    except Exception as err:
+        log.exception("batch handler failed on %d requests", len(bodies))
+        replies = [err] * len(bodies)
+    return replies
 
 
 class Batcher:
@@ -112,14 +129,47 @@ class Batcher:
             batch = self._gather()
             if batch is None:
                 return
-            try:
-                replies = self.handler([j.body for j in batch])
-                if len(replies) != len(batch):
-                    raise RuntimeError(f"handler returned {len(replies)} replies for a batch of {len(batch)}")
-            except Exception as err:
-                log.exception("batch handler failed on %d requests", len(batch))
-                replies = [err] * len(batch)
+            replies = run_batch(self.handler, [j.body for j in batch])
             self.batches += 1
             self.batch_sizes[len(batch)] += 1
             for job, reply in zip(batch, replies):
                 self.deliver(job, reply)
+
+
+class Waker:
+    """Wake a ZeroMQ poll loop from other threads: poll :attr:`rx`, call :meth:`wake` (thread-safe).
+
+    Parameters
+    ----------
+    context : zmq.Context
+    name : str
+        Unique part of the ``inproc://`` address.
+    """
+
+    def __init__(self, context: zmq.Context, name: str):
+        address = f"inproc://tpcflow-wake-{name}"
+        self.rx = context.socket(zmq.PULL)
+        self.rx.bind(address)
+        self._tx = context.socket(zmq.PUSH)
+        self._tx.connect(address)
+        self._lock = threading.Lock()
+
+    def wake(self) -> None:
+        """Make :attr:`rx` readable (a no-op while wake-ups are pending)."""
+        with self._lock:
+            try:
+                self._tx.send(b"", zmq.NOBLOCK)
+            except zmq.Again:
+                pass
+
+    def drain(self) -> None:
+        """Consume the pending wake-ups (from the polling thread)."""
+        while True:
+            try:
+                self.rx.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+
+    def close(self) -> None:
+        self.rx.close(linger=0)
+        self._tx.close(linger=0)

@@ -4,23 +4,25 @@ Source: ZeroMQ RFC 18 (MDP/0.2), RFC 8 (MMI); wire dialect of majortomo 0.2.0 (s
 :mod:`tpcflow.serve.mdp.protocol`). Improvements over majortomo: MMI service discovery and
 statistics, unknown services fail fast (or after ``unknown_service_timeout``), a request whose
 worker dies (heartbeat expired, or DISCONNECT) is re-dispatched, and body frames are forwarded
-without copying.
+without copying. Workers can also live in the broker's process (:meth:`Broker.add_local_worker`,
+``tpcflow worker --bind``): they are handed requests by a function call, with no loopback hop.
 """
 
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 
 import zmq
 
 from tpcflow.errors import ProtocolError
 from tpcflow.serve.mdp import protocol as P
-from tpcflow.serve.mdp.services import QueuedRequest, ServiceState, WorkerState
+from tpcflow.serve.mdp.batching import Waker
+from tpcflow.serve.mdp.local import LOCAL_PREFIX, LocalWorker
+from tpcflow.serve.mdp.services import QueuedRequest, ServiceState, WorkerState, broker_stats, mmi_reply
 
 __all__ = ["Broker"]
 
@@ -52,11 +54,6 @@ class Broker:
     ----------
     endpoint : str
         The bound endpoint, with the port resolved.
-    local_endpoint : str
-        An ``inproc://`` endpoint of the same socket. A :class:`~tpcflow.serve.mdp.worker.Worker`
-        in this process, built with ``context=broker.context``, connects here: its requests and
-        replies are handed over in memory, without crossing a TCP socket or copying the payload
-        (``tpcflow worker --bind``). CURVE does not apply to in-process peers.
 
     Notes
     -----
@@ -100,13 +97,47 @@ class Broker:
             bind = bind[:-2] + ":*"
         self.socket.bind(bind)
         self.endpoint: str = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
-        self.local_endpoint = f"inproc://tpcflow-mdp-broker-{id(self):x}"
-        self.socket.bind(self.local_endpoint)
+        self._locals: list[LocalWorker] = []
+        self._local_done: deque = deque()  # (identity, reply) of requests local workers completed
+        self._waker = Waker(self._ctx, f"broker-{id(self):x}")
 
-    @property
-    def context(self) -> zmq.Context:
-        """The ZeroMQ context of the broker socket (in-process workers must share it)."""
-        return self._ctx
+    def add_local_worker(self, service: str, handler, *, slots: int | None = None, max_batch: int = 1,
+                         max_wait: float = 0.0, inline: bool = False) -> LocalWorker:
+        """Serve ``service`` from this process: requests are handed to ``handler`` by a function call.
+
+        Call before :meth:`run` / :meth:`start`. The worker is registered like a remote one (MMI,
+        statistics, LRU dispatch among its ``slots`` and any remote workers of the same service),
+        never expires, and needs no CurveZMQ keys.
+
+        Parameters
+        ----------
+        service : str
+            Service name (printable ASCII).
+        handler : callable
+            Batch handler ``handler(bodies) -> replies``: one reply (list of frames) or Exception
+            per request body (list of ``zmq.Frame``), as for :class:`~tpcflow.serve.mdp.worker.Worker`.
+        slots : int, optional
+            Requests in progress at once (default ``max_batch``).
+        max_batch, max_wait
+            Dynamic batching limits [requests], [s]; the handler runs in its own thread.
+        inline : bool
+            Run the handler in the broker thread (lowest latency; only for handlers of well under a
+            millisecond, since the broker serves nobody while it runs).
+        Returns the :class:`~tpcflow.serve.mdp.local.LocalWorker`.
+
+        """
+        name = P.validate_service_name(service)
+        lw = LocalWorker(name, handler, self._local_done, self._waker.wake, slots=int(slots or max_batch),
+                         max_batch=max_batch, max_wait=max_wait, inline=inline)
+        self._locals.append(lw)
+        svc = self.services.get(name)
+        if svc is None:
+            svc = self.services[name] = ServiceState(name)
+        inf = float("inf")
+        for identity in lw.identities:
+            w = WorkerState(identity, name, inf, inf, local=lw)
+            self.workers[identity] = svc.workers[identity] = svc.idle[identity] = w
+        return lw
 
     # ------------------------------------------------------------------ socket loop
     def run(self, *, freeze_gc: bool = False) -> None:
@@ -118,6 +149,7 @@ class Broker:
         """
         poller = zmq.Poller()
         poller.register(self.socket, zmq.POLLIN)
+        poller.register(self._waker.rx, zmq.POLLIN)
         if freeze_gc:
             gc.freeze()
         next_tick = 0.0
@@ -133,16 +165,23 @@ class Broker:
                 if now >= next_tick:
                     self.tick(now)
                     next_tick = now + min(self.heartbeat_interval, 0.05 + self.heartbeat_interval / 4)
-                timeout = max(0.0, min(next_tick - now, 0.1))
-                if not poller.poll(timeout * 1000):
-                    continue
-                for _ in range(1000):  # drain a burst, then look at the timers again
-                    try:
-                        frames = P.recv_frames(self.socket, P.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    self.handle(frames, time.monotonic())
+                timeout = 0.0 if self._local_done else max(0.0, min(next_tick - now, 0.1))
+                events = dict(poller.poll(timeout * 1000))
+                if self._waker.rx in events:
+                    self._waker.drain()
+                if self.socket in events:
+                    for _ in range(1000):  # drain a burst, then look at the timers again
+                        try:
+                            frames = P.recv_frames(self.socket, P.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        self.handle(frames, time.monotonic())
+                if self._local_done:
+                    self._finish_local(time.monotonic())
         finally:
+            for lw in self._locals:
+                lw.close()
+            self._waker.close()
             self.socket.close(linger=0)
             if self._curve is not None:
                 self._curve.stop()
@@ -200,7 +239,8 @@ class Broker:
     def _on_request(self, msg: P.Inbound, frames: list, now: float) -> None:
         rid, body = P.split_rid(msg.body)
         if msg.service.startswith(b"mmi."):
-            self._reply(msg.sender, rid, self._mmi(msg.service, body), rfc=(msg.service if msg.rfc else None))
+            self._reply(msg.sender, rid, mmi_reply(self.services, self.counters, msg.service, body),
+                        rfc=(msg.service if msg.rfc else None))
             return
         svc = self.services.get(msg.service)
         if svc is None:
@@ -230,21 +270,6 @@ class Broker:
         if not svc.depth and not svc.workers and not svc.served:
             del self.services[svc.name]  # forget names that never had a worker
 
-    def _mmi(self, service: bytes, body: list) -> list:
-        if service == b"mmi.service":
-            name = P.frame_bytes(body[0]) if body else b""
-            svc = self.services.get(name)
-            return [b"200" if svc is not None and svc.workers else b"404"]
-        if service == b"mmi.services":
-            names = sorted(s.decode() for s, st in self.services.items() if st.workers)
-            return [b"200", json.dumps(names).encode()]
-        if service == b"mmi.stats":
-            want = {P.frame_bytes(f) for f in body}
-            stats = {s.decode(): st.stats() for s, st in self.services.items() if not want or s in want}
-            out = {"services": stats, "broker": dict(self.counters)}
-            return [b"200", json.dumps(out, sort_keys=True).encode()]
-        return [b"501"]
-
     # ------------------------------------------------------------------ workers
     def _on_worker(self, msg: P.Inbound, frames: list, now: float) -> None:
         w = self.workers.get(msg.sender)
@@ -254,7 +279,7 @@ class Broker:
                 self._violation(msg.sender, w, now, "READY sent twice or for a reserved mmi.* name")
                 return
             user = self._user_id(frames[-1])
-            if self._curve is not None and not self._in_process(frames[-1]) and not self._curve.may_serve(user):
+            if self._curve is not None and not self._curve.may_serve(user):
                 self.counters["refused_workers"] += 1
                 log.warning("refused READY for %r: key %s is not an allowed worker key", msg.service, user)
                 self._send_worker(msg.sender, P.DISCONNECT, msg.rfc)
@@ -285,18 +310,34 @@ class Broker:
         if req is None or req.client != msg.client:
             self._violation(msg.sender, w, now, "reply without a matching request")
             return
-        svc = self.services[w.service]
         if cmd == P.PARTIAL:
             self._reply(req.client, req.rid, msg.body, P.PARTIAL, rfc=req.service if req.rfc else None)
             return
-        # FINAL
-        if P.parse_error(msg.body) is not None:
+        self._complete(w, msg.body, now)  # FINAL
+
+    def _complete(self, w: WorkerState, body: list, now: float) -> None:
+        """Send the FINAL reply of ``w``'s request, make ``w`` idle and dispatch the next request."""
+        svc = self.services[w.service]
+        req = w.request
+        if P.parse_error(body) is not None:
             svc.errors += 1
         svc.served += 1
-        self._reply(req.client, req.rid, msg.body, rfc=req.service if req.rfc else None)
+        self._reply(req.client, req.rid, body, rfc=req.service if req.rfc else None)
         w.request = None
         svc.idle[w.identity] = w
         self._dispatch(svc, now)
+
+    def _finish_local(self, now: float) -> None:
+        """Reply for the requests the local workers completed (inline ones complete during dispatch)."""
+        done = self._local_done
+        while done:
+            identity, reply = done.popleft()
+            w = self.workers.get(identity)
+            if w is None or w.request is None:
+                continue
+            if isinstance(reply, BaseException):
+                reply = P.error_body(500, f"service {w.service.decode()!r}: {type(reply).__name__}: {reply}")
+            self._complete(w, list(reply), now)
 
     def _dispatch(self, svc: ServiceState, now: float) -> None:
         while svc.idle and svc.depth:
@@ -304,6 +345,9 @@ class Broker:
             _, w = svc.idle.popitem(last=False)  # least recently used
             req.attempts += 1
             w.request = req
+            if w.local is not None:
+                w.local.submit(w.identity, req.client, req.rid, req.body)
+                continue
             w.heartbeat_at = now + self.heartbeat_interval
             head = [w.identity, P.WORKER_HEADER] if w.rfc else [w.identity, b"", P.WORKER_HEADER]
             P.send_frames(self.socket, [*head, P.REQUEST, req.client, b"", *req.body])
@@ -335,6 +379,8 @@ class Broker:
 
     # ------------------------------------------------------------------ helpers
     def _send_worker(self, identity: bytes, command: bytes, rfc: bool | None = None) -> None:
+        if identity.startswith(LOCAL_PREFIX):
+            return  # local workers have no socket (and never expire)
         if rfc is None:
             w = self.workers.get(identity)
             rfc = w is not None and w.rfc
@@ -359,17 +405,6 @@ class Broker:
         except Exception:  # plain bytes, or no ZAP handler
             return None
 
-    @staticmethod
-    def _in_process(frame) -> bool:
-        """Whether ``frame`` came over ``inproc://`` (:attr:`local_endpoint`), where ZMTP metadata is absent."""
-        try:
-            frame.get("Socket-Type")
-        except zmq.ZMQError:
-            return True
-        except Exception:  # plain bytes (tests driving handle()): not known to be local
-            return False
-        return False
-
     def _malformed(self, frames: list, why: str) -> None:
         n = self.counters["malformed"] = self.counters["malformed"] + 1
         if n <= 10 or n % 1000 == 0:
@@ -377,7 +412,4 @@ class Broker:
 
     def stats(self) -> dict:
         """Return per-service statistics and broker counters (the ``mmi.stats`` reply)."""
-        return {
-            "services": {s.decode(): st.stats() for s, st in self.services.items()},
-            "broker": dict(self.counters),
-        }
+        return broker_stats(self.services, self.counters)

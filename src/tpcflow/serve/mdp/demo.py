@@ -10,7 +10,6 @@ import zmq
 from tpcflow.serve.mdp.broker import Broker
 from tpcflow.serve.mdp.cosmic import CosmicTaggerHandler, load_predictor
 from tpcflow.serve.mdp.submit import SubmitResult, submit_files
-from tpcflow.serve.mdp.worker import Worker
 
 __all__ = ["segment_via_broker"]
 
@@ -33,8 +32,7 @@ def segment_via_broker(
     """Serve ``checkpoint`` (or ``module``'s ``process_net``) and segment ``inputs`` into ``output``.
 
     Starts a :class:`Broker` on ``tcp://127.0.0.1`` (ephemeral port) and one :class:`Worker` in
-    daemon threads (the worker on the broker's in-process endpoint, as ``tpcflow worker --bind``
-    runs it), runs :func:`~tpcflow.serve.mdp.submit.submit_files`, then stops both, also
+    daemon threads (the worker in the broker's process, as ``tpcflow worker --bind`` runs it), runs :func:`~tpcflow.serve.mdp.submit.submit_files`, then stops both, also
     on error.
 
     Parameters
@@ -53,14 +51,12 @@ def segment_via_broker(
     predict = load_predictor(model_path=checkpoint, module_path=module, device=device, precision=precision)
     ctx = zmq.Context()
     broker = Broker("tcp://127.0.0.1:0", heartbeat_interval=0.5, context=ctx)
+    broker.add_local_worker(service, CosmicTaggerHandler(predict), max_batch=max_batch, max_wait=max_wait,
+                            slots=2 * max_batch)
     broker.start()
-    worker = Worker(broker.local_endpoint, service, CosmicTaggerHandler(predict), max_batch=max_batch,
-                    max_wait=max_wait, slots=2 * max_batch, heartbeat_interval=0.5, context=ctx)
-    worker.start()
     try:
         return submit_files(broker.endpoint, service, inputs, output, producer=producer,
                             out_producer=out_producer, max_in_flight=4 * max_batch, progress=progress, context=ctx)
     finally:
-        worker.stop()
         broker.stop()
         ctx.term()

@@ -5,10 +5,13 @@ Time is always passed in (``now``, seconds) so the policies are testable without
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
-__all__ = ["QueuedRequest", "ServiceState", "WorkerState"]
+from tpcflow.serve.mdp.protocol import frame_bytes
+
+__all__ = ["QueuedRequest", "ServiceState", "WorkerState", "broker_stats", "mmi_reply"]
 
 
 @dataclass
@@ -52,6 +55,7 @@ class WorkerState:
     user_id: str | None = None
     request: QueuedRequest | None = None
     rfc: bool = False
+    local: object | None = None  # the LocalWorker of an in-process slot (no socket, no heartbeats)
 
     @property
     def busy(self) -> bool:
@@ -137,3 +141,30 @@ class ServiceState:
             "redispatched": self.redispatched,
             "expired": self.expired,
         }
+
+
+def broker_stats(services: dict, counters: dict, want: set | None = None) -> dict:
+    """Per-service statistics (of the names in ``want``, or all) and the broker's counters."""
+    return {
+        "services": {s.decode(): st.stats() for s, st in services.items() if not want or s in want},
+        "broker": dict(counters),
+    }
+
+
+def mmi_reply(services: dict, counters: dict, service: bytes, body: list) -> list[bytes]:
+    """Answer a request to the broker's ``mmi.*`` services (ZeroMQ RFC 8, plus two of our own).
+
+    ``mmi.service`` answers ``200`` if ``body[0]`` names a service with a worker, else ``404``;
+    ``mmi.services`` answers ``200`` and a JSON list of such names; ``mmi.stats`` answers ``200``
+    and :func:`broker_stats` as JSON (of the services named in ``body``, or all); any other
+    ``mmi.*`` name answers ``501``.
+    """
+    if service == b"mmi.service":
+        svc = services.get(frame_bytes(body[0]) if body else b"")
+        return [b"200" if svc is not None and svc.workers else b"404"]
+    if service == b"mmi.services":
+        return [b"200", json.dumps(sorted(s.decode() for s, st in services.items() if st.workers)).encode()]
+    if service == b"mmi.stats":
+        stats = broker_stats(services, counters, {frame_bytes(f) for f in body})
+        return [b"200", json.dumps(stats, sort_keys=True).encode()]
+    return [b"501"]

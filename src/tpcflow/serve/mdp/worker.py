@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import zmq
 
 from tpcflow.serve.mdp import protocol as P
-from tpcflow.serve.mdp.batching import Batcher, Job
+from tpcflow.serve.mdp.batching import Batcher, Job, Waker, run_batch
 
 __all__ = ["Worker"]
 
@@ -123,20 +123,11 @@ class Worker:
 
     def run(self) -> None:
         """Serve until :meth:`stop` (blocking)."""
-        wake_addr = f"inproc://mdp-worker-wake-{id(self)}"
-        wake_rx = self._ctx.socket(zmq.PULL)
-        wake_rx.bind(wake_addr)
-        wake_tx = self._ctx.socket(zmq.PUSH)
-        wake_tx.connect(wake_addr)
-        wake_lock = threading.Lock()
+        waker = Waker(self._ctx, f"worker-{id(self):x}")
 
         def deliver(job: Job, reply) -> None:
             self._done.append((job, reply))
-            with wake_lock:
-                try:
-                    wake_tx.send(b"", zmq.NOBLOCK)
-                except zmq.Again:  # the socket thread has wake-ups pending already
-                    pass
+            waker.wake()
 
         batcher = None
         if not self.inline:
@@ -145,7 +136,7 @@ class Worker:
         for i in range(self.slots_n):
             self._connect(i, now)
         try:
-            self._loop(wake_rx, batcher)
+            self._loop(waker, batcher)
         finally:
             for slot in self._slots:
                 if slot.socket is not None:
@@ -157,28 +148,23 @@ class Worker:
                     slot.socket = None
             if batcher is not None:
                 batcher.close()
-            wake_rx.close(0)
-            wake_tx.close(0)
+            waker.close()
 
     # ------------------------------------------------------------------ socket loop
-    def _loop(self, wake_rx: zmq.Socket, batcher: Batcher | None) -> None:
+    def _loop(self, waker: Waker, batcher: Batcher | None) -> None:
         poller, owners = None, {}
         while not self._stop.is_set():
             if poller is None or self._poll_dirty:  # rebuilt only when a slot (re)connects
                 poller = zmq.Poller()
-                poller.register(wake_rx, zmq.POLLIN)
+                poller.register(waker.rx, zmq.POLLIN)
                 owners = {s.socket: i for i, s in enumerate(self._slots) if s.socket is not None}
                 for sock in owners:
                     poller.register(sock, zmq.POLLIN)
                 self._poll_dirty = False
             events = dict(poller.poll(min(100.0, self.heartbeat_interval * 500)))
             now = time.monotonic()
-            if wake_rx in events:
-                while True:
-                    try:
-                        wake_rx.recv(P.NOBLOCK)
-                    except zmq.Again:
-                        break
+            if waker.rx in events:
+                waker.drain()
             while self._done:
                 job, reply = self._done.popleft()
                 self._finish(job, reply, now)
@@ -219,11 +205,7 @@ class Worker:
             slot.busy = True
             job = Job(i, slot.generation, client, rid, body)
             if batcher is None:
-                try:
-                    reply = self.handler([body])[0]
-                except Exception as err:
-                    reply = err
-                self._finish(job, reply, time.monotonic())
+                self._finish(job, run_batch(self.handler, [body])[0], time.monotonic())
             else:
                 batcher.put(job)
 
