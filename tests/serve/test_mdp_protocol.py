@@ -39,3 +39,11 @@ def test_rid_and_error_frames_round_trip():
     assert P.split_rid([b"not a rid", b"x"]) == (None, [b"not a rid", b"x"])
     assert P.parse_error(P.error_body(404, "no worker")) == (404, "no worker")
     assert P.parse_error([b"ordinary", b"reply", b"frames"]) is None
+
+
+def test_service_names_must_be_printable_ascii():
+    assert P.validate_service_name("cosmic_tagger") == b"cosmic_tagger"
+    assert P.validate_service_name(b"a" * 255) == b"a" * 255
+    for bad in ["", "two words", "a" * 256, b"\x7f", "neutrino_é", b"tab\there"]:
+        with pytest.raises(ProtocolError, match="printable ASCII"):
+            P.validate_service_name(bad)

@@ -176,6 +176,8 @@ class Broker:
                         except zmq.Again:
                             break
                         self.handle(frames, time.monotonic())
+                        if self._local_done:  # an inline local worker answered: reply at once
+                            self._finish_local(time.monotonic())
                 if self._local_done:
                     self._finish_local(time.monotonic())
         finally:

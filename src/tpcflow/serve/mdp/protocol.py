@@ -33,6 +33,7 @@ tpcflow extensions, carried inside the opaque body so majortomo peers pass them 
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
 
@@ -94,6 +95,7 @@ RID_LEN = len(RID_PREFIX) + 8
 ERROR_MARK = b"\x00tpcERR"
 MAX_SERVICE_NAME = 255
 _RID = struct.Struct(">Q")
+_SERVICE_NAME = re.compile(rb"[\x21-\x7e]{1,%d}" % MAX_SERVICE_NAME)
 
 
 _SNDMORE = 2  # ZMQ_SNDMORE; plain ints avoid pyzmq's enum arithmetic on the hot path
@@ -174,8 +176,8 @@ def validate_service_name(name) -> bytes:
     ProtocolError
         If the name is empty, too long, or not printable ASCII (RFC 18: "printable string").
     """
-    raw = name.encode("ascii", "replace") if isinstance(name, str) else frame_bytes(name)
-    if not 0 < len(raw) <= MAX_SERVICE_NAME or not all(0x21 <= c < 0x7F for c in raw):
+    raw = name.encode("utf-8", "replace") if isinstance(name, str) else frame_bytes(name)
+    if _SERVICE_NAME.fullmatch(raw) is None:
         raise ProtocolError(f"service name: {raw[:40]!r} must be 1-{MAX_SERVICE_NAME} printable ASCII characters")
     return raw
 
