@@ -62,6 +62,22 @@ def test_local_and_tcp_workers_share_one_broker(contexts, inline):
         assert max(local.batcher.batch_sizes) > 1  # 8 in flight over 4 slots: batches formed
 
 
+def test_local_and_remote_workers_of_one_service_share_its_requests(contexts):
+    server_ctx, peer_ctx = contexts
+    broker = Broker("tcp://127.0.0.1:0", heartbeat_interval=HB, heartbeat_liveness=10, context=server_ctx)
+    broker.add_local_worker("who", per_request(lambda body: [b"local"]), slots=1, max_batch=1)
+    remote = Worker(broker.endpoint, "who", per_request(lambda body: [b"remote"]), heartbeat_interval=HB,
+                    heartbeat_liveness=10, context=peer_ctx)
+    with running(broker, remote):
+        with client(broker.endpoint, peer_ctx) as c:
+            end = time.monotonic() + 10
+            while c.stats("who")["services"]["who"]["workers"] < 2:  # the remote worker registers
+                assert time.monotonic() < end, "the remote worker did not register"
+                time.sleep(0.02)
+            answers = [r[0] for _, r in c.map("who", ((i, [b"?"]) for i in range(40)), max_in_flight=4)]
+    assert len(answers) == 40 and {b"local", b"remote"} <= set(answers)
+
+
 def test_local_worker_errors_become_error_replies(contexts):
     server_ctx, peer_ctx = contexts
     broker = Broker("tcp://127.0.0.1:0", heartbeat_interval=HB, context=server_ctx)
