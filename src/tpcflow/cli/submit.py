@@ -22,7 +22,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-in-flight", type=int, default=16, help="requests outstanding at once")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for each reply before retrying")
     parser.add_argument("--retries", type=int, default=2, help="extra attempts per request after a timeout")
-    parser.add_argument("--wait-service", type=float, default=30.0, help="seconds to wait for a worker of SERVICE (asked by MMI); 0: do not ask, "
+    parser.add_argument("--wait-service", type=float, default=30.0,
+                        help="seconds to wait for a worker of SERVICE (asked by MMI); 0: do not ask, "
                         "for brokers without MMI such as majortomo's")
     parser.add_argument("--compression", choices=["none", "lz4", "zstd"], default="lz4", help="request compression")
     parser.add_argument("--curve-secret", default=None, help="this client's CurveZMQ secret key file (*.key_secret)")

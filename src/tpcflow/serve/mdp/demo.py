@@ -31,9 +31,9 @@ def segment_via_broker(
 ) -> SubmitResult:
     """Serve ``checkpoint`` (or ``module``'s ``process_net``) and segment ``inputs`` into ``output``.
 
-    Starts a :class:`Broker` on ``tcp://127.0.0.1`` (ephemeral port) and one :class:`Worker` in
-    daemon threads (the worker in the broker's process, as ``tpcflow worker --bind`` runs it), runs :func:`~tpcflow.serve.mdp.submit.submit_files`, then stops both, also
-    on error.
+    Starts a :class:`Broker` on ``tcp://127.0.0.1`` (ephemeral port) in a daemon thread with the
+    network as a local worker (:meth:`Broker.add_local_worker`, as ``tpcflow worker --bind`` runs
+    it), runs :func:`~tpcflow.serve.mdp.submit.submit_files`, then stops the broker, also on error.
 
     Parameters
     ----------

@@ -6,7 +6,7 @@ is registered like any other (MMI, statistics, LRU dispatch, fair queues), but t
 it each request directly: no loopback round trip to a worker process, no copy of the payload. An
 ``inline`` handler runs in the broker thread itself (for handlers of well under a millisecond);
 otherwise a :class:`~tpcflow.serve.mdp.batching.Batcher` thread runs it with dynamic batching and
-hands the replies back through :attr:`LocalWorker.done` plus a wake-up call.
+hands the replies back through the broker's completion queue plus a wake-up call.
 
 Local workers need no heartbeats (they cannot lose their connection) and no CurveZMQ keys (they
 are not on the network).
