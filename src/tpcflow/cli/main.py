@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "broker": "tpcflow.cli.broker",
     "worker": "tpcflow.cli.worker",
     "submit": "tpcflow.cli.submit",
+    "services": "tpcflow.cli.services",
     "serve-http": "tpcflow.cli.serve_http",
     "client": "tpcflow.cli.client",
     "root-train": "tpcflow.cli.root_train",
