@@ -41,3 +41,18 @@ def data_path(relpath: str) -> Path:
 def shared_data():
     """Fixture form of :func:`data_path`: ``shared_data("larcv3/cosmic_tagging_light.h5")``."""
     return data_path
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run the test on one torch thread (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``).
+
+    For tiny networks: one thread avoids OpenMP barrier waits when the CPU is shared (CI runs on 2
+    cores).
+    """
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

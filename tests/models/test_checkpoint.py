@@ -9,17 +9,10 @@ from tpcflow.errors import ConfigError, DataFormatError
 from tpcflow.models.checkpoint import read_checkpoint, restore_model, strip_prefixes
 from tpcflow.models.registry import PRESETS, NetworkConfig, build_network, load_model, save_checkpoint
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TINY = NetworkConfig(n_initial_filters=4, network_depth=2, blocks_per_layer=1, blocks_deepest_layer=1,
                      blocks_final=0, bottleneck_deepest=8)
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # tiny tensors: one thread avoids OpenMP barrier waits when the CPU is shared (CI runs on 2 cores)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _trained(cfg=TINY):

@@ -11,17 +11,10 @@ from tpcflow.models.registry import PRESETS, NetworkConfig, build_network, count
 from tpcflow.models.sparse import SparseGeometry, background_logits, sparsify, submanifold_conv, to_dense
 from tpcflow.models.sparse.layers import SparseBatchNorm, SparseDown
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TINY = NetworkConfig(n_initial_filters=4, network_depth=3, blocks_per_layer=1, blocks_deepest_layer=1,
                      blocks_final=1, bottleneck_deepest=8, conv_mode="sparse")
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # tiny tensors: one thread avoids OpenMP barrier waits when the CPU is shared (CI runs on 2 cores)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _sparse_input(b=2, h=12, w=14, c=3, occupancy=0.3, seed=0, dtype=torch.float64):

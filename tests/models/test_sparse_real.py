@@ -13,15 +13,9 @@ from tpcflow.models.metrics import segmentation_metrics
 from tpcflow.models.registry import NetworkConfig, build_network
 from tpcflow.models.sparse import SparseGeometry, background_logits, submanifold_conv, to_dense
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 H, W = 1280, 2048
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -8,17 +8,10 @@ import torch
 from tpcflow.errors import ConfigError
 from tpcflow.models.registry import NetworkConfig, build_network
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TINY = NetworkConfig(n_initial_filters=4, network_depth=3, blocks_per_layer=1, blocks_deepest_layer=1,
                      blocks_final=1, bottleneck_deepest=8)
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # tiny tensors: one thread avoids OpenMP barrier waits when the CPU is shared (CI runs on 2 cores)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _x(b=2, h=32, w=64, seed=0):

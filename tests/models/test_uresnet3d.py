@@ -9,17 +9,10 @@ from tpcflow.errors import ConfigError
 from tpcflow.models.registry import NetworkConfig, build_network
 from tpcflow.models.uresnet3d import state_dict_2d_to_3d
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TINY = NetworkConfig(n_initial_filters=4, network_depth=3, blocks_per_layer=1, blocks_deepest_layer=1,
                      blocks_final=1, bottleneck_deepest=8)
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # tiny tensors: one thread avoids OpenMP barrier waits when the CPU is shared (CI runs on 2 cores)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.mark.parametrize("changes", [{}, dict(connections="sum", upsampling="convolutional")])
