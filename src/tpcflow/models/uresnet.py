@@ -16,7 +16,7 @@ from tpcflow.errors import ConfigError
 from tpcflow.models.blocks import BlockSeries, ConvBNAct, Down, SkipMerge, Up, init_weights
 from tpcflow.models.config import NetworkConfig
 
-__all__ = ["Deepest", "UResNet", "check_image_shape"]
+__all__ = ["Deepest", "UResNet", "UResNetCore", "check_image_shape"]
 
 
 def check_image_shape(shape: tuple[int, ...], config: NetworkConfig) -> None:
@@ -98,7 +98,66 @@ class DecoderLevel(nn.Module):
         return self.blocks(self.merge(self.up(x), skip))
 
 
-class UResNet(nn.Module):
+class UResNetCore(nn.Module):
+    """The stages the dense 2D and 3D UResNets share: stem, encoder levels, deepest level, decoder
+    levels, final blocks and the 1x1 classifier, in ``dims`` dimensions.
+
+    Subclasses set ``conv_mode`` and ``dims``, build their deepest level in :meth:`make_deepest`
+    and define ``forward``.  The stages are built in the reference's order, so that the parameter
+    names (and the random initialisation for a given seed) do not depend on the subclass.
+    """
+
+    conv_mode = "2D"
+    dims = 2
+
+    def __init__(self, config: NetworkConfig):
+        super().__init__()
+        if config.conv_mode != self.conv_mode:
+            raise ConfigError(f"network.conv_mode: {config.conv_mode!r} is not {self.conv_mode!r} (use build_network)")
+        self.config = config
+        self.activation_checkpointing = False
+        cfg, dims = config, self.dims
+        kw = dict(bias=cfg.bias, normalization=cfg.normalization, dims=dims)
+        depth = cfg.network_depth
+        self.stem = ConvBNAct(1, cfg.n_initial_filters, 5, **kw)
+        self.encoders = nn.ModuleList(
+            [EncoderLevel(cfg.channels(lv), cfg.channels(lv + 1), cfg, dims=dims) for lv in range(depth)]
+        )
+        self.deepest = self.make_deepest(cfg)
+        self.decoders = nn.ModuleList(
+            [DecoderLevel(cfg.channels(lv + 1), cfg.channels(lv), cfg, dims=dims) for lv in range(depth)]
+        )
+        self.final = BlockSeries(cfg.n_initial_filters, cfg.blocks_final, 3, residual=cfg.residual, **kw)
+        conv = nn.Conv2d if dims == 2 else nn.Conv3d
+        self.classifier = conv(cfg.n_initial_filters, cfg.n_classes, 1, bias=cfg.bias)
+        init_weights(self)
+
+    def make_deepest(self, config: NetworkConfig) -> nn.Module:
+        raise NotImplementedError
+
+    # -- stages ---------------------------------------------------------------------------
+    def _run(self, module: nn.Module, *args: torch.Tensor) -> torch.Tensor:
+        if self.activation_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(module, *args, use_reentrant=False)
+        return module(*args)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Stem and encoder for one plane (or stacked planes) ``[N, 1, H, W]``."""
+        x = self.stem(x)
+        skips = []
+        for level in self.encoders:
+            skips.append(x)
+            x = self._run(level, x)
+        return x, skips
+
+    def decode(self, x: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+        """Decoder, final blocks and classifier for one plane (or stacked planes)."""
+        for lv in reversed(range(len(self.decoders))):
+            x = self._run(self.decoders[lv], x, skips[lv])
+        return self.classifier(self._run(self.final, x))
+
+
+class UResNet(UResNetCore):
     """Dense 2D UResNet with weights shared across the wire planes (a Siamese U-Net).
 
     Parameters
@@ -126,47 +185,11 @@ class UResNet(nn.Module):
     statistics are then updated twice per level and step).
     """
 
-    def __init__(self, config: NetworkConfig):
-        super().__init__()
-        if config.conv_mode != "2D":
-            raise ConfigError(f"network.conv_mode: {config.conv_mode!r} is not '2D' (use build_network)")
-        self.config = config
-        self.activation_checkpointing = False
-        cfg = config
-        kw = dict(bias=cfg.bias, normalization=cfg.normalization, dims=2)
-        depth = cfg.network_depth
-        self.stem = ConvBNAct(1, cfg.n_initial_filters, 5, **kw)
-        self.encoders = nn.ModuleList(
-            [EncoderLevel(cfg.channels(lv), cfg.channels(lv + 1), cfg) for lv in range(depth)]
-        )
-        self.deepest = Deepest(cfg)
-        self.decoders = nn.ModuleList(
-            [DecoderLevel(cfg.channels(lv + 1), cfg.channels(lv), cfg) for lv in range(depth)]
-        )
-        self.final = BlockSeries(cfg.n_initial_filters, cfg.blocks_final, 3, residual=cfg.residual, **kw)
-        self.classifier = nn.Conv2d(cfg.n_initial_filters, cfg.n_classes, 1, bias=cfg.bias)
-        init_weights(self)
+    conv_mode = "2D"
+    dims = 2
 
-    # -- stages ---------------------------------------------------------------------------
-    def _run(self, module: nn.Module, *args: torch.Tensor) -> torch.Tensor:
-        if self.activation_checkpointing and self.training and torch.is_grad_enabled():
-            return checkpoint(module, *args, use_reentrant=False)
-        return module(*args)
-
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Stem and encoder for one plane (or stacked planes) ``[N, 1, H, W]``."""
-        x = self.stem(x)
-        skips = []
-        for level in self.encoders:
-            skips.append(x)
-            x = self._run(level, x)
-        return x, skips
-
-    def decode(self, x: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
-        """Decoder, final blocks and classifier for one plane (or stacked planes)."""
-        for lv in reversed(range(len(self.decoders))):
-            x = self._run(self.decoders[lv], x, skips[lv])
-        return self.classifier(self._run(self.final, x))
+    def make_deepest(self, config: NetworkConfig) -> nn.Module:
+        return Deepest(config)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if not torch.jit.is_tracing():

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-from tpcflow.errors import ConfigError
-from tpcflow.models.blocks import BlockSeries, ConvBNAct, init_weights
+from tpcflow.models.blocks import BlockSeries, ConvBNAct
 from tpcflow.models.config import NetworkConfig
-from tpcflow.models.uresnet import DecoderLevel, EncoderLevel, check_image_shape
+from tpcflow.models.uresnet import UResNetCore, check_image_shape
 
 __all__ = ["Deepest3D", "UResNet3D", "state_dict_2d_to_3d"]
 
@@ -45,7 +43,7 @@ class Deepest3D(nn.Module):
         return y.reshape(b, p, c, h, w).transpose(1, 2)
 
 
-class UResNet3D(nn.Module):
+class UResNet3D(UResNetCore):
     """UResNet on ``[B, 1, P, H, W]`` with ``[1, k, k]`` kernels and a ``[P, 1, 1]`` deepest mixer.
 
     ``forward(x)`` takes ``x`` ``[B, P, H, W]`` (like the 2D network) and returns a tuple of P
@@ -55,44 +53,17 @@ class UResNet3D(nn.Module):
     works as in :class:`~tpcflow.models.uresnet.UResNet`.
     """
 
-    def __init__(self, config: NetworkConfig):
-        super().__init__()
-        if config.conv_mode != "3D":
-            raise ConfigError(f"network.conv_mode: {config.conv_mode!r} is not '3D' (use build_network)")
-        self.config = config
-        self.activation_checkpointing = False
-        cfg = config
-        kw = dict(bias=cfg.bias, normalization=cfg.normalization, dims=3)
-        depth = cfg.network_depth
-        self.stem = ConvBNAct(1, cfg.n_initial_filters, 5, **kw)
-        self.encoders = nn.ModuleList(
-            [EncoderLevel(cfg.channels(lv), cfg.channels(lv + 1), cfg, dims=3) for lv in range(depth)]
-        )
-        self.deepest = Deepest3D(cfg)
-        self.decoders = nn.ModuleList(
-            [DecoderLevel(cfg.channels(lv + 1), cfg.channels(lv), cfg, dims=3) for lv in range(depth)]
-        )
-        self.final = BlockSeries(cfg.n_initial_filters, cfg.blocks_final, 3, residual=cfg.residual, **kw)
-        self.classifier = nn.Conv3d(cfg.n_initial_filters, cfg.n_classes, 1, bias=cfg.bias)
-        init_weights(self)
+    conv_mode = "3D"
+    dims = 3
 
-    def _run(self, module: nn.Module, *args: torch.Tensor) -> torch.Tensor:
-        if self.activation_checkpointing and self.training and torch.is_grad_enabled():
-            return checkpoint(module, *args, use_reentrant=False)
-        return module(*args)
+    def make_deepest(self, config: NetworkConfig) -> nn.Module:
+        return Deepest3D(config)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if not torch.jit.is_tracing():
             check_image_shape(tuple(x.shape), self.config)
-        x = self.stem(x.unsqueeze(1))
-        skips = []
-        for level in self.encoders:
-            skips.append(x)
-            x = self._run(level, x)
-        x = self.deepest(x)
-        for lv in reversed(range(len(self.decoders))):
-            x = self._run(self.decoders[lv], x, skips[lv])
-        return tuple(self.classifier(self._run(self.final, x)).unbind(2))
+        x, skips = self.encode(x.unsqueeze(1))
+        return tuple(self.decode(self.deepest(x), skips).unbind(2))
 
 
 def state_dict_2d_to_3d(state: dict[str, torch.Tensor], config: NetworkConfig) -> dict[str, torch.Tensor]:
