@@ -98,6 +98,8 @@ def test_local_worker_errors_become_error_replies(contexts):
                 c.request("broken", [b"x"])
             assert c.request("half", [b"4"]) == [b"4"]  # the failures freed their slots
             stats = c.stats()["services"]
+        with pytest.raises(RuntimeError, match="before run"):
+            broker.add_local_worker("late", per_request(echo))
     assert stats["half"]["errors"] == 1 and stats["half"]["served"] == 3 and stats["broken"]["errors"] == 1
 
 

@@ -86,6 +86,7 @@ class Broker:
         self._curve = curve
         self._ctx = context or zmq.Context.instance()
         self._stop = threading.Event()
+        self._running = False
         self._thread: threading.Thread | None = None
         self.socket = self._ctx.socket(zmq.ROUTER)
         self.socket.linger = 0
@@ -126,6 +127,8 @@ class Broker:
         Returns the :class:`~tpcflow.serve.mdp.local.LocalWorker`.
 
         """
+        if self._running:
+            raise RuntimeError("add_local_worker: the broker is running; add local workers before run() / start()")
         name = P.validate_service_name(service)
         lw = LocalWorker(name, handler, self._local_done, self._waker.wake, slots=int(slots or max_batch),
                          max_batch=max_batch, max_wait=max_wait, inline=inline)
@@ -147,6 +150,7 @@ class Broker:
         alive at start-up are frozen out of Python's cyclic collector (``gc.freeze``), which
         removes multi-millisecond full collections from the latency tail.
         """
+        self._running = True
         poller = zmq.Poller()
         poller.register(self.socket, zmq.POLLIN)
         poller.register(self._waker.rx, zmq.POLLIN)
@@ -190,6 +194,7 @@ class Broker:
 
     def start(self, *, freeze_gc: bool = False) -> threading.Thread:
         """Run :meth:`run` in a daemon thread and return it."""
+        self._running = True
         self._thread = threading.Thread(target=self.run, kwargs={"freeze_gc": freeze_gc}, name="mdp-broker",
                                         daemon=True)
         self._thread.start()
