@@ -7,6 +7,7 @@ since the first, and calls the batch handler once. Results go back through ``del
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import threading
@@ -136,6 +137,9 @@ class Batcher:
                 self.deliver(job, reply)
 
 
+_WAKER_IDS = itertools.count()
+
+
 class Waker:
     """Wake a ZeroMQ poll loop from other threads: poll :attr:`rx`, call :meth:`wake` (thread-safe).
 
@@ -143,11 +147,11 @@ class Waker:
     ----------
     context : zmq.Context
     name : str
-        Unique part of the ``inproc://`` address.
+        Readable part of the ``inproc://`` address (a process-wide counter makes it unique).
     """
 
     def __init__(self, context: zmq.Context, name: str):
-        address = f"inproc://tpcflow-wake-{name}"
+        address = f"inproc://tpcflow-wake-{name}-{next(_WAKER_IDS)}"
         self.rx = context.socket(zmq.PULL)
         self.rx.bind(address)
         self._tx = context.socket(zmq.PUSH)

@@ -100,7 +100,7 @@ class Broker:
         self.endpoint: str = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
         self._locals: list[LocalWorker] = []
         self._local_done: deque = deque()  # (identity, reply) of requests local workers completed
-        self._waker = Waker(self._ctx, f"broker-{id(self):x}")
+        self._waker = Waker(self._ctx, "broker")
 
     def add_local_worker(self, service: str, handler, *, slots: int | None = None, max_batch: int = 1,
                          max_wait: float = 0.0, inline: bool = False) -> LocalWorker:
@@ -124,8 +124,17 @@ class Broker:
         inline : bool
             Run the handler in the broker thread (lowest latency; only for handlers of well under a
             millisecond, since the broker serves nobody while it runs).
-        Returns the :class:`~tpcflow.serve.mdp.local.LocalWorker`.
 
+        Returns
+        -------
+        LocalWorker
+
+        Raises
+        ------
+        ProtocolError
+            If ``service`` is not 1-255 printable ASCII characters.
+        RuntimeError
+            If the broker is already running.
         """
         if self._running:
             raise RuntimeError("add_local_worker: the broker is running; add local workers before run() / start()")

@@ -123,7 +123,7 @@ class Worker:
 
     def run(self) -> None:
         """Serve until :meth:`stop` (blocking)."""
-        waker = Waker(self._ctx, f"worker-{id(self):x}")
+        waker = Waker(self._ctx, "worker")
 
         def deliver(job: Job, reply) -> None:
             self._done.append((job, reply))
