@@ -56,3 +56,13 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def ctx():
+    """A fresh ZeroMQ context, destroyed (linger 0) after the test."""
+    import zmq
+
+    c = zmq.Context()
+    yield c
+    c.destroy(linger=0)

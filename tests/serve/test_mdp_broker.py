@@ -21,13 +21,6 @@ from tpcflow.serve.mdp import protocol as P  # noqa: E402
 from tpcflow.serve.mdp.batching import per_request  # noqa: E402
 
 
-@pytest.fixture
-def ctx():
-    c = zmq.Context()
-    yield c
-    c.destroy(linger=0)
-
-
 def test_echo_many_in_flight_and_fair_lru_dispatch(ctx):
     seen = Counter()
 

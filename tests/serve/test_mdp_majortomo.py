@@ -20,13 +20,6 @@ majortomo = pytest.importorskip("majortomo")
 mbroker = pytest.importorskip("majortomo.broker")
 
 
-@pytest.fixture
-def ctx():
-    c = zmq.Context()
-    yield c
-    c.destroy(linger=0)
-
-
 def _majortomo_worker(endpoint, ctx, stop: threading.Event):
     w = majortomo.Worker(endpoint, b"upper", heartbeat_interval=HB, heartbeat_timeout=HB * 10, zmq_context=ctx)
     w.connect()

@@ -10,8 +10,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
-import zmq
 
 sys.path.insert(0, str(Path(__file__).parent))
 from mdp_helpers import HB, client, echo, free_port, running, small_event  # noqa: E402
@@ -29,13 +27,6 @@ def process_net(images):
     time.sleep(float(os.environ.get("SLEEP", "1.0")))
     return (images > 0.5).astype(np.int64)
 """
-
-
-@pytest.fixture
-def ctx():
-    c = zmq.Context()
-    yield c
-    c.destroy(linger=0)
 
 
 def _tpcflow(*args, env=None) -> subprocess.Popen:

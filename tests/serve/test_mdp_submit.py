@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import zmq
 
 sys.path.insert(0, str(Path(__file__).parent))
 from mdp_helpers import HB, free_port, running  # noqa: E402
@@ -26,13 +25,6 @@ KEY = "sparse2d/sbndwire"
 
 def threshold(images):
     return (images > 100).astype(np.int64)  # a "network": label 1 where the charge exceeds 100 ADC
-
-
-@pytest.fixture
-def ctx():
-    c = zmq.Context()
-    yield c
-    c.destroy(linger=0)
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import zmq
 
 sys.path.insert(0, str(Path(__file__).parent))
 from mdp_helpers import HB, client, echo, running  # noqa: E402
@@ -17,13 +16,6 @@ from mdp_helpers import HB, client, echo, running  # noqa: E402
 from tpcflow.errors import ServiceError  # noqa: E402
 from tpcflow.serve.mdp import Broker, Worker  # noqa: E402
 from tpcflow.serve.mdp.batching import per_request  # noqa: E402
-
-
-@pytest.fixture
-def ctx():
-    c = zmq.Context()
-    yield c
-    c.destroy(linger=0)
 
 
 def test_busy_worker_keeps_heartbeating_so_no_redispatch(ctx):
