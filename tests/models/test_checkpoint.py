@@ -6,8 +6,15 @@ import pytest
 import torch
 
 from tpcflow.errors import ConfigError, DataFormatError
-from tpcflow.models.checkpoint import read_checkpoint, restore_model, strip_prefixes
-from tpcflow.models.registry import PRESETS, NetworkConfig, build_network, load_model, save_checkpoint
+from tpcflow.models.checkpoint import (
+    check_compatible,
+    load_model,
+    read_checkpoint,
+    restore_model,
+    save_checkpoint,
+    strip_prefixes,
+)
+from tpcflow.models.registry import PRESETS, NetworkConfig, build_network
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -88,3 +95,38 @@ def test_bad_files_are_data_format_errors(tmp_path):
     torch.save({"weights": torch.zeros(1)}, tmp_path / "plain.pt")
     with pytest.raises(DataFormatError, match="not a tpcflow checkpoint"):
         load_model(tmp_path / "plain.pt")
+
+
+def test_one_compatibility_rule_for_use_and_resume(tmp_path):
+    """stack_planes changes neither parameters nor eval outputs: accepted for use, refused on resume."""
+    from tpcflow.train.checkpoint import CheckpointManager
+
+    stacked = TINY.replace(stack_planes=True, name="renamed")
+    manager = CheckpointManager(tmp_path / "checkpoints", keep=2)
+    net = _trained()
+    path = manager.save(3, net, TINY, extra={})
+    # use: load_model, restore_model and check_compatible agree
+    model, _ = load_model(path, expected=stacked)
+    check_compatible(read_checkpoint(path)["network"], stacked, path)
+    restore_model(build_network(stacked), stacked, read_checkpoint(path), file_path=path)
+    x = torch.rand(1, 3, 8, 8)
+    stacked_net = build_network(stacked)
+    restore_model(stacked_net, stacked, read_checkpoint(path))
+    for a, b in zip(model(x), stacked_net.eval()(x)):
+        torch.testing.assert_close(a, b)  # eval-mode outputs are the same
+    # resume: the training dynamics differ, so the same function refuses it
+    with pytest.raises(ConfigError, match="network.stack_planes: False in the checkpoint, True"):
+        check_compatible(read_checkpoint(path)["network"], stacked, path, resume=True)
+    with pytest.raises(ConfigError, match="stack_planes"):
+        manager.load_latest(stacked)
+    assert manager.load_latest(TINY.replace(name="renamed"))["iteration"] == 3  # the name never matters
+    assert sorted(p.name for p in manager.directory.iterdir()) == ["checkpoint-00000003.pt"]
+
+
+def test_unreadable_checkpoint_names_the_file(tmp_path):
+    from tpcflow.train.checkpoint import CheckpointManager
+
+    manager = CheckpointManager(tmp_path)
+    (tmp_path / "checkpoint-00000001.pt").write_bytes(b"not a torch file")
+    with pytest.raises(DataFormatError, match="checkpoint-00000001.pt"):
+        manager.load_latest(TINY)

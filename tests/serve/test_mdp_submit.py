@@ -121,7 +121,8 @@ def test_resume_refuses_other_inputs(ctx, real_input, tmp_path, shared_data):
 
 def test_checkpoint_and_torchscript_workers_match_direct_inference(tmp_path):
     torch = pytest.importorskip("torch")
-    from tpcflow.models.registry import NetworkConfig, build_network, save_checkpoint
+    from tpcflow.models.checkpoint import save_checkpoint
+    from tpcflow.models.registry import NetworkConfig, build_network
     from tpcflow.sim.sbnd import generate_event
 
     cfg = NetworkConfig(n_initial_filters=2, network_depth=2, blocks_per_layer=1, blocks_deepest_layer=1,

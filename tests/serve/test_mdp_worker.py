@@ -104,8 +104,9 @@ def test_demo_hook_segments_a_synthetic_file(tmp_path):
     import torch
 
     from tpcflow.io import open_larcv3
-    from tpcflow.models.registry import NetworkConfig, build_network, save_checkpoint
-    from tpcflow.serve.mdp.demo import segment_via_broker
+    from tpcflow.models.checkpoint import save_checkpoint
+    from tpcflow.models.registry import NetworkConfig, build_network
+    from tpcflow.serve.mdp.inprocess import segment_via_broker
     from tpcflow.sim.sbnd import generate_file
 
     cfg = NetworkConfig(n_initial_filters=2, network_depth=2, blocks_per_layer=1, blocks_deepest_layer=1,

@@ -11,7 +11,7 @@ from conftest import TINY_NETWORK
 
 from tpcflow.config import load_config
 from tpcflow.errors import ConfigError
-from tpcflow.train.checkpoint import read_checkpoint
+from tpcflow.models.checkpoint import read_checkpoint
 from tpcflow.train.loop import train
 from tpcflow.train.resolve import network_schema
 

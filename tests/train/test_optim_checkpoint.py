@@ -11,7 +11,8 @@ import torch
 
 from tpcflow.config import OptimizerConfig
 from tpcflow.errors import ConfigError, DataFormatError
-from tpcflow.train.checkpoint import CheckpointManager, get_rng_state, read_checkpoint, set_rng_state
+from tpcflow.models.checkpoint import read_checkpoint
+from tpcflow.train.checkpoint import CheckpointManager, get_rng_state, set_rng_state
 from tpcflow.train.optim import build_optimizer, build_scheduler, warmup_decay_factor
 
 

@@ -14,7 +14,7 @@ DESCRIPTION = (
 
 
 def add_arguments(parser) -> None:
-    from tpcflow.train.demo import DemoSettings
+    from tpcflow.workflows.demo import DemoSettings
 
     d = DemoSettings()
     parser.add_argument("--out", default=str(d.out), help="output directory")
@@ -34,7 +34,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from tpcflow.train.demo import DemoSettings, demo_stages, run_demo
+    from tpcflow.workflows.demo import DemoSettings, run_demo
 
     extra = (f"run.num_threads={args.threads}",) if args.threads else ()
     real = None if args.real_file.lower() == "none" else ("auto" if args.real_file == "auto" else Path(args.real_file))
@@ -52,44 +52,5 @@ def run(args) -> int:
         progress=not args.no_progress,
         extra=extra,
     )
-    stages = demo_stages()
-    at = [name for name, _ in stages].index("inference") + 1
-    stages.insert(at, ("serve", stage_serve))
-    run_demo(settings, stages=stages)
+    run_demo(settings)
     return 0
-
-
-def stage_serve(state) -> None:
-    """Serve the trained checkpoint through a broker + worker and segment the held-out file with submit.
-
-    The predictions served over MDP are compared voxel by voxel with the direct inference of the
-    ``inference`` stage; they must agree (same network, same CPU, same input).
-    """
-    import shutil
-
-    import numpy as np
-
-    from tpcflow.io import open_larcv3
-    from tpcflow.serve.mdp.demo import segment_via_broker
-
-    out = state.settings.out / "served_predictions.h5"
-    out.unlink(missing_ok=True)
-    shutil.rmtree(out.with_name(out.name + ".partial"), ignore_errors=True)
-    res = segment_via_broker(state.train_result.checkpoint, [state.test_file], out, device="cpu",
-                             progress=state.settings.progress)
-    direct = state.inference["synthetic"].output_file
-    same = total = 0
-    with open_larcv3(out) as served, open_larcv3(direct) as ref:
-        for entry in range(len(served)):
-            got = served.read(entry, ["sparse2d/cosmicseg_pred"]).products["sparse2d/cosmicseg_pred"]
-            want = ref.read(entry, ["sparse2d/cosmictagger"]).products["sparse2d/cosmictagger"]
-            for g, w in zip(got, want):
-                if not np.array_equal(g.index, w.index):
-                    raise RuntimeError(f"served and direct predictions cover different voxels at entry {entry}")
-                same += int(np.count_nonzero(g.values == w.values))
-                total += len(w)
-    state.timings["serve_s"] = res.seconds
-    state.echo(
-        f"[serve] {res.entries} events segmented through an MDP broker + worker (tpcflow submit) in "
-        f"{res.seconds:.1f} s -> {out}; labels agree with direct inference on {same}/{total} voxels"
-    )

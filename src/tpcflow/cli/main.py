@@ -35,7 +35,7 @@ COMMANDS: dict[str, str] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Build the top-level parser with every importable sub-command."""
+    """Build the top-level parser with every sub-command of :data:`COMMANDS`."""
     parser = argparse.ArgumentParser(
         prog="tpcflow",
         description="LArTPC and collider deep learning: larcv3 I/O, batch loading, "
@@ -45,12 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tpcflow {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, modpath in COMMANDS.items():
-        try:
-            mod = importlib.import_module(modpath)
-        except ModuleNotFoundError as err:
-            if err.name == modpath:
-                continue  # sub-command not built yet
-            raise
+        mod = importlib.import_module(modpath)
         p = sub.add_parser(
             name,
             help=mod.HELP,

@@ -23,7 +23,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--labels", help="per-file labels 'a,b,...', a file with one label per line, a label "
                         "branch name; image mode: labels.csv (file,label)")
     parser.add_argument("--model", help="Python file defining model(idim) -> torch.nn.Module (tabular mode)")
-    parser.add_argument("--params", help="params.json (see tpcflow.train.root_workflow.RootTrainParams; image "
+    parser.add_argument("--params", help="params.json (see tpcflow.workflows.root_train.RootTrainParams; image "
                         "mode: epochs, batch_size, lr, validation_split, seed, widths, input_pool)")
     parser.add_argument("--tree", help="TTree name (overrides params.json)")
     parser.add_argument("--include", action="append", help="branch glob to include (repeatable; overrides params)")
@@ -75,28 +75,10 @@ def _read_params(path) -> dict:
 
 def _upload(args, model_path: Path, params: dict, labels_path: Path) -> None:
     name = args.name or Path(args.out).resolve().name
-    try:
-        from tpcflow.serve.http.client import TFaaSClient
-    except ImportError:  # HTTP client not installed: the same multipart POST with httpx
-        import httpx
+    from tpcflow.serve.http.client import TFaaSClient
 
-        from tpcflow.errors import ServiceError
-
-        headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
-        files = {"params": ("params.json", json.dumps(params).encode(), "application/json"),
-                 "model": (model_path.name, model_path.read_bytes(), "application/octet-stream"),
-                 "labels": ("labels.txt", labels_path.read_bytes(), "text/plain")}
-        try:
-            r = httpx.post(args.upload.rstrip("/") + "/upload", data={"name": name}, files=files, headers=headers,
-                           timeout=60)
-        except httpx.HTTPError as err:
-            raise ServiceError(f"upload to {args.upload} failed: {err}") from err
-        if r.status_code >= 400:
-            raise ServiceError(f"upload to {args.upload} failed: HTTP {r.status_code}: {r.text[:200]}")
-        reply = r.json()
-    else:
-        with TFaaSClient(args.upload, token=args.token) as client:
-            reply = client.upload(name, params, model_path, labels_path)
+    with TFaaSClient(args.upload, token=args.token) as client:
+        reply = client.upload(name, params, model_path, labels_path)
     print(f"uploaded {name!r} to {args.upload}: {reply}")
 
 
@@ -104,7 +86,7 @@ def _run_images(args) -> int:
     import numpy as np
 
     from tpcflow.errors import ConfigError
-    from tpcflow.train import image_classify as ic
+    from tpcflow.workflows import image_classify as ic
 
     opts = _read_params(args.params)
     allowed = {"epochs", "batch_size", "lr", "validation_split", "seed", "widths", "input_pool"}
@@ -140,7 +122,7 @@ def run(args) -> int:
     if not (args.files and args.model):
         raise ConfigError("tabular mode needs --files and --model (or use --images / --larcv2)")
     from tpcflow.loader.root_generator import read_file_list
-    from tpcflow.train.root_workflow import RootTrainParams, train_root
+    from tpcflow.workflows.root_train import RootTrainParams, train_root
 
     files, per_line = read_file_list(args.files)
     labels = _labels(args.labels, per_line, len(files))

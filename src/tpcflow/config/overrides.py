@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from tpcflow import atomic
 from tpcflow.config.schema import Config, DataConfig, ModeConfig, NetworkSection, OptimizerConfig, RunConfig
 from tpcflow.errors import ConfigError, closest
 
@@ -297,12 +298,7 @@ def config_to_dict(cfg: Config, network: Mapping[str, Any] | None = None) -> dic
 
 def save_yaml(cfg: Config, path: str | Path, network: Mapping[str, Any] | None = None) -> Path:
     """Write ``config_to_dict(cfg, network)`` as YAML, atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(config_to_dict(cfg, network), sort_keys=False))
-    tmp.replace(path)
-    return path
+    return atomic.write_text(path, yaml.safe_dump(config_to_dict(cfg, network), sort_keys=False))
 
 
 def _read_yaml(path: Path) -> Mapping:

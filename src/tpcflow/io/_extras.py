@@ -1,4 +1,7 @@
-"""Lazy imports of optional or heavy third-party modules, with install hints (uproot's extras pattern)."""
+"""Imports of truly optional third-party modules, with the install hint (uproot's extras pattern).
+
+Hard dependencies (uproot, awkward, lz4, zstandard) are imported plainly where they are used.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +10,18 @@ import importlib
 __all__ = ["require"]
 
 _HINTS = {
-    "uproot": "pip install uproot",
-    "awkward": "pip install awkward",
     "fsspec_xrootd": "pip install 'tpcflow[xrootd]'  (fsspec-xrootd, for root:// URLs)",
-    "lz4": "pip install lz4",
-    "zstandard": "pip install zstandard",
-    "onnxruntime": "pip install 'tpcflow[onnx]'",
 }
 
 
 def require(module: str):
-    """Import ``module`` or raise ``ModuleNotFoundError`` naming the pip line that installs it."""
+    """Import the optional ``module`` or raise ``ModuleNotFoundError`` naming the pip line that installs it.
+
+    Raises
+    ------
+    ModuleNotFoundError
+        If it is not installed; the message gives the install command.
+    """
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as err:

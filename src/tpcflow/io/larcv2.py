@@ -16,7 +16,7 @@ as bad (status != 4), while no row is all zero; read row-major the dead
 wires would be rows.  Row ``r`` covers ``y`` in ``[p1.y + r*h, p1.y + (r+1)*h)``
 with ``h = (p2.y - p1.y) / rows``; column ``c`` covers ``x`` from ``p1.x + c*w``.
 
-uproot is imported lazily (``tpcflow.io._extras.require``).
+uproot is imported inside the functions that use it (it takes about a second).
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 
 from tpcflow.errors import DataFormatError, ProductNotFoundError
-from tpcflow.io._extras import require
 from tpcflow.io.products import ImageMeta
 
 __all__ = ["list_larcv2_trees", "open_root_file", "read_larcv2_event_ids", "read_larcv2_images", "read_larcv2_particles"]
@@ -34,7 +33,7 @@ __all__ = ["list_larcv2_trees", "open_root_file", "read_larcv2_event_ids", "read
 
 def open_root_file(path):
     """Open a ROOT file with uproot, turning missing / non-ROOT files into :class:`DataFormatError`."""
-    uproot = require("uproot")
+    import uproot  # imported here: it takes about a second
     path = Path(path)
     if not path.exists():
         raise DataFormatError(f"file not found: {str(path)!r}", file_path=path)
@@ -126,7 +125,7 @@ def read_larcv2_images(path, producer: str = "wire") -> tuple[np.ndarray, list[l
     Source: larcv2 ``Image2D`` / ``ImageMeta`` (DeepLearnPhysics/larcv2), stored
     column-major (see the module docstring for the check against dead wires).
     """
-    ak = require("awkward")
+    import awkward as ak
     with open_root_file(path) as f:
         tree, branch = _image_tree(f, path, producer)
         pre = f"{branch}/_image_v/_image_v."
@@ -190,7 +189,7 @@ def read_larcv2_particles(path, producer: str) -> list[dict[str, np.ndarray]]:
     DataFormatError, ProductNotFoundError
         As :func:`read_larcv2_images`.
     """
-    ak = require("awkward")
+    import awkward as ak
     name = f"particle_{producer}_tree"
     with open_root_file(path) as f:
         trees = _trees(f)

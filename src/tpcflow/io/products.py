@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tpcflow.errors import DataFormatError
+
 __all__ = [
     "PRODUCT_TYPES",
     "BBoxSet",
@@ -149,6 +151,44 @@ class ImageMeta:
         """Map coordinates (N, ndim) to voxel indices (N,) uint64 (row-major)."""
         coords = np.asarray(coords, dtype=np.int64)
         return np.ravel_multi_index(tuple(coords.T), self.number_of_voxels).astype(np.uint64)
+
+    def to_dict(self) -> dict:
+        """Plain JSON types, every field by name (the one serialisation of a meta outside HDF5).
+
+        ``{"projection_id": int, "number_of_voxels": [int], "image_sizes": [float],
+        "origin": [float], "valid": bool}``; :meth:`from_dict` inverts it exactly.
+        """
+        return {
+            "projection_id": int(self.projection_id),
+            "number_of_voxels": [int(n) for n in self.number_of_voxels],
+            "image_sizes": [float(s) for s in self.image_sizes],
+            "origin": [float(o) for o in self.origin],
+            "valid": bool(self.valid),
+        }
+
+    @classmethod
+    def from_dict(cls, d) -> "ImageMeta":
+        """Build a meta from :meth:`to_dict` output (``valid`` defaults to True when absent).
+
+        Raises
+        ------
+        DataFormatError
+            If a field is missing, of the wrong type, or the axes disagree in length.
+        """
+        try:
+            meta = cls(
+                projection_id=int(d["projection_id"]),
+                number_of_voxels=tuple(int(n) for n in d["number_of_voxels"]),
+                image_sizes=tuple(float(s) for s in d["image_sizes"]),
+                origin=tuple(float(o) for o in d["origin"]),
+                valid=bool(d.get("valid", True)),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise DataFormatError(f"not an ImageMeta dict ({type(err).__name__}: {err}): {d!r:.200}",
+                                  field="meta") from None
+        if not len(meta.number_of_voxels) == len(meta.image_sizes) == len(meta.origin):
+            raise DataFormatError(f"ImageMeta axes disagree in length: {d!r:.200}", field="meta")
+        return meta
 
 
 @dataclass

@@ -7,8 +7,9 @@
   from YAML, dicts, or larcv PSet text.
 * Batch fillers: :mod:`tpcflow.loader.fillers`; entry order: :mod:`tpcflow.loader.sampler`.
 
-``tpcflow.loader.torch`` is the only module here that imports torch; it is imported
-only when a loader is asked for tensors.
+Two modules here import torch, and only when asked: ``tpcflow.loader.torch`` when a loader
+is asked for tensors, and ``tpcflow.loader.root_torch`` (the ROOT ``DataGenerator`` as a
+torch ``IterableDataset``).  Importing ``tpcflow.loader`` itself does not import torch.
 """
 
 from tpcflow.loader.batch_loader import BatchLoader

@@ -14,21 +14,8 @@ h5py serialises every call under one global lock ("phil"); the decompression of 
 read through h5py runs inside those calls, and part of the fill runs Python code under
 the GIL.  Threads therefore cannot be relied on to fill two minibatches at once;
 processes can, each with its own reader, writing into shared memory with no copy and no
-pickling of batches.  ``benchmarks/bench_loader.py`` measures it
-(plain h5py reads with 1 vs 2 threads vs 2 processes, and the loader with 1 / all worker
-threads and processes) next to a calibration of the CPU parallelism actually available.
-Measured on the shared 2-core development machine, where ~8 other jobs kept the load
-average at 3-9, so these figures are mostly noise (6 full runs, medians of 3 interleaved
-repeats each): the CPU-parallelism calibration found only 1.0-1.75x available; plain h5py
-reads with 2 threads ran at 0.88-1.64x one thread (2 processes: 0.67-1.36x); one worker
-process filled dense [4,3,640,1024] batches 11-22x faster than a naive per-event loop
-(43-70 vs 2-6 ev/s); all workers vs one: 0.83-1.22x in wall time, while the events per
-worker CPU-second stayed within 0.86-1.01x of one worker's (75-95 ev/cpu-s), i.e. the
-workers do not slow each other down and should approach 2x on two free cores.  Worker
-threads measured 0.44-1.77x one thread and, in a direct A/B run, the same events per
-CPU-second as processes; the early runs also gave threads the reader's extra inflate
-threads, which win a larger CPU share on a shared machine.  Rerun
-``python benchmarks/bench_loader.py`` on an idle machine to check the 1.7x target.
+pickling of batches.  ``benchmarks/bench_loader.py`` measures both (its figures are in the
+benchmark's output and the notes of the issues, not here).
 Workers are processes (``WorkerType: process``, the default; ``thread`` is kept for the
 measurement and for debugging; ``NumThreads: 0`` fills in the caller).  Start method:
 ``forkserver`` where available (safe with torch and with open h5py handles in the parent;
@@ -363,15 +350,17 @@ class ThreadProcessor:
         """Every batch of a FILLED slot, by filler name (views, valid until release)."""
         return {name: self.batch_data(storage_id, name) for name in self.filler_names}
 
+    def _slot_rows(self, storage_id: int, key: str) -> np.ndarray:
+        view = self._check_filled(storage_id).views[storage_id]
+        return view.arrays[key][: view.n].copy()
+
     def entries(self, storage_id: int) -> np.ndarray:
         """(B,) int64 global entries of a FILLED slot."""
-        view = self._check_filled(storage_id).views[storage_id]
-        return view.arrays["_entries"][: view.n].copy()
+        return self._slot_rows(storage_id, "_entries")
 
     def event_ids(self, storage_id: int) -> np.ndarray:
         """(B, 3) int64 run / subrun / event of a FILLED slot."""
-        view = self._check_filled(storage_id).views[storage_id]
-        return view.arrays["_event_ids"][: view.n].copy()
+        return self._slot_rows(storage_id, "_event_ids")
 
     def tag(self, storage_id: int):
         """(epoch, batch index) of the batch in a slot."""

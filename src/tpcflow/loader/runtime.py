@@ -169,7 +169,6 @@ class Runtime:
                     what = self.describe(self.tasks[int(s[0])]) if s.size else "no batch in flight"
                     raise TimeoutError(f"no minibatch after {timeout:.0f} s (BatchTimeout); waiting for {what}")
                 self.cond.wait(min(left, 0.1))
-            # unreachable
 
     def restart(self, plan, dispatch: bool = True) -> None:
         """Replace the plan: filled and in-flight batches of the old plan are discarded."""

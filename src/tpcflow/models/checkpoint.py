@@ -24,12 +24,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from tpcflow import atomic
 from tpcflow.errors import ConfigError, DataFormatError
 from tpcflow.models.config import PRESETS, NetworkConfig, network_config_from_dict
+from tpcflow.models.registry import build_network
 
 __all__ = [
     "FORMAT",
     "VERSION",
+    "check_compatible",
     "config_differences",
     "is_torchscript",
     "load_model",
@@ -44,8 +47,10 @@ FORMAT = "tpcflow-checkpoint"
 VERSION = 1
 _RESERVED = ("format", "version", "network", "model")
 _PREFIXES = ("module.", "_orig_mod.")
-#: fields that do not change the parameters: ignored when checking compatibility
+#: fields that change neither the parameters nor the eval-mode outputs: ignored when loading for use
 _NEUTRAL_FIELDS = ("name", "stack_planes")
+#: of those, the ones that change training (train-mode BatchNorm statistics): checked on resume
+_TRAINING_FIELDS = ("stack_planes",)
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -103,16 +108,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, config: NetworkCo
         raise ConfigError(f"save_checkpoint: extra uses reserved key(s) {clash}; reserved: {list(_RESERVED)}")
     state = strip_prefixes(unwrap_model(model).state_dict())
     payload = {"format": FORMAT, "version": VERSION, "network": asdict(config), "model": state, **extra}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return atomic.atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
 def is_torchscript(path: str | os.PathLike) -> bool:
@@ -177,18 +173,56 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     return ckpt
 
 
-def config_differences(a: NetworkConfig, b: NetworkConfig) -> list[tuple[str, Any, Any]]:
-    """Fields (name, value in a, value in b) that differ and change the parameters."""
+def config_differences(a: NetworkConfig, b: NetworkConfig, *, resume: bool = False) -> list[tuple[str, Any, Any]]:
+    """Fields (name, value in a, value in b) that differ and matter.
+
+    For use (inference, serving) the fields that change the parameters or the eval-mode outputs
+    matter; with ``resume=True`` also those that change training (``stack_planes``).
+    """
+    ignored = tuple(f for f in _NEUTRAL_FIELDS if not (resume and f in _TRAINING_FIELDS))
     return [(f.name, getattr(a, f.name), getattr(b, f.name)) for f in fields(NetworkConfig)
-            if f.name not in _NEUTRAL_FIELDS and getattr(a, f.name) != getattr(b, f.name)]
+            if f.name not in ignored and getattr(a, f.name) != getattr(b, f.name)]
 
 
-def _mismatch_error(saved: NetworkConfig, current: NetworkConfig, where: str) -> ConfigError:
-    diffs = config_differences(saved, current)
+def check_compatible(saved: NetworkConfig | Mapping[str, Any], current: NetworkConfig, where: object, *,
+                     resume: bool = False) -> None:
+    """Raise if a checkpoint's network configuration cannot be used as ``current``.
+
+    The one rule for every reader of checkpoints (inference, serving, ``load_model``, resume):
+    ``name`` never matters; ``stack_planes`` matters only on ``resume`` (the parameters and the
+    eval-mode outputs are the same either way, training's BatchNorm statistics are not).
+
+    Parameters
+    ----------
+    saved : NetworkConfig or dict
+        The checkpoint's ``network`` entry.
+    current : NetworkConfig
+        The configuration asked for.
+    where : path-like or str
+        The checkpoint, for the message.
+    resume : bool
+        Checking for resumed training rather than for use.
+
+    Raises
+    ------
+    ConfigError
+        Listing each differing field and the override that fixes it.
+    """
+    if not isinstance(saved, NetworkConfig):
+        try:
+            saved = network_config_from_dict(saved)
+        except ConfigError as err:
+            raise ConfigError(f"{err}\nin file {where}, entry 'network'") from None
+    if config_differences(saved, current, resume=resume):
+        raise _mismatch_error(saved, current, str(where), resume=resume)
+
+
+def _mismatch_error(saved: NetworkConfig, current: NetworkConfig, where: str, *, resume: bool = False) -> ConfigError:
+    diffs = config_differences(saved, current, resume=resume)
     lines = [f"  network.{k}: {v_saved!r} in the checkpoint, {v_cur!r} in this configuration"
              for k, v_saved, v_cur in diffs]
     fix = " ".join(f"network.{k}={v_saved}" for k, v_saved, _ in diffs)
-    preset = [name for name, p in PRESETS.items() if not config_differences(p, saved)]
+    preset = [name for name, p in PRESETS.items() if not config_differences(p, saved, resume=resume)]
     hint = f"network={preset[0]}" if preset else fix
     return ConfigError(
         f"checkpoint {where} was written by a different network configuration:\n" + "\n".join(lines)
@@ -209,9 +243,7 @@ def restore_model(model: nn.Module, config: NetworkConfig, checkpoint: Mapping[s
     """
     where = str(file_path) if file_path is not None else "(in memory)"
     if "network" in checkpoint:
-        saved = network_config_from_dict(checkpoint["network"])
-        if config_differences(saved, config):
-            raise _mismatch_error(saved, config, where)
+        check_compatible(checkpoint["network"], config, where)
     state = strip_prefixes(checkpoint["model"] if "model" in checkpoint else checkpoint)
     target = unwrap_model(model)
     own = target.state_dict()
@@ -264,8 +296,6 @@ def load_model(path: str | os.PathLike, map_location: Any = "cpu", *,
         If the stored configuration is invalid, differs from ``expected``, or does not fit its
         state dict.
     """
-    from tpcflow.models.registry import build_network
-
     path = Path(path)
     if is_torchscript(path):
         try:
@@ -278,8 +308,8 @@ def load_model(path: str | os.PathLike, map_location: Any = "cpu", *,
         config = network_config_from_dict(ckpt["network"])
     except ConfigError as err:
         raise ConfigError(f"{err}\nin file {path}, entry 'network'") from None
-    if expected is not None and config_differences(config, expected):
-        raise _mismatch_error(config, expected, str(path))
+    if expected is not None:
+        check_compatible(config, expected, path)
     model = build_network(config)
     restore_model(model, config, ckpt, file_path=path)
     if isinstance(map_location, (str, torch.device)):

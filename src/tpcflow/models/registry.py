@@ -1,4 +1,4 @@
-"""Network registry: presets, ``build_network``, parameter counts, checkpoints.
+"""Network registry: presets, ``build_network``, parameter counts.
 
 The registry is an explicit dict from ``conv_mode`` to builder; presets are CosmicTagger's
 ``uresnet`` (default), ``a21`` and ``polaris`` (reference spec, section 1).
@@ -12,7 +12,6 @@ import torch
 from torch import nn
 
 from tpcflow.errors import ConfigError, closest
-from tpcflow.models.checkpoint import load_model, restore_model, save_checkpoint
 from tpcflow.models.config import CHOICES, PRESETS, NetworkConfig, network_config_from_dict
 
 __all__ = [
@@ -23,11 +22,8 @@ __all__ = [
     "build_network",
     "count_parameters",
     "get_preset",
-    "load_model",
     "meta_network",
     "network_config_from_dict",
-    "restore_model",
-    "save_checkpoint",
 ]
 
 

@@ -1,15 +1,16 @@
-"""Training, validation, inference and the demo for the CosmicTagger UResNet.
+"""Training, validation and inference of the CosmicTagger UResNet.
 
 * :mod:`tpcflow.train.loop`: :func:`~tpcflow.train.loop.train` (optimizer steps, averaged
   gradient accumulation, validation, checkpoints, logs, exact resume).
 * :mod:`tpcflow.train.inference`: :func:`~tpcflow.train.inference.infer` (larcv3 predictions,
   per-event metrics CSV, event displays).
 * :mod:`tpcflow.train.iotest`: the data pipeline alone, timed.
-* :mod:`tpcflow.train.demo`: the stages of ``tpcflow demo``.
 * :mod:`tpcflow.train.resolve`: config -> network config, device, data source, precision.
 * :mod:`tpcflow.train.session`: the network on its device, forward, loss, metrics, evaluation.
 * :mod:`tpcflow.train.data` / :mod:`tpcflow.train.synthetic`: resumable minibatch sources.
-* :mod:`tpcflow.train.optim`, :mod:`tpcflow.train.checkpoint`, :mod:`tpcflow.train.logging`,
+* :mod:`tpcflow.train.checkpoint`: checkpoint rotation and RNG state (the format itself is
+  :mod:`tpcflow.models.checkpoint`).
+* :mod:`tpcflow.train.optim`, :mod:`tpcflow.train.logging`,
   :mod:`tpcflow.train.distributed`, :mod:`tpcflow.train.displays`, :mod:`tpcflow.train.report`.
 
 Submodules are imported on demand; this package itself imports nothing heavy.

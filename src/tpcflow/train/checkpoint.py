@@ -1,32 +1,27 @@
-"""Training checkpoints: atomic writes every N iterations, keeping the newest K, exact resume.
+"""Training checkpoints: rotation (every N iterations, keeping the newest K) and the RNG state.
 
-A checkpoint is the tpcflow checkpoint format of
-:func:`tpcflow.models.registry.save_checkpoint` (``{"format": "tpcflow-checkpoint",
-"version": 1, "network": asdict(NetworkConfig), "model": state_dict, ...}``) with the
-training state in the extra keys ``optimizer``, ``scheduler``, ``scaler``, ``rng``,
-``loader`` and ``iteration``.  The RNG states (python, numpy, torch, CUDA) are stored as
+The format, its safe reading and the compatibility rule live in :mod:`tpcflow.models.checkpoint`
+(``{"format": "tpcflow-checkpoint", "version": 1, "network": asdict(NetworkConfig),
+"model": state_dict, ...}``); training adds the extra keys ``optimizer``, ``scheduler``,
+``scaler``, ``rng``, ``loader`` and ``iteration``.  The RNG states (python, numpy, torch, CUDA) are stored as
 plain types so that the file loads with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import os
 import random
 import re
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from tpcflow.errors import ConfigError, DataFormatError
+from tpcflow.errors import ConfigError
+from tpcflow.models.checkpoint import check_compatible, read_checkpoint, save_checkpoint
 
 __all__ = [
     "CheckpointManager",
-    "check_network_matches",
     "get_rng_state",
-    "read_checkpoint",
     "require_keys",
     "set_rng_state",
 ]
@@ -58,53 +53,6 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def read_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
-    """Load a tpcflow checkpoint dict.
-
-    Raises
-    ------
-    DataFormatError
-        If the file is missing, unreadable, or not a tpcflow checkpoint.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise DataFormatError("checkpoint file does not exist", file_path=path)
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises many types for a corrupt or foreign file
-        raise DataFormatError(f"cannot read checkpoint: {type(err).__name__}: {err}", file_path=path) from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != "tpcflow-checkpoint":
-        raise DataFormatError("not a tpcflow checkpoint (no format='tpcflow-checkpoint' key)", file_path=path)
-    return ckpt
-
-
-def check_network_matches(saved: dict | None, expected, path) -> None:
-    """Raise ConfigError naming each network field where a checkpoint differs from the config.
-
-    Parameters
-    ----------
-    saved : dict
-        The checkpoint's ``network`` entry (``dataclasses.asdict`` of its NetworkConfig).
-    expected : NetworkConfig
-        The configuration the run asks for.
-    """
-    if saved is None:
-        return
-    want = dataclasses.asdict(expected)
-    diff = [k for k in sorted(set(saved) | set(want)) if _norm(saved.get(k)) != _norm(want.get(k))]
-    if diff:
-        fix = " ".join(f"network.{k}={saved.get(k)}" for k in diff)
-        rows = "\n".join(f"  network.{k}: checkpoint {saved.get(k)!r}, config {want.get(k)!r}" for k in diff)
-        raise ConfigError(
-            f"checkpoint was trained with another network configuration:\n{rows}\n"
-            f"to use this checkpoint, set: {fix}\nin file {path}"
-        )
-
-
-def _norm(v):
-    return list(v) if isinstance(v, tuple) else v
-
-
 class CheckpointManager:
     """Write ``<dir>/checkpoint-<iteration>.pt`` atomically and keep the newest ``keep``.
 
@@ -131,25 +79,28 @@ class CheckpointManager:
         return found[-1] if found else None
 
     def save(self, iteration: int, model, network_config, extra: dict) -> Path:
-        """Save via :func:`tpcflow.models.registry.save_checkpoint` to a temp file, then rename."""
-        from tpcflow.models.registry import save_checkpoint
-
-        self.directory.mkdir(parents=True, exist_ok=True)
+        """Write ``checkpoint-<iteration>.pt`` (atomically, :func:`save_checkpoint`), then drop the oldest."""
         path = self.directory / f"checkpoint-{iteration:08d}.pt"
-        tmp = self.directory / f".checkpoint-{iteration:08d}.pt.tmp{os.getpid()}"
-        save_checkpoint(tmp, model, network_config, extra=dict(extra, iteration=iteration))
-        os.replace(tmp, path)
+        save_checkpoint(path, model, network_config, extra=dict(extra, iteration=iteration))
         for old in self.list()[: -self.keep]:
             old.unlink(missing_ok=True)
         return path
 
     def load_latest(self, network_config, map_location="cpu") -> dict | None:
-        """Return the newest checkpoint's dict (after checking its network config), or None."""
+        """Return the newest checkpoint's dict, or None if there is none.
+
+        Raises
+        ------
+        DataFormatError
+            If it is not a readable tpcflow checkpoint.
+        ConfigError
+            If it was trained with another network configuration (``stack_planes`` included).
+        """
         path = self.latest()
         if path is None:
             return None
         ckpt = read_checkpoint(path, map_location)
-        check_network_matches(ckpt.get("network"), network_config, path)
+        check_compatible(ckpt["network"], network_config, path, resume=True)
         return ckpt
 
 

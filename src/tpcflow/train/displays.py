@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tpcflow import atomic
+
 __all__ = ["LABEL_COLORS", "draw_event"]
 
 #: background (white), cosmic (blue), neutrino (red)
@@ -63,9 +65,4 @@ def draw_event(path: str | Path, image: np.ndarray, truth: np.ndarray | None, pr
                 ax.set_xlabel("wire", fontsize=9)
     fig.suptitle(title + "   (blue: cosmic, red: neutrino)", fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, format="png")
-    tmp.replace(path)
-    return path
+    return atomic.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))

@@ -24,10 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tpcflow import atomic
 from tpcflow.config import Config
 from tpcflow.errors import ConfigError
 from tpcflow.io.products import Event, EventID, ImageMeta, SparseProjection
-from tpcflow.train.checkpoint import CheckpointManager, check_network_matches, read_checkpoint
+from tpcflow.models.checkpoint import check_compatible, read_checkpoint, restore_model
+from tpcflow.train.checkpoint import CheckpointManager
 from tpcflow.train.displays import draw_event
 from tpcflow.train.resolve import make_source, pick_device, resolve_network, run_directory
 from tpcflow.train.session import Runner, batch_to_device
@@ -77,10 +79,9 @@ def load_weights(cfg: Config, netcfg, device) -> tuple[dict, Path, object]:
                 "or run.id / run.output_dir of a trained run"
             )
     ckpt = read_checkpoint(path, map_location=device)
-    saved = ckpt.get("network")
-    if saved is not None and cfg.network.preset == "uresnet" and not cfg.network.overrides:
-        netcfg = network_config_from_dict(saved)
-    check_network_matches(saved, netcfg, path)
+    if cfg.network.preset == "uresnet" and not cfg.network.overrides:
+        netcfg = network_config_from_dict(ckpt["network"])
+    check_compatible(ckpt["network"], netcfg, path)
     return ckpt, path, netcfg
 
 
@@ -135,7 +136,7 @@ def infer(cfg: Config, *, echo=print, max_events: int | None = None) -> Inferenc
     metas = getattr(source, "metas", None) or source.arrays.metas
     out_metas = _output_metas(metas, source.shape)
     runner = Runner(cfg, netcfg, device, source.shape)
-    runner.model.load_state_dict(ckpt["model"])
+    restore_model(runner.model, netcfg, ckpt, file_path=wpath)
     runner.model.eval()
     runner.compile()
     echo(f"{runner.describe()}; weights {wpath}")
@@ -193,10 +194,8 @@ def infer(cfg: Config, *, echo=print, max_events: int | None = None) -> Inferenc
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as fh:
+    with atomic.atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
         if rows:
             w = csv.DictWriter(fh, fieldnames=list(rows[0]))
             w.writeheader()
             w.writerows(rows)
-    tmp.replace(path)

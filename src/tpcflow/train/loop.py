@@ -17,7 +17,8 @@ import torch
 import yaml
 
 from tpcflow.config import Config, save_yaml
-from tpcflow.train import distributed as dist
+from tpcflow.models.checkpoint import restore_model
+from tpcflow.train import distributed
 from tpcflow.train.checkpoint import CheckpointManager, get_rng_state, require_keys, set_rng_state
 from tpcflow.train.logging import MetricsLogger
 from tpcflow.train.optim import build_optimizer, build_scheduler
@@ -90,14 +91,14 @@ def train(cfg: Config, *, echo=print, stop_at: int | None = None) -> TrainResult
         checkpoint of another network configuration, ...
     """
     device = pick_device(cfg.run.compute_mode)
-    info = dist.setup(device)
+    info = distributed.setup(device)
     try:
         return _train(cfg, info, echo if info.is_main else (lambda *a, **k: None), stop_at)
     finally:
-        dist.cleanup(info)
+        distributed.cleanup(info)
 
 
-def _train(cfg: Config, info: dist.DistInfo, echo, stop_at=None) -> TrainResult:
+def _train(cfg: Config, info: distributed.DistInfo, echo, stop_at=None) -> TrainResult:
     if cfg.run.num_threads:
         torch.set_num_threads(cfg.run.num_threads)
     _seed_all(cfg.run.seed)
@@ -124,7 +125,7 @@ def _train(cfg: Config, info: dist.DistInfo, echo, stop_at=None) -> TrainResult:
         ckpt = manager.load_latest(netcfg, map_location=info.device)
         if ckpt is not None:
             require_keys(ckpt, ("optimizer", "scheduler", "rng", "loader", "iteration"), manager.latest())
-            runner.model.load_state_dict(ckpt["model"])
+            restore_model(runner.model, netcfg, ckpt, file_path=manager.latest())
             optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
             if scaler is not None and ckpt.get("scaler"):
@@ -136,7 +137,7 @@ def _train(cfg: Config, info: dist.DistInfo, echo, stop_at=None) -> TrainResult:
             start = int(ckpt["iteration"])
             echo(f"resumed from {manager.latest()} at iteration {start}")
 
-    runner.forward_model = dist.wrap_model(runner.model, info)
+    runner.forward_model = distributed.wrap_model(runner.model, info)
     runner.compile()
     result = TrainResult(
         run_dir=run_dir,
@@ -177,7 +178,7 @@ def _train(cfg: Config, info: dist.DistInfo, echo, stop_at=None) -> TrainResult:
                 optimizer.step()
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
-            metrics = dist.all_reduce_mean(acc.mean(), info)
+            metrics = distributed.all_reduce_mean(acc.mean(), info)
             elapsed = max(time.perf_counter() - t0, 1e-9)
             result.losses.append(metrics["loss"])
             result.metrics = metrics
@@ -186,7 +187,7 @@ def _train(cfg: Config, info: dist.DistInfo, echo, stop_at=None) -> TrainResult:
                 logger.log(it + 1, "train", {**metrics, "lr": lr, "img_per_s": result.images_per_second})
             logger.progress(1, loss=metrics["loss"], img_s=result.images_per_second)
             if aux is not None and (it + 1) % cfg.run.aux_iterations == 0:
-                val = dist.all_reduce_mean(evaluate(runner, aux, max_batches=1), info)
+                val = distributed.all_reduce_mean(evaluate(runner, aux, max_batches=1), info)
                 result.validation = val
                 logger.log(it + 1, "val", val)
             if (it + 1) % cfg.mode.checkpoint_iteration == 0 or it + 1 == total:

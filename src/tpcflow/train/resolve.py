@@ -16,9 +16,8 @@ from tpcflow.errors import ConfigError
 
 __all__ = [
     "autocast_context",
-    "check_image_shape",
+    "check_downsample_fits",
     "make_source",
-    "network_depth",
     "network_schema",
     "pick_device",
     "resolve_network",
@@ -43,11 +42,9 @@ def resolve_network(cfg: Config):
     ConfigError
         Unknown preset or field, or a value NetworkConfig rejects.
     """
-    from tpcflow.models.config import PRESETS
+    from tpcflow.models.registry import get_preset
 
-    if cfg.network.preset not in PRESETS:
-        raise ConfigError(f"network: unknown preset {cfg.network.preset!r}\nAvailable: {', '.join(sorted(PRESETS))}")
-    base = PRESETS[cfg.network.preset]
+    base = get_preset(cfg.network.preset)
     names = {f.name for f in dataclasses.fields(base)}
     for key in cfg.network.overrides:
         if key not in names:
@@ -60,21 +57,15 @@ def resolve_network(cfg: Config):
         raise ConfigError(f"network: {err}") from None
 
 
-def network_depth(netcfg) -> int:
-    """Number of 2x down-samplings of the network (``network_depth``)."""
-    for name in ("network_depth", "depth"):
-        if hasattr(netcfg, name):
-            return int(getattr(netcfg, name))
-    return 0
+def check_downsample_fits(shape: tuple[int, int], netcfg, downsample: int) -> None:
+    """Raise ConfigError if the downsampled image ``shape`` (H, W) cannot be halved ``network_depth`` times.
 
-
-def check_image_shape(shape: tuple[int, int], netcfg, downsample: int) -> None:
-    """Raise ConfigError if an image of ``shape`` cannot be halved ``network_depth`` times.
-
+    The run-level check, made before any data is read, with the fix in terms of ``data.downsample``;
+    the network checks each input itself (:func:`tpcflow.models.uresnet.check_image_shape`).
     Source: CosmicTagger README, "the sum of network_depth and downsample_images must be
     less than 8, since 1280 pixels / 2^8 = 5".
     """
-    depth = network_depth(netcfg)
+    depth = int(netcfg.network_depth)
     h, w = shape
     if h % (2**depth) or w % (2**depth) or h == 0 or w == 0:
         full_h, full_w = h << downsample, w << downsample

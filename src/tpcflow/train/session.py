@@ -14,7 +14,7 @@ import torch
 
 from tpcflow.config import Config, config_to_dict
 from tpcflow.errors import ConfigError
-from tpcflow.train.resolve import autocast_context, check_image_shape
+from tpcflow.train.resolve import autocast_context, check_downsample_fits
 
 __all__ = ["MeanAccumulator", "Runner", "batch_to_device", "evaluate", "stack_logits"]
 
@@ -51,7 +51,7 @@ class Runner:
         from tpcflow.models.loss import SegmentationLoss
         from tpcflow.models.registry import build_network, count_parameters
 
-        check_image_shape(tuple(image_shape), netcfg, cfg.data.downsample)
+        check_downsample_fits(tuple(image_shape), netcfg, cfg.data.downsample)
         self.cfg, self.netcfg, self.device = cfg, netcfg, device
         self.model = build_network(netcfg).to(device)
         if cfg.run.channels_last:

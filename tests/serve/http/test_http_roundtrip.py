@@ -154,14 +154,14 @@ def test_batcher_isolates_a_failing_request():
 
 
 def test_checkpoint_upload(server, tmp_path):
-    registry = pytest.importorskip("tpcflow.models.registry", reason="MODELS helper's registry not available yet")
-    if not hasattr(registry, "save_checkpoint"):
-        pytest.skip("tpcflow.models.registry.save_checkpoint not available yet")
+    from tpcflow.models import registry
+    from tpcflow.models.checkpoint import save_checkpoint
+
     url, _ = server
     config = registry.NetworkConfig(**{**_small_network_kwargs(registry)})
     net = registry.build_network(config).eval()
     ckpt = tmp_path / "net.ckpt"
-    registry.save_checkpoint(ckpt, net, config)
+    save_checkpoint(ckpt, net, config)
     x = np.random.default_rng(0).normal(size=(2, 3, 64, 64)).astype(np.float32)
     with torch.no_grad():
         expect = [t.numpy() for t in net(torch.from_numpy(x))]  # one logit tensor per plane

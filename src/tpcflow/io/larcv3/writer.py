@@ -6,14 +6,13 @@ into place on :meth:`Larcv3Writer.close`, so readers never see a partial file.
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from tpcflow import atomic
 from tpcflow.errors import DataFormatError
 from tpcflow.io.products import Event, product_key, split_key
 
@@ -125,7 +124,7 @@ class Larcv3Writer:
         self.compression = int(compression)
         if not self.path.parent.is_dir():
             raise DataFormatError("output directory does not exist", file_path=self.path.parent)
-        self._tmp = self.path.parent / f".{self.path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+        self._tmp = atomic.temporary_path(self.path)
         try:
             self._h5 = h5py.File(self._tmp, "w", track_order=False)
         except OSError as err:
@@ -223,7 +222,7 @@ class Larcv3Writer:
         try:
             self.flush()
             self._h5.close()
-            os.replace(self._tmp, self.path)
+            atomic.commit(self._tmp, self.path)
         except BaseException:
             self.abort()
             raise

@@ -104,7 +104,7 @@ def open_root(source: str | Path, *, retries: int = 3, timeout: float = 30.0, ba
     ModuleNotFoundError
         For ``root://`` URLs when ``fsspec-xrootd`` is not installed (install hint included).
     """
-    uproot = require("uproot")
+    import uproot  # imported here: it takes about a second
     if not is_remote(source):
         path = Path(source)
         if not path.is_file():

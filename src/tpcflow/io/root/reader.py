@@ -15,7 +15,6 @@ from collections.abc import Iterator
 import numpy as np
 
 from tpcflow.errors import ConfigError, DataFormatError, ProductNotFoundError
-from tpcflow.io._extras import require
 from tpcflow.io.root._source import RemoteSourceError, is_network_error, is_remote, open_root, source_name
 from tpcflow.io.root.specs import BranchSpec, Specs
 
@@ -50,7 +49,7 @@ def jagged_parts(array) -> tuple[np.ndarray, np.ndarray]:
     ``content[offsets[i]:offsets[i+1]]`` are the values of event ``i``; no copy is made when
     the layout already is a ``ListOffsetArray`` of a ``NumpyArray`` (what uproot returns).
     """
-    ak = require("awkward")
+    import awkward as ak
     layout = array.layout if isinstance(array, ak.Array) else ak.to_layout(array)
     if not hasattr(layout, "offsets"):
         layout = layout.to_ListOffsetArray64(True)
@@ -64,7 +63,7 @@ def flat_numpy(array) -> np.ndarray:
     """Return the numpy data of a flat (regular) awkward array without copying when possible."""
     if isinstance(array, np.ndarray):
         return array
-    ak = require("awkward")
+    import awkward as ak
     layout = array.layout if isinstance(array, ak.Array) else None
     if layout is not None and hasattr(layout, "data") and not hasattr(layout, "offsets"):
         return np.asarray(layout.data)
@@ -202,7 +201,7 @@ class DataReader:
 
     # ---------------------------------------------------------------- branch selection
     def _classify(self, key: str, branch) -> BranchSpec | str:
-        uproot = require("uproot")
+        import uproot  # imported here: it takes about a second
         interp = branch.interpretation
         if isinstance(interp, uproot.AsDtype):
             full = np.dtype(interp.to_dtype)  # a sub-array dtype ('<f8', (3,)) for float[3] leaves
@@ -226,7 +225,7 @@ class DataReader:
                 probe = branch.array(entry_stop=min(1, int(branch.num_entries)), library="ak")
             except Exception as err:  # uproot raises NotImplementedError/DeserializationError/...
                 return "uproot cannot read it: " + str(err).splitlines()[0]
-            ak = require("awkward")
+            import awkward as ak
             t = probe.type.content
             if isinstance(t, ak.types.ListType) and isinstance(t.content, ak.types.NumpyType):
                 return BranchSpec(kind="jagged", dtype=np.dtype(t.content.primitive).name)

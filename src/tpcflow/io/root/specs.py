@@ -20,13 +20,12 @@ JSON layout (``format = "tpcflow-root-specs"``, ``version = 1``)::
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from tpcflow import atomic
 from tpcflow.errors import ConfigError, DataFormatError
 
 __all__ = ["SPECS_FORMAT", "BranchSpec", "Specs", "load_specs", "merge_specs", "save_specs"]
@@ -199,17 +198,7 @@ class Specs:
 
 def save_specs(specs: Specs, path: str | Path) -> Path:
     """Write specs as JSON atomically (temp file + rename); return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(specs.to_dict(), fh, indent=1, allow_nan=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic.write_text(path, json.dumps(specs.to_dict(), indent=1, allow_nan=False))
 
 
 def load_specs(path: str | Path) -> Specs:

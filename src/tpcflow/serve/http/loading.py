@@ -4,7 +4,7 @@ Formats (detected from the file's content, not its name, except ONNX):
 
 * TorchScript archive (``torch.jit.save``: a zip holding ``<archive>/code/``);
 * tpcflow checkpoint (``torch.save`` dict, ``"format": "tpcflow-checkpoint"``), loaded
-  through :func:`tpcflow.models.registry.load_model`;
+  through :func:`tpcflow.models.checkpoint.load_model`;
 * ONNX (``.onnx``), through onnxruntime when it is installed (optional extra ``onnx``).
 """
 
@@ -153,13 +153,8 @@ def load_runner(path: Path, fmt: str, name: str, input_names: list[str], threads
             raise ModelFormatError(f"cannot load TorchScript archive: {err}", file_path=path) from None
         return _torch_runner(module, name, threads)
     if fmt == "checkpoint":
-        try:
-            from tpcflow.models.registry import load_model
-        except ImportError:
-            raise ModelFormatError(
-                "tpcflow checkpoints need tpcflow.models.registry.load_model, which is not available",
-                file_path=path,
-            ) from None
+        from tpcflow.models.checkpoint import load_model
+
         try:
             module, _config = load_model(path, map_location="cpu")
         except Exception as err:  # load_model raises DataFormatError; torch its own

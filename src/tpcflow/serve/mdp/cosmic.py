@@ -40,15 +40,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def _meta_attrs(meta) -> dict:
-    return {
-        "projection_id": int(meta.projection_id),
-        "number_of_voxels": [int(n) for n in meta.number_of_voxels],
-        "image_sizes": [float(s) for s in meta.image_sizes],
-        "origin": [float(o) for o in meta.origin],
-    }
-
-
 def encode_request(event_id, projections, *, compression: str | None = "lz4") -> list:
     """Encode the planes of one event (list of :class:`~tpcflow.io.SparseProjection`) as a request."""
     eid = None if event_id is None else tuple(int(x) for x in (event_id.as_tuple() if hasattr(event_id, "as_tuple") else event_id))
@@ -56,7 +47,7 @@ def encode_request(event_id, projections, *, compression: str | None = "lz4") ->
     for k, proj in enumerate(projections):
         frames += codec.encode_coo(
             np.asarray(proj.index), np.asarray(proj.values, dtype=np.float32), tuple(proj.meta.number_of_voxels),
-            name=f"plane{k}", compression=compression, event_id=eid, attrs={"meta": _meta_attrs(proj.meta)},
+            name=f"plane{k}", compression=compression, event_id=eid, attrs={"meta": proj.meta.to_dict()},
         )
     return frames
 
@@ -259,7 +250,7 @@ def load_predictor(*, model_path=None, module_path=None, device=None, precision=
         return load_user_module(module_path)
     if not Path(model_path).is_file():
         raise ConfigError(f"--model: {str(model_path)!r} does not exist")
-    from tpcflow.models.registry import load_model
+    from tpcflow.models.checkpoint import load_model
 
     model, _config = load_model(model_path, map_location="cpu")
     return torch_predictor(model, device=device, precision=precision)

@@ -24,7 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from tpcflow import atomic
 from tpcflow.errors import ConfigError, DataFormatError, ProtocolError
+from tpcflow.io.products import ImageMeta
 from tpcflow.serve.mdp.client import Client
 from tpcflow.serve.mdp.cosmic import decode_reply, encode_request
 
@@ -59,7 +61,7 @@ class _Sidecar:
                     f"(inputs/producer differ); remove it to start again"
                 )
         else:
-            self._atomic_write(mpath, json.dumps(manifest, indent=1).encode())
+            atomic.write_bytes(mpath, json.dumps(manifest, indent=1).encode())
         self.where: dict[int, tuple[Path, int]] = {}  # entry -> (chunk, row)
         for chunk in sorted(self.dir.glob("chunk-*.npz")):
             with np.load(chunk) as z:
@@ -67,14 +69,6 @@ class _Sidecar:
                     self.where.setdefault(int(entry), (chunk, row))
         self._cache: dict[Path, dict] = {}
 
-    @staticmethod
-    def _atomic_write(path: Path, data: bytes) -> None:
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
 
     def flush(self, results: list) -> None:
         """Write finished entries ``[(entry, event_id, metas, index_per_plane, labels, scores)]``."""
@@ -83,22 +77,17 @@ class _Sidecar:
         entries = np.array([r[0] for r in results], np.int64)
         eids = np.array([r[1] for r in results], np.int64).reshape(-1, 3)
         counts = np.array([[len(ix) for ix in r[3]] for r in results], np.int64)
-        metas = np.array([[[*m["number_of_voxels"], *m["image_sizes"], *m["origin"], m["projection_id"]]
-                           for m in r[2]] for r in results], np.float64)
+        metas = np.array([json.dumps([m.to_dict() for m in r[2]]) for r in results])
         cat = lambda k, dt: np.concatenate([np.asarray(a, dt) for r in results for a in r[k]] or [np.zeros(0, dt)])  # noqa: E731
         chunk = self.dir / f"chunk-{int(entries.min()):09d}-{uuid.uuid4().hex[:8]}.npz"
-        tmp = chunk.with_name("." + chunk.name + ".tmp")
-        with open(tmp, "wb") as fh:
+        with atomic.atomic_path(chunk) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, entries=entries, event_ids=eids, counts=counts, metas=metas,
                      index=cat(3, np.uint64), labels=cat(4, np.uint8), scores=cat(5, np.float32))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, chunk)
         for row, e in enumerate(entries.tolist()):
             self.where.setdefault(e, (chunk, row))
 
     def load(self, entry: int):
-        """Return ``(event_id, metas (P, 7), [(index, labels, scores)] per plane)`` of a done entry."""
+        """Return ``(event_id, [ImageMeta] per plane, [(index, labels, scores)] per plane)`` of a done entry."""
         chunk, row = self.where[entry]
         z = self._cache.get(chunk)
         if z is None:
@@ -113,18 +102,18 @@ class _Sidecar:
         for p in range(nplanes):
             a, b = z["offsets"][row * nplanes + p], z["offsets"][row * nplanes + p + 1]
             planes.append((z["index"][a:b], z["labels"][a:b], z["scores"][a:b]))
-        return tuple(z["event_ids"][row].tolist()), z["metas"][row], planes
+        metas = [ImageMeta.from_dict(d) for d in json.loads(str(z["metas"][row]))]
+        return tuple(z["event_ids"][row].tolist()), metas, planes
 
 
 def _write_output(output: Path, n: int, side: _Sidecar, out_producer: str, compression: int) -> None:
-    from tpcflow.io import Event, EventID, ImageMeta, Larcv3Writer, SparseProjection
+    from tpcflow.io import Event, EventID, Larcv3Writer, SparseProjection
 
     with Larcv3Writer(output, compression=compression) as writer:
         for entry in range(n):
             eid, metas, planes = side.load(entry)
             labels, scores = [], []
-            for m, (index, lab, sc) in zip(metas, planes):
-                meta = ImageMeta(int(m[6]), (int(m[0]), int(m[1])), (float(m[2]), float(m[3])), (float(m[4]), float(m[5])))
+            for meta, (index, lab, sc) in zip(metas, planes, strict=True):
                 labels.append(SparseProjection(meta, index, lab.astype(np.float32)))
                 scores.append(SparseProjection(meta, index, sc.astype(np.float32)))
             writer.write(Event(EventID(*eid), {f"sparse2d/{out_producer}": labels,
@@ -189,7 +178,7 @@ def submit_files(
     reader = open_larcv3(paths, products=[key])
     n = len(reader)
     manifest = {"inputs": [str(p.resolve()) for p in reader.files], "sizes": [p.stat().st_size for p in reader.files],
-                "entries": n, "producer": producer, "out_producer": out_producer}
+                "entries": n, "producer": producer, "out_producer": out_producer, "sidecar_version": 2}
     side = _Sidecar(output, manifest)
     todo = [e for e in range(n) if e not in side.where]
     skipped = n - len(todo)
@@ -209,9 +198,7 @@ def submit_files(
                 if not planes:
                     raise DataFormatError(f"product {key!r} has no projection", file_path=reader.locate(entry)[0],
                                           entry=entry)
-                requests[entry] = (ev.event_id.as_tuple(), [p.index for p in planes],
-                                   [{"number_of_voxels": list(p.meta.number_of_voxels), "image_sizes": list(p.meta.image_sizes),
-                                     "origin": list(p.meta.origin), "projection_id": p.meta.projection_id} for p in planes])
+                requests[entry] = (ev.event_id.as_tuple(), [p.index for p in planes], [p.meta for p in planes])
                 yield entry, encode_request(ev.event_id, planes, compression=compression)
 
         done: list = []

@@ -1,36 +1,21 @@
-"""Atomic writes of trained models for serving: TorchScript archive, state dict, JSON, labels."""
+"""Trained models exported for serving: TorchScript archive and JSON, written atomically."""
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 
-__all__ = ["atomic_write", "save_torchscript", "write_json"]
+from tpcflow.atomic import atomic_write, write_text
 
-
-def atomic_write(path: Path, write) -> Path:
-    """Call ``write(tmp_path)`` then rename the temp file onto ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+__all__ = ["save_torchscript", "write_json"]
 
 
 def write_json(path: Path, obj) -> Path:
     """Write ``obj`` as indented JSON atomically."""
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=1) + "\n"))
+    return write_text(path, json.dumps(obj, indent=1) + "\n")
 
 
 def save_torchscript(model: torch.nn.Module, example: torch.Tensor, path: Path) -> Path:

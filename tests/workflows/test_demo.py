@@ -1,4 +1,4 @@
-"""A tiny `tpcflow demo`: every stage runs and writes its outputs."""
+"""A tiny `tpcflow demo`: every stage, serving included, runs and writes its outputs."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from conftest import TINY_NETWORK, data_path
 
 from tpcflow.cli.main import main
 from tpcflow.io import open_larcv3
-from tpcflow.train.demo import DemoSettings, demo_stages, run_demo
+from tpcflow.workflows.demo import DemoSettings, demo_stages, run_demo
 
 
 
@@ -32,7 +32,10 @@ def test_demo_stages_tiny(tmp_path):
     )
     lines = []
     state = run_demo(settings, echo=lines.append)
-    assert [name for name, _ in demo_stages()] == ["generate", "train", "evaluate", "inference", "report"]
+    assert [name for name, _ in demo_stages()] == ["generate", "train", "evaluate", "inference", "serve", "report"]
+    # the served network answers exactly as the direct inference of the same checkpoint
+    same, total = state.served_agreement
+    assert total > 0 and same == total
     out = tmp_path / "demo"
     # before / after / inference columns, all with CosmicTagger's averaged metrics
     for column in ("untrained (held-out)", "trained (held-out)", "inference: synthetic", "inference: real"):
@@ -79,7 +82,7 @@ def test_demo_cli_help(capsys):
 
 
 def test_real_file_search(tmp_path, monkeypatch):
-    from tpcflow.train.demo import find_real_file
+    from tpcflow.workflows.demo import find_real_file
 
     real = data_path("larcv3/cosmic_tagging_light.h5")
     monkeypatch.delenv("TPCFLOW_DATA", raising=False)

@@ -26,7 +26,8 @@ from tpcflow.errors import ConfigError
 from tpcflow.io.root import save_specs
 from tpcflow.loader.root_generator import DataGenerator
 from tpcflow.loader.root_torch import RootIterableDataset
-from tpcflow.train._export import atomic_write, save_torchscript, write_json
+from tpcflow.atomic import atomic_write
+from tpcflow.workflows.export import save_torchscript, write_json
 
 __all__ = ["RootTrainParams", "load_user_model", "train_root"]
 

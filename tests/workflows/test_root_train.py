@@ -14,7 +14,7 @@ from tpcflow.cli.main import main
 from tpcflow.errors import ConfigError
 from tpcflow.io.root import load_specs
 from tpcflow.loader.root_generator import DataGenerator
-from tpcflow.train.root_workflow import RootTrainParams, load_user_model, train_root
+from tpcflow.workflows.root_train import RootTrainParams, load_user_model, train_root
 
 HZZ = "root/uproot-HZZ.root"
 MODEL = """

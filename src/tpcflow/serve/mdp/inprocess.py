@@ -1,6 +1,8 @@
-"""All-in-one: broker + worker on 127.0.0.1 in threads, submit the files, stop everything.
+"""An in-process deployment: a broker with the network as its local worker, submit, stop.
 
-Used by ``tpcflow demo`` to segment its sample events through the inference service.
+One call serves a checkpoint on ``tcp://127.0.0.1`` (ephemeral port), segments larcv3 files
+through it exactly as ``tpcflow submit`` does, and stops the broker: for notebooks, tests and
+the ``serve`` stage of :mod:`tpcflow.workflows.demo`.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def segment_via_broker(
     Parameters
     ----------
     checkpoint : path
-        tpcflow checkpoint or TorchScript file (``tpcflow.models.registry.load_model``).
+        tpcflow checkpoint or TorchScript file (``tpcflow.models.checkpoint.load_model``).
     inputs : path or list of paths
         larcv3 files with ``sparse2d/<producer>``.
     output : path

@@ -25,7 +25,8 @@ from tqdm import tqdm
 
 from tpcflow.errors import ConfigError, DataFormatError
 from tpcflow.models.resnet import ResNetClassifier
-from tpcflow.train._export import atomic_write, save_torchscript, write_json
+from tpcflow.atomic import atomic_write
+from tpcflow.workflows.export import save_torchscript, write_json
 
 __all__ = ["ImageTrainResult", "load_image_folder", "load_larcv2_images", "preprocess", "save_image_model",
            "train_image_classifier"]

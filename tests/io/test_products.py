@@ -1,0 +1,40 @@
+"""ImageMeta's one plain-dict form: exact round trip, clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tpcflow.errors import DataFormatError
+from tpcflow.io.products import ImageMeta
+
+_floats = st.floats(allow_nan=False, allow_infinity=False, width=64)
+
+
+@st.composite
+def metas(draw):
+    ndim = draw(st.sampled_from([2, 3]))
+    return ImageMeta(
+        projection_id=draw(st.integers(0, 2**31 - 1)),
+        number_of_voxels=tuple(draw(st.lists(st.integers(1, 2**20), min_size=ndim, max_size=ndim))),
+        image_sizes=tuple(draw(st.lists(_floats, min_size=ndim, max_size=ndim))),
+        origin=tuple(draw(st.lists(_floats, min_size=ndim, max_size=ndim))),
+        valid=draw(st.booleans()),
+    )
+
+
+@given(metas())
+def test_dict_round_trip_through_json_is_exact(meta):
+    assert ImageMeta.from_dict(json.loads(json.dumps(meta.to_dict()))) == meta
+
+
+def test_bad_dicts_are_clear_errors():
+    good = ImageMeta(1, (2048, 1280), (2048.0, 1280.0), (0.0, 0.0)).to_dict()
+    with pytest.raises(DataFormatError, match="not an ImageMeta dict.*origin"):
+        ImageMeta.from_dict({k: v for k, v in good.items() if k != "origin"})
+    with pytest.raises(DataFormatError, match="axes disagree"):
+        ImageMeta.from_dict(dict(good, origin=[0.0, 0.0, 0.0]))
+    assert ImageMeta.from_dict({k: v for k, v in good.items() if k != "valid"}).valid is True
