@@ -9,7 +9,7 @@ from conftest import data_path
 
 from tpcflow.cli.main import main
 from tpcflow.errors import DataFormatError
-from tpcflow.io.larcv2 import read_larcv2_images
+from tpcflow.io.larcv_root import read_larcv2_images
 from tpcflow.workflows.image_classify import (
     load_image_folder,
     load_larcv2_images,

@@ -1,8 +1,8 @@
 """tpcflow.io: read and write LArTPC data (larcv3 HDF5; larcv2 and plain ROOT via submodules).
 
 ``tpcflow.io.larcv3`` (numpy + h5py) is exported here.  The ROOT readers
-(``tpcflow.io.larcv2``, ``tpcflow.io.root``) import uproot, so they are not
-imported eagerly: ``from tpcflow.io.larcv2 import read_larcv2_images``.
+(``tpcflow.io.larcv_root``, ``tpcflow.io.root``) import uproot, so they are not
+imported eagerly: ``from tpcflow.io.larcv_root import read_larcv2_images``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""What ``tpcflow info`` reports about a file: larcv3 HDF5, larcv2 ROOT or plain ROOT.
+"""What ``tpcflow info`` reports about a file: larcv3 HDF5, larcv1 / larcv2 ROOT or plain ROOT.
 
 :func:`summarize_file` detects the format from the file's first bytes (HDF5
 signature, or ``root``) and returns a JSON-ready dict; :func:`format_text`
@@ -176,84 +176,6 @@ def _larcv3(path: Path, events: bool) -> dict:
 
 
 # -- ROOT -------------------------------------------------------------------------------------
-def _is_larcv2(path: Path) -> bool:
-    from tpcflow.io.larcv2 import open_root_file
-
-    with open_root_file(path) as f:
-        for name, cls in f.classnames(cycle=False).items():
-            if cls == "TTree" and name.endswith("_tree"):
-                branches = f[name].branches
-                if branches and branches[0].typename.startswith("larcv::"):
-                    return True
-    return False
-
-
-def _larcv2_events(path: Path, trees: dict[str, int]) -> list[dict]:
-    """Event skeletons with run/subrun/event from the first tree (image2d first) that has them."""
-    from tpcflow.io.larcv2 import read_larcv2_event_ids
-
-    names = sorted(trees, key=lambda t: not t.startswith("image2d_"))
-    ids = np.full((max(trees.values(), default=0), 3), -1, np.int64)
-    for name in names:
-        ptype, _, producer = name[: -len("_tree")].partition("_")
-        try:
-            ids = read_larcv2_event_ids(path, producer, ptype=ptype)
-            break
-        except DataFormatError:
-            continue
-    return [{"entry": i, "run": int(a), "subrun": int(b), "event": int(c), "products": {}}
-            for i, (a, b, c) in enumerate(ids)]
-
-
-def _larcv2(path: Path, events: bool) -> dict:
-    from tpcflow.io.larcv2 import list_larcv2_trees, read_larcv2_images, read_larcv2_particles
-
-    trees = {k: v for k, v in list_larcv2_trees(path).items() if k.endswith("_tree")}
-    products = []
-    evs = _larcv2_events(path, trees) if events else None
-    entries = max(trees.values()) if trees else 0
-    for name, n in trees.items():
-        stem = name[: -len("_tree")] if name.endswith("_tree") else name
-        ptype, _, producer = stem.partition("_")
-        info: dict = {"type": ptype, "producer": producer, "entries": n}
-        if ptype == "image2d":
-            images, metas = read_larcv2_images(path, producer)
-            nz = images != 0
-            info["projections"] = int(images.shape[1])
-            info["number_of_voxels"] = list(images.shape[2:])
-            info["voxels"] = int(nz.sum())
-            info["occupancy"] = float(nz.mean()) if images.size else 0.0
-            info["value_min"] = float(images.min()) if images.size else None
-            info["value_max"] = float(images.max()) if images.size else None
-            if evs is not None:
-                cnt = nz.sum(axis=(2, 3))
-                sums = images.sum(axis=(2, 3), dtype=np.float64)
-                for e in range(min(len(evs), images.shape[0])):
-                    evs[e]["products"][f"image2d/{producer}"] = [
-                        {"voxels": int(cnt[e, p]), "sum": float(sums[e, p])} for p in range(images.shape[1])
-                    ]
-        elif ptype == "particle":
-            try:
-                parts = read_larcv2_particles(path, producer)
-            except DataFormatError:
-                parts = None
-            if parts is not None:
-                energies = np.concatenate([p["energy_init"] for p in parts]) if parts else np.zeros(0)
-                info["particles"] = int(energies.size)
-                info["energy_init_min"] = float(energies.min()) if energies.size else None
-                info["energy_init_max"] = float(energies.max()) if energies.size else None
-                if evs is not None:
-                    for e, p in enumerate(parts[: len(evs)]):
-                        evs[e]["products"][f"particle/{producer}"] = [
-                            {"pdg": int(a), "energy_init": float(b)} for a, b in zip(p["pdg"], p["energy_init"])
-                        ]
-        products.append(info)
-    out = {"file": str(path), "format": "larcv2", "entries": entries, "products": products}
-    if events:
-        out["events"] = evs or []
-    return out
-
-
 def _plain_root(path: Path) -> dict:
     try:
         from tpcflow.io.root import summarize
@@ -263,7 +185,7 @@ def _plain_root(path: Path) -> dict:
         d = summarize(path)
         d.update({"file": str(path), "format": "root"})
         return d
-    from tpcflow.io.larcv2 import list_larcv2_trees
+    from tpcflow.io.larcv_root import list_larcv2_trees
 
     trees = list_larcv2_trees(path)
     return {"file": str(path), "format": "root", "trees": trees, "entries": max(trees.values(), default=0)}
@@ -281,8 +203,10 @@ def summarize_file(path, *, events: bool = False) -> dict:
     kind = detect_format(path)
     if kind == "hdf5":
         return _larcv3(path, events)
-    if _is_larcv2(path):
-        return _larcv2(path, events)
+    from tpcflow.io._summary_larcv_root import is_larcv_root, summarize_larcv_root
+
+    if is_larcv_root(path):
+        return summarize_larcv_root(path, events=events)
     return _plain_root(path)
 
 
@@ -310,6 +234,8 @@ def format_text(d: dict) -> str:
         grid = "x".join(str(n) for n in p.get("number_of_voxels", [])) or "-"
         count = p.get("voxels", p.get("particles", p.get("boxes")))
         unit = "" if "voxels" in p or count is None else (" particles" if "particles" in p else " boxes")
+        if "bad_wires" in p:  # chstatus
+            count, unit = sum(p["bad_wires"]), f" bad of {sum(p['wires']):,} wires"
         occ = p.get("occupancy")
         rows.append([
             f"{p['type']}/{p['producer']}", _fmt(p.get("projections")), grid,
@@ -320,6 +246,11 @@ def format_text(d: dict) -> str:
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
     for row in [header, *rows]:
         lines.append("  " + "  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip())
+    for p in d["products"]:
+        for key, label in (("error", "not read"), ("skipped", "skipped"), ("unreadable", "fields not read")):
+            if p.get(key):
+                what = "; ".join(p[key]) if isinstance(p[key], list) else p[key]
+                lines.append(f"  {p['type']}/{p['producer']}: {label}: {what}")
     for ev in d.get("events", []):
         lines.append(f"  entry {ev['entry']}: run {ev['run']} subrun {ev['subrun']} event {ev['event']}")
         for key, items in ev["products"].items():

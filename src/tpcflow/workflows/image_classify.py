@@ -33,7 +33,7 @@ __all__ = ["ImageTrainResult", "load_image_folder", "load_larcv2_images", "prepr
 
 
 def _read_larcv2(path, producer):
-    from tpcflow.io.larcv2 import list_larcv2_trees, read_larcv2_images
+    from tpcflow.io.larcv_root import list_larcv2_trees, read_larcv2_images
 
     if producer is None:
         trees = [t for t in list_larcv2_trees(path) if t.startswith("image2d_") and t.endswith("_tree")]

@@ -8,7 +8,7 @@ import uproot
 from conftest import data_path
 
 from tpcflow.errors import DataFormatError, ProductNotFoundError
-from tpcflow.io.larcv2 import (
+from tpcflow.io.larcv_root import (
     list_larcv2_trees,
     read_larcv2_event_ids,
     read_larcv2_images,
