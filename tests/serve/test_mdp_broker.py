@@ -141,7 +141,8 @@ def _recv(broker: Broker):
 
 def test_redispatch_when_worker_expires_injected_clock(ctx):
     """State machine driven by hand with ``now``: a silent busy worker loses its request to another."""
-    broker = Broker("inproc://redispatch", heartbeat_interval=1.0, heartbeat_liveness=3, context=ctx)
+    broker = Broker("inproc://redispatch", heartbeat_interval=1.0, heartbeat_liveness=3, busy_worker_timeout=2.0,
+                    context=ctx)
     try:
         w1, w2, cl = (_dealer(ctx, broker.endpoint) for _ in range(3))
         w1.send_multipart([b"", P.WORKER_HEADER, P.READY, b"svc"])
@@ -176,7 +177,8 @@ def test_redispatch_when_worker_expires_injected_clock(ctx):
 
 
 def test_request_fails_after_max_attempts(ctx):
-    broker = Broker("inproc://attempts", heartbeat_interval=1.0, heartbeat_liveness=1, max_attempts=2, context=ctx)
+    broker = Broker("inproc://attempts", heartbeat_interval=1.0, heartbeat_liveness=1, busy_worker_timeout=1.0,
+                    max_attempts=2, context=ctx)
     try:
         cl = _dealer(ctx, broker.endpoint)
         cl.send_multipart([b"", P.CLIENT_HEADER, P.REQUEST, b"svc", P.pack_rid(1), b"p"])
@@ -241,6 +243,55 @@ def test_rfc18_text_framing_peers_are_served_in_their_framing(ctx):
         assert cl.recv_multipart() == [P.CLIENT_HEADER, P.RFC_FINAL, b"mmi.service", b"200"]
         broker.tick(5.0)  # silent worker expires: DISCONNECT in its own framing
         assert [P.WORKER_HEADER, P.DISCONNECT] in _drain(w)
+        for s in (w, cl):
+            s.close(0)
+    finally:
+        broker.socket.close(0)
+
+
+def test_busy_worker_expiry_is_separate_from_idle_liveness(ctx):
+    """A busy worker that stays silent (no heartbeats while busy, as majortomo's) lives for
+    busy_worker_timeout after its last message; an idle one for liveness * interval."""
+    broker = Broker("inproc://busy", heartbeat_interval=1.0, heartbeat_liveness=3, busy_worker_timeout=60.0,
+                    context=ctx)
+    try:
+        busy, idle, cl = (_dealer(ctx, broker.endpoint) for _ in range(3))
+        busy.send_multipart([b"", P.WORKER_HEADER, P.READY, b"svc"])
+        broker.handle(_recv(broker), now=0.0)
+        cl.send_multipart([b"", P.CLIENT_HEADER, P.REQUEST, b"svc", P.pack_rid(7), b"long"])
+        broker.handle(_recv(broker), now=1.0)  # dispatched at 1.0: busy until 61.0
+        idle.send_multipart([b"", P.WORKER_HEADER, P.READY, b"other"])
+        broker.handle(_recv(broker), now=1.0)
+        broker.tick(now=4.0)  # idle worker silent for 3 s: expired; the busy one is not
+        assert [w.service for w in broker.workers.values()] == [b"svc"]
+        assert broker.services[b"svc"].stats()["busy"] == 1
+        broker.tick(now=60.9)
+        assert broker.services[b"svc"].stats()["busy"] == 1
+        broker.tick(now=61.0)  # silent past busy_worker_timeout: dead, the request fails over (no other worker)
+        assert not broker.workers and broker.counters["workers_expired"] == 2
+        for s in (busy, idle, cl):
+            s.close(0)
+    finally:
+        broker.socket.close(0)
+    with pytest.raises(ValueError, match="busy_worker_timeout"):
+        Broker("inproc://busy-bad", busy_worker_timeout=-1.0, context=ctx)
+
+
+def test_worker_seen_heartbeating_while_busy_is_held_to_liveness(ctx):
+    broker = Broker("inproc://beats", heartbeat_interval=1.0, heartbeat_liveness=3, busy_worker_timeout=60.0,
+                    context=ctx)
+    try:
+        w, cl = _dealer(ctx, broker.endpoint), _dealer(ctx, broker.endpoint)
+        w.send_multipart([b"", P.WORKER_HEADER, P.READY, b"svc"])
+        broker.handle(_recv(broker), now=0.0)
+        cl.send_multipart([b"", P.CLIENT_HEADER, P.REQUEST, b"svc", P.pack_rid(1), b"x"])
+        broker.handle(_recv(broker), now=0.0)
+        w.send_multipart([b"", P.WORKER_HEADER, P.HEARTBEAT])  # heartbeats while busy (tpcflow's Worker)
+        broker.handle(_recv(broker), now=1.0)
+        broker.tick(now=3.9)
+        assert broker.workers
+        broker.tick(now=4.0)  # then silent for 3 s: dead although busy_worker_timeout is 60 s
+        assert not broker.workers
         for s in (w, cl):
             s.close(0)
     finally:

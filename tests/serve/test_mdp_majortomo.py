@@ -94,3 +94,38 @@ def test_our_client_and_worker_against_majortomo_broker(ctx):
     finally:
         mb.stop()
         bt.join(5)
+
+
+def test_busy_majortomo_worker_without_heartbeats_is_not_expired(ctx):
+    """majortomo's worker sends no heartbeat while it processes: a request 4x longer than the idle
+    expiry completes, and the worker is not taken for dead (busy_worker_timeout, issue 12)."""
+    import time
+
+    broker = Broker("tcp://127.0.0.1:0", heartbeat_interval=HB, heartbeat_liveness=3, busy_worker_timeout=30 * HB,
+                    context=ctx)
+    long_s = 12 * HB  # idle expiry is 3 * HB
+
+    def slow_worker():
+        w = majortomo.Worker(broker.endpoint, b"slow", heartbeat_interval=HB, heartbeat_timeout=HB * 40,
+                             zmq_context=ctx)
+        w.connect()
+        try:
+            client_addr, request = w.wait_for_request()
+            time.sleep(long_s)  # busy: no heartbeats
+            w.send_reply_final(client_addr, [b"done " + request[0]])
+        finally:
+            w.close()
+
+    with running(broker):
+        t = threading.Thread(target=slow_worker, daemon=True)
+        t.start()
+        with client(broker.endpoint, ctx) as ours:
+            ours.wait_for_service("slow", 5)
+            t0 = time.monotonic()
+            assert ours.request("slow", [b"x"]) == [b"done x"]
+            assert time.monotonic() - t0 >= long_s
+        stats = broker.stats()
+        assert stats["broker"].get("workers_expired", 0) == 0
+        assert stats["services"]["slow"]["redispatched"] == 0
+    t.join(5)
+    assert not t.is_alive()

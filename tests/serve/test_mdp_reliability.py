@@ -56,7 +56,9 @@ def test_kill9_busy_worker_request_completes_on_another(ctx, tmp_path):
     marks = tmp_path / "marks"
     marks.mkdir()
     env = {**os.environ, "MARK_DIR": str(marks), "SLEEP": "1.0"}
-    broker = Broker("tcp://127.0.0.1:0", heartbeat_interval=HB, heartbeat_liveness=5, context=ctx)
+    # busy_worker_timeout: the victim may be killed before its first heartbeat while busy
+    broker = Broker("tcp://127.0.0.1:0", heartbeat_interval=HB, heartbeat_liveness=5, busy_worker_timeout=3.0,
+                    context=ctx)
     procs = []
     with running(broker):
         try:

@@ -14,7 +14,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--bind", default="tcp://127.0.0.1:5555", help="ZeroMQ endpoint to bind")
     parser.add_argument("--heartbeat-interval", type=float, default=2.5, help="seconds between heartbeats")
     parser.add_argument("--heartbeat-liveness", type=int, default=4,
-                        help="heartbeats a worker may miss before it is dead and its request re-dispatched")
+                        help="heartbeats an idle worker may miss before it is dead")
+    parser.add_argument("--busy-worker-timeout", type=float, default=120.0,
+                        help="seconds a busy worker may stay silent (majortomo-style workers send no heartbeats "
+                             "while busy) before it is dead and its request re-dispatched")
     parser.add_argument("--unknown-service-timeout", type=float, default=0.0,
                         help="seconds a request to a service without workers waits before a 404 error reply (0: at once)")
     parser.add_argument("--max-attempts", type=int, default=3,
@@ -45,7 +48,7 @@ def build_broker(args, ctx, bind: str):
             raise ConfigError("--curve-secret and --curve-allowed must be given together")
         curve = CurveServer(args.curve_secret, args.curve_allowed, worker_dir=args.curve_workers, context=ctx)
     return Broker(bind, heartbeat_interval=args.heartbeat_interval, heartbeat_liveness=args.heartbeat_liveness,
-                  unknown_service_timeout=args.unknown_service_timeout, max_attempts=args.max_attempts,
+                  busy_worker_timeout=args.busy_worker_timeout, unknown_service_timeout=args.unknown_service_timeout, max_attempts=args.max_attempts,
                   context=ctx, curve=curve)
 
 

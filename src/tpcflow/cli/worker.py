@@ -41,6 +41,8 @@ def add_arguments(parser) -> None:
                         help="directory of public keys allowed to register as workers (default: any allowed key)")
     hosted.add_argument("--unknown-service-timeout", type=float, default=0.0,
                         help="seconds a request to a service without workers waits before a 404 error reply")
+    hosted.add_argument("--busy-worker-timeout", type=float, default=120.0,
+                        help="seconds a busy remote worker may stay silent before its request is re-dispatched")
     hosted.add_argument("--max-attempts", type=int, default=3,
                         help="workers that may die on one request before it fails with a 500 error reply")
     parser.add_argument("-v", "--verbose", action="store_true", help="log reconnects and batches")

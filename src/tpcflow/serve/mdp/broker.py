@@ -37,7 +37,14 @@ class Broker(BrokerState):
     heartbeat_interval : float
         Seconds between heartbeats sent to each worker [s].
     heartbeat_liveness : int
-        A worker silent for ``liveness * interval`` seconds is dead; its request is re-dispatched.
+        An idle worker silent for ``liveness * interval`` seconds is dead.
+    busy_worker_timeout : float
+        A busy worker silent for this long [s] after its request was dispatched (or after its
+        last message) is dead, and its request is re-dispatched.  majortomo-style workers send
+        no heartbeats while busy; the default of 120 s lets them run a 60 s request with a 2x
+        margin and still re-dispatches a crashed worker's request within two minutes
+        (ublarcvserver's broker allowed 900 s).  A worker once seen heartbeating while busy
+        (tpcflow's workers do) is held to the heartbeat liveness even when busy.
     unknown_service_timeout : float
         A request to a service with no worker waits this long [s] for one to register, then gets a
         404 error reply; ``0`` answers at once.
@@ -65,13 +72,14 @@ class Broker(BrokerState):
         *,
         heartbeat_interval: float = 2.5,
         heartbeat_liveness: int = 4,
+        busy_worker_timeout: float = 120.0,
         unknown_service_timeout: float = 0.0,
         max_attempts: int = 3,
         context: zmq.Context | None = None,
         curve=None,
     ):
         super().__init__(heartbeat_interval=heartbeat_interval, heartbeat_liveness=heartbeat_liveness,
-                         unknown_service_timeout=unknown_service_timeout, max_attempts=max_attempts, curve=curve)
+                         busy_worker_timeout=busy_worker_timeout, unknown_service_timeout=unknown_service_timeout, max_attempts=max_attempts, curve=curve)
         self._ctx = context or zmq.Context.instance()
         self._stop = threading.Event()
         self._running = False

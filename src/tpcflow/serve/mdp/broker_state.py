@@ -30,19 +30,23 @@ class BrokerState:
     Raises
     ------
     ValueError
-        If ``heartbeat_interval <= 0`` or ``heartbeat_liveness < 1``.
+        If ``heartbeat_interval <= 0``, ``heartbeat_liveness < 1`` or ``busy_worker_timeout < 0``.
     """
 
     socket = None  # the ROUTER socket replies go to; set by the subclass
 
     def __init__(self, *, heartbeat_interval: float = 2.5, heartbeat_liveness: int = 4,
-                 unknown_service_timeout: float = 0.0, max_attempts: int = 3, curve=None):
+                 busy_worker_timeout: float = 120.0, unknown_service_timeout: float = 0.0, max_attempts: int = 3,
+                 curve=None):
         if heartbeat_interval <= 0:
             raise ValueError(f"heartbeat_interval must be > 0, but got {heartbeat_interval}")
         if heartbeat_liveness < 1:
             raise ValueError(f"heartbeat_liveness must be >= 1, but got {heartbeat_liveness}")
         self.heartbeat_interval = float(heartbeat_interval)
+        if not busy_worker_timeout >= 0:
+            raise ValueError(f"busy_worker_timeout must be >= 0, but got {busy_worker_timeout}")
         self.heartbeat_expiry = float(heartbeat_interval) * int(heartbeat_liveness)
+        self.busy_worker_timeout = float(busy_worker_timeout)
         self.unknown_service_timeout = float(unknown_service_timeout)
         self.max_attempts = int(max_attempts)
         self.services: dict[bytes, ServiceState] = {}
@@ -72,7 +76,12 @@ class BrokerState:
 
     def tick(self, now: float) -> None:
         """Expire silent workers (re-dispatching their requests), send heartbeats, expire orphans."""
-        for w in [w for w in self.workers.values() if now >= w.expires_at]:
+        # NOTE [busy workers]: majortomo's and ublarcvserver's workers send no heartbeat while they
+        # process a request, so a busy worker is given busy_worker_timeout from its last message
+        # (dispatch counts) before it is taken for dead; idle workers expire after heartbeat_expiry.
+        # A worker seen heartbeating while busy (tpcflow's) has shown that its silence means death,
+        # so it is held to heartbeat_expiry even when busy: a crash is re-dispatched in seconds.
+        for w in [w for w in self.workers.values() if now >= w.expires_at and not self._busy_grace(w, now)]:
             log.info("worker %s of service %r expired", w.identity.hex(), w.service.decode())
             self.counters["workers_expired"] += 1
             self._send_worker(w.identity, P.DISCONNECT)
@@ -84,6 +93,10 @@ class BrokerState:
         for svc in list(self.services.values()):
             if svc.depth and not svc.workers:
                 self._expire_orphans(svc, now)
+
+    @staticmethod
+    def _busy_grace(w: WorkerState, now: float) -> bool:
+        return w.busy and not w.beats_when_busy and now < w.busy_until
 
     # ------------------------------------------------------------------ clients
     def _on_request(self, msg: P.Inbound, frames: list, now: float) -> None:
@@ -151,7 +164,9 @@ class BrokerState:
                 self._send_worker(msg.sender, P.DISCONNECT, msg.rfc)
             return
         w.expires_at = now + self.heartbeat_expiry
+        w.busy_until = now + self.busy_worker_timeout
         if cmd == P.HEARTBEAT:
+            w.beats_when_busy = w.beats_when_busy or w.busy
             return
         if cmd == P.DISCONNECT:
             self._remove_worker(w, now)
@@ -183,6 +198,7 @@ class BrokerState:
             _, w = svc.idle.popitem(last=False)  # least recently used
             req.attempts += 1
             w.request = req
+            w.busy_until = now + self.busy_worker_timeout
             if w.local is not None:
                 w.local.submit(w.identity, req.client, req.rid, req.body)
                 continue

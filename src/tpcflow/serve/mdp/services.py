@@ -54,6 +54,8 @@ class WorkerState:
     heartbeat_at: float
     user_id: str | None = None
     request: QueuedRequest | None = None
+    busy_until: float = 0.0  # while busy, not expired before this (its last message + busy_worker_timeout)
+    beats_when_busy: bool = False  # seen sending HEARTBEAT while busy: held to the idle liveness
     rfc: bool = False
     local: object | None = None  # the LocalWorker of an in-process slot (no socket, no heartbeats)
 
