@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from tpcflow.config.schema import PRECISION_ALIASES, PRECISIONS
+
 HELP = "serve a cosmic-tagger network (checkpoint, TorchScript or user module) for an MDP broker"
 DESCRIPTION = (
     "Register SERVICE with the broker and answer requests (the cosmic-tagger payload: 3 sparse "
@@ -28,7 +30,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-wait", type=float, default=0.01, help="seconds to wait for a batch to fill")
     parser.add_argument("--slots", type=int, default=None, help="requests accepted at once (default: 2 x max-batch)")
     parser.add_argument("--device", default="auto", help="torch device: auto (GPU when present), cpu, cuda, cuda:1, ...")
-    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="autocast precision")
+    parser.add_argument("--precision", choices=[*PRECISIONS, *PRECISION_ALIASES], default="float32",
+                        help="autocast precision: float32, bfloat16, or mixed (float16 on CUDA, bfloat16 on CPU); "
+                             "fp32/bf16/fp16 are aliases")
     parser.add_argument("--heartbeat-interval", type=float, default=2.5, help="seconds between heartbeats (match the broker)")
     parser.add_argument("--heartbeat-liveness", type=int, default=4, help="missed broker heartbeats before reconnecting")
     parser.add_argument("--curve-secret", default=None,
@@ -79,7 +83,7 @@ def run(args) -> int:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     _check(args)
     predict = load_predictor(model_path=args.model, module_path=args.module, device=args.device,
-                             precision=None if args.precision == "fp32" else args.precision)
+                             precision=args.precision)
     handler = CosmicTaggerHandler(predict)
     slots = args.slots or 2 * args.max_batch
     device = getattr(predict, "device", "user module")

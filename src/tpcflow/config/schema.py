@@ -22,6 +22,8 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 __all__ = [
+    "PRECISIONS",
+    "PRECISION_ALIASES",
     "Config",
     "DataConfig",
     "ModeConfig",
@@ -31,7 +33,10 @@ __all__ = [
 ]
 
 MODES = ("train", "iotest", "inference")
+#: the one precision vocabulary (CosmicTagger's run.precision); see tpcflow.models.runtime
 PRECISIONS = ("float32", "bfloat16", "mixed")
+#: short names accepted everywhere a precision is (the services' historical fp32 / bf16 / fp16)
+PRECISION_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "mixed", "float16": "mixed"}
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("flat", "one_cycle", "warmup_decay")
 LOSS_SCHEMES = ("none", "light", "even", "focal")

@@ -40,6 +40,7 @@ __all__ = [
     "restore_model",
     "save_checkpoint",
     "strip_prefixes",
+    "torch_file_format",
     "unwrap_model",
 ]
 
@@ -111,14 +112,33 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, config: NetworkCo
     return atomic.atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
-def is_torchscript(path: str | os.PathLike) -> bool:
-    """True if ``path`` is a TorchScript archive (``torch.jit.save``), not a ``torch.save`` pickle."""
+def torch_file_format(path: str | os.PathLike) -> str | None:
+    """Tell a TorchScript archive from a ``torch.save`` pickle by the archive's members.
+
+    The one detector for every loader (checkpoints, the MDP worker, the HTTP model server).
+
+    Returns
+    -------
+    "torchscript", "checkpoint" or None
+        ``torch.jit.save`` writes ``<archive>/code/`` (and ``constants.pkl``); ``torch.save``
+        writes ``<archive>/data.pkl`` only; None for anything else (not a zip, a broken zip,
+        an unreadable file).
+    """
     try:
         with zipfile.ZipFile(path) as zf:
-            return any(n.endswith("/constants.pkl") or n.startswith("code/") or "/code/" in n
-                       for n in zf.namelist())
+            names = zf.namelist()
     except (zipfile.BadZipFile, OSError):
-        return False
+        return None
+    if any(n.endswith("/constants.pkl") or n.startswith("code/") or "/code/" in n for n in names):
+        return "torchscript"
+    if any(n.endswith("data.pkl") for n in names):
+        return "checkpoint"
+    return None
+
+
+def is_torchscript(path: str | os.PathLike) -> bool:
+    """True if ``path`` is a TorchScript archive (``torch.jit.save``), not a ``torch.save`` pickle."""
+    return torch_file_format(path) == "torchscript"
 
 
 def _safe_globals() -> list:

@@ -29,9 +29,10 @@ from tpcflow.config import Config
 from tpcflow.errors import ConfigError
 from tpcflow.io.products import Event, EventID, ImageMeta, SparseProjection
 from tpcflow.models.checkpoint import check_compatible, read_checkpoint, restore_model
+from tpcflow.models.runtime import pick_device
 from tpcflow.train.checkpoint import CheckpointManager
 from tpcflow.train.displays import draw_event
-from tpcflow.train.resolve import make_source, pick_device, resolve_network, run_directory
+from tpcflow.train.resolve import make_source, resolve_network, run_directory
 from tpcflow.train.session import Runner, batch_to_device
 
 __all__ = ["PREDICTION_PRODUCER", "InferenceResult", "infer", "load_weights", "sparse_planes"]
@@ -128,7 +129,7 @@ def infer(cfg: Config, *, echo=print, max_events: int | None = None) -> Inferenc
     """
     from tpcflow.io import Larcv3Writer
 
-    device = pick_device(cfg.run.compute_mode)
+    device = pick_device(cfg.run.compute_mode, setting="run.compute_mode")
     if cfg.run.num_threads:
         torch.set_num_threads(cfg.run.num_threads)
     ckpt, wpath, netcfg = load_weights(cfg, resolve_network(cfg), device)

@@ -18,11 +18,12 @@ import yaml
 
 from tpcflow.config import Config, save_yaml
 from tpcflow.models.checkpoint import restore_model
+from tpcflow.models.runtime import pick_device
 from tpcflow.train import distributed
 from tpcflow.train.checkpoint import CheckpointManager, get_rng_state, require_keys, set_rng_state
 from tpcflow.train.logging import MetricsLogger
 from tpcflow.train.optim import build_optimizer, build_scheduler
-from tpcflow.train.resolve import make_source, pick_device, resolve_network, run_directory
+from tpcflow.train.resolve import make_source, resolve_network, run_directory
 from tpcflow.train.session import MeanAccumulator, Runner, batch_to_device, evaluate
 
 __all__ = ["TrainResult", "train"]
@@ -90,7 +91,7 @@ def train(cfg: Config, *, echo=print, stop_at: int | None = None) -> TrainResult
         Bad configuration: missing product, shape not divisible by ``2**network_depth``,
         checkpoint of another network configuration, ...
     """
-    device = pick_device(cfg.run.compute_mode)
+    device = pick_device(cfg.run.compute_mode, setting="run.compute_mode")
     info = distributed.setup(device)
     try:
         return _train(cfg, info, echo if info.is_main else (lambda *a, **k: None), stop_at)

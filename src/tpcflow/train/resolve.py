@@ -1,25 +1,20 @@
-"""Resolve the ``network`` section, the device, the data sources and the precision of a run.
+"""Resolve the ``network`` section and the data sources of a run (device and precision: :mod:`tpcflow.models.runtime`).
 
 This is the seam between :mod:`tpcflow.config` (no torch) and :mod:`tpcflow.models`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from pathlib import Path
-
-import torch
 
 from tpcflow.config import Config, NetworkSchema
 from tpcflow.errors import ConfigError
 
 __all__ = [
-    "autocast_context",
     "check_downsample_fits",
     "make_source",
     "network_schema",
-    "pick_device",
     "resolve_network",
     "run_directory",
 ]
@@ -76,30 +71,6 @@ def check_downsample_fits(shape: tuple[int, int], netcfg, downsample: int) -> No
             f"Set network.network_depth<={ok_depth} or lower data.downsample "
             f"(data.downsample + network.network_depth must not exceed {ok_depth + downsample})"
         )
-
-
-def pick_device(mode: str) -> torch.device:
-    """Return the device for ``run.compute_mode`` (auto: CUDA when present)."""
-    if mode == "cpu":
-        return torch.device("cpu")
-    if mode == "gpu":
-        if not torch.cuda.is_available():
-            raise ConfigError("run.compute_mode=gpu but no CUDA device is available; set run.compute_mode=cpu or auto")
-        return torch.device("cuda")
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def autocast_context(precision: str, device: torch.device):
-    """Return the autocast context of ``run.precision`` and whether a GradScaler is needed.
-
-    float32: no autocast.  bfloat16: bf16 autocast.  mixed: fp16 autocast with a
-    GradScaler on CUDA; on CPU (no fp16 GradScaler in the reference) it falls back to bf16.
-    """
-    if precision == "float32":
-        return contextlib.nullcontext, False
-    if precision == "bfloat16" or device.type != "cuda":
-        return (lambda: torch.autocast(device.type, dtype=torch.bfloat16)), False
-    return (lambda: torch.autocast(device.type, dtype=torch.float16)), True
 
 
 def run_directory(cfg: Config) -> Path:

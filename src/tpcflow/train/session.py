@@ -9,12 +9,12 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import numpy as np
 import torch
 
 from tpcflow.config import Config, config_to_dict
 from tpcflow.errors import ConfigError
-from tpcflow.train.resolve import autocast_context, check_downsample_fits
+from tpcflow.models.runtime import autocast_context
+from tpcflow.train.resolve import check_downsample_fits
 
 __all__ = ["MeanAccumulator", "Runner", "batch_to_device", "evaluate", "stack_logits"]
 

@@ -167,7 +167,8 @@ def _held_out_metrics(state: DemoState, model) -> dict:
     from tpcflow.train.session import Runner, evaluate
 
     cfg = state.config
-    from tpcflow.train.resolve import pick_device, resolve_network
+    from tpcflow.models.runtime import pick_device
+    from tpcflow.train.resolve import resolve_network
 
     runner = Runner(cfg, resolve_network(cfg), pick_device(cfg.run.compute_mode), state.test_arrays.shape)
     if model is not None:

@@ -11,7 +11,6 @@ Formats (detected from the file's content, not its name, except ONNX):
 from __future__ import annotations
 
 import importlib.util
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,16 +41,11 @@ def detect_format(path: Path, filename: str | None = None) -> str:
     """
     if (filename or path.name).lower().endswith(".onnx"):
         return "onnx"
-    if zipfile.is_zipfile(path):
-        try:
-            with zipfile.ZipFile(path) as zf:
-                names = zf.namelist()
-        except (zipfile.BadZipFile, OSError) as err:
-            raise ModelFormatError(f"model file is a broken zip archive: {err}", file_path=filename) from None
-        if any("/code/" in n for n in names):
-            return "torchscript"
-        if any(n.endswith("data.pkl") for n in names):
-            return "checkpoint"
+    from tpcflow.models.checkpoint import torch_file_format
+
+    fmt = torch_file_format(path)
+    if fmt is not None:
+        return fmt
     raise ModelFormatError(
         "model file is not a TorchScript archive (torch.jit.save), a tpcflow checkpoint (torch.save) "
         "or an ONNX file (*.onnx)",
@@ -60,16 +54,13 @@ def detect_format(path: Path, filename: str | None = None) -> str:
 
 
 def _torch_runner(module, name: str, threads: int | None = None) -> Runner:
-    import torch
+    from tpcflow.models.runtime import TorchRunner
 
-    module.eval()
-    n_threads = threads or torch.get_num_threads()
+    runner = TorchRunner(module, device="cpu", threads=threads)
 
     def run(inputs: list[np.ndarray]) -> list[np.ndarray]:
-        tensors = [torch.from_numpy(np.require(a, requirements=["C", "W"])) for a in inputs]
         try:
-            with torch.inference_mode():
-                out = module(*tensors)
+            out = runner(*inputs)
         except Exception as err:  # torch raises RuntimeError/TypeError/IndexError... on bad shapes
             shapes = ", ".join(str(tuple(a.shape)) for a in inputs)
             msg = str(err).strip().splitlines()
@@ -78,12 +69,7 @@ def _torch_runner(module, name: str, threads: int | None = None) -> Runner:
             ) from None
         return _outputs_to_numpy(out, name)
 
-    def init_thread() -> None:
-        # MKL's thread count is per thread: without this a new thread uses every
-        # core, and the idle BLAS threads spin (measured: 5x the CPU per request)
-        torch.set_num_threads(n_threads)
-
-    run.init_thread = init_thread  # type: ignore[attr-defined]
+    run.init_thread = runner.init_thread  # type: ignore[attr-defined]
     return run
 
 

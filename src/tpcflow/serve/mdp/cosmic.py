@@ -183,41 +183,16 @@ class CosmicTaggerHandler:
         return replies
 
 
-def _device(device: str | None):
-    import torch
-
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def torch_predictor(model, *, device: str | None = None, precision: str | None = None):
     """Wrap a torch module as ``predict(images ndarray) -> output`` on ``device`` with autocast.
 
-    Parameters
-    ----------
-    precision : {None, "fp32", "bf16", "fp16"}
-        Autocast dtype; None / "fp32" runs in float32.
+    A :class:`~tpcflow.models.runtime.TorchRunner`: ``device`` as
+    :func:`~tpcflow.models.runtime.pick_device`, ``precision`` in the one vocabulary
+    (``float32``, ``bfloat16``, ``mixed``, or ``fp32`` / ``bf16`` / ``fp16``).
     """
-    import torch
+    from tpcflow.models.runtime import TorchRunner
 
-    dev = _device(device)
-    dtypes = {None: None, "fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-    if precision not in dtypes:
-        raise ConfigError(f"precision: {precision!r} is not one of fp32, bf16, fp16")
-    amp = dtypes[precision]
-    model = model.to(dev).eval()
-
-    def predict(images: np.ndarray):
-        x = torch.from_numpy(images).to(dev, non_blocking=True)
-        with torch.inference_mode():
-            if amp is not None:
-                with torch.autocast(device_type=dev.type, dtype=amp):
-                    return model(x)
-            return model(x)
-
-    predict.device = dev
-    return predict
+    return TorchRunner(model, device=device, precision=precision)
 
 
 def load_user_module(path):
