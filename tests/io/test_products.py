@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -38,3 +40,19 @@ def test_bad_dicts_are_clear_errors():
     with pytest.raises(DataFormatError, match="axes disagree"):
         ImageMeta.from_dict(dict(good, origin=[0.0, 0.0, 0.0]))
     assert ImageMeta.from_dict({k: v for k, v in good.items() if k != "valid"}).valid is True
+
+
+@given(st.integers(1, 40), st.integers(1, 40), st.data())
+def test_cosmic_tagger_layout_is_the_transpose_of_the_native_plane(w_n, h_n, data):
+    from tpcflow.io.products import SparseProjection, image_coordinates, image_index, image_shape
+
+    nv = (w_n, h_n)  # larcv3 number_of_voxels of a 2D projection
+    index = np.unique(np.asarray(data.draw(st.lists(st.integers(0, w_n * h_n - 1), max_size=30)), np.uint64))
+    values = np.arange(1, index.size + 1, dtype=np.float32)
+    proj = SparseProjection(ImageMeta(0, nv, (float(w_n), float(h_n)), (0.0, 0.0)), index, values)
+    assert image_shape(nv) == (h_n, w_n)
+    image = np.zeros(image_shape(nv), np.float32)
+    h, w = image_coordinates(index, nv)
+    image[h, w] = values
+    np.testing.assert_array_equal(image, proj.to_dense().T)  # image[h, w] = dense[w, h]
+    np.testing.assert_array_equal(image_index(h, w, nv), index)

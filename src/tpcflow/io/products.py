@@ -11,7 +11,10 @@ Conventions (larcv3 ImageMeta, checked against larcv 3.5.1):
 * ``to_dense()`` returns an array of shape ``meta.number_of_voxels`` in that
   same (C) order.  For the SBND files, ``number_of_voxels = (2048, 1280)``, so
   the native dense plane is (2048, 1280).  CosmicTagger's image layout
-  [H=1280, W=2048] is the transpose: ``image[h, w] = dense[w, h]``.
+  [H=1280, W=2048] is the transpose: ``image[h, w] = dense[w, h]``.  The one
+  implementation of that layout is :func:`image_shape`, :func:`image_coordinates`
+  and :func:`image_index` below (the loader's dense filler applies the same axis
+  reversal to whole batches, ``transpose=True``).
 
 Product keys are ``"<type>/<producer>"``, for example ``"sparse2d/sbndwire"``;
 the producer may contain ``_``.
@@ -36,6 +39,9 @@ __all__ = [
     "ParticleSet",
     "ProductInfo",
     "SparseProjection",
+    "image_coordinates",
+    "image_index",
+    "image_shape",
     "product_key",
     "split_key",
 ]
@@ -324,3 +330,34 @@ class Event:
     event_id: EventID
     products: dict = field(default_factory=dict)
     entry: int = -1
+
+
+# -- CosmicTagger image layout ---------------------------------------------------------------
+def image_shape(number_of_voxels) -> tuple[int, int]:
+    """(H, W) of the CosmicTagger image of a 2D projection with ``number_of_voxels = (W, H)``.
+
+    Source: CosmicTagger ``larcv_io``: SBND planes of ``number_of_voxels = (2048, 1280)`` are
+    images ``[H=1280, W=2048]``, ``image[h, w] = dense[w, h]``.
+    """
+    w, h = (int(n) for n in number_of_voxels)
+    return h, w
+
+
+def image_coordinates(index: np.ndarray, number_of_voxels) -> tuple[np.ndarray, np.ndarray]:
+    """Map larcv3 voxel indices (N,) of a 2D projection to CosmicTagger image pixels ``(h, w)``.
+
+    Returns
+    -------
+    h, w : (N,) int64
+        Row and column of ``image[h, w]``; the larcv3 index is row-major over ``(W, H)``,
+        ``index = w * H + h``.
+    """
+    h_n, _ = image_shape(number_of_voxels)
+    w, h = np.divmod(np.asarray(index).astype(np.int64), h_n)
+    return h, w
+
+
+def image_index(h: np.ndarray, w: np.ndarray, number_of_voxels) -> np.ndarray:
+    """Inverse of :func:`image_coordinates`: (N,) uint64 larcv3 voxel indices ``w * H + h``."""
+    h_n, _ = image_shape(number_of_voxels)
+    return (np.asarray(w, dtype=np.int64) * h_n + np.asarray(h, dtype=np.int64)).astype(np.uint64)

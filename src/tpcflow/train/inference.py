@@ -27,7 +27,7 @@ import torch
 from tpcflow import atomic
 from tpcflow.config import Config
 from tpcflow.errors import ConfigError
-from tpcflow.io.products import Event, EventID, ImageMeta, SparseProjection
+from tpcflow.io.products import Event, EventID, ImageMeta, SparseProjection, image_index
 from tpcflow.models.checkpoint import check_compatible, read_checkpoint, restore_model
 from tpcflow.models.runtime import pick_device
 from tpcflow.train.checkpoint import CheckpointManager
@@ -101,12 +101,12 @@ def sparse_planes(image: np.ndarray, values: list[np.ndarray], metas: list[Image
     (``index = w * H + h``, the transpose of larcv3's row-major (W, H) grid).
     """
     out = [[] for _ in values]
-    n_planes, h, _w = image.shape
+    n_planes, h, w = image.shape
     for p in range(n_planes):
         hh, ww = np.nonzero(image[p])  # (h, w) of the non-zero voxels
-        index = ww.astype(np.int64) * h + hh
+        index = image_index(hh, ww, (w, h))
         order = np.argsort(index, kind="stable")
-        index = index[order].astype(np.uint64)
+        index = index[order]
         for k, arr in enumerate(values):
             out[k].append(SparseProjection(metas[p], index.copy(), arr[p][hh[order], ww[order]].astype(np.float32)))
     return out

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from tpcflow.errors import ProductNotFoundError
-from tpcflow.io.products import Event
+from tpcflow.io.products import Event, image_coordinates, image_shape
 
 __all__ = ["EventArrays", "densify_events", "generate_arrays"]
 
@@ -64,8 +64,7 @@ class EventArrays:
         if not self._planes:
             raise ValueError("EventArrays needs at least one event")
         self.metas = [p.meta for p in events[0].products[keys[0]]]
-        nx, ny = self.metas[0].number_of_voxels
-        self.shape = (int(ny), int(nx))
+        self.shape = image_shape(self.metas[0].number_of_voxels)
         self.event_ids = np.asarray(ids, dtype=np.int64).reshape(-1, 3)
 
     def __len__(self) -> int:
@@ -76,9 +75,10 @@ class EventArrays:
         h, w = self.shape
         image = np.zeros((len(indices), 3, h, w), dtype=np.float32)
         label = np.zeros((len(indices), 3, h, w), dtype=np.int64)
+        nv = (w, h)
         for b, i in enumerate(indices):
             for p, (index, values, lab) in enumerate(self._planes[i]):
-                wi, hi = np.divmod(index, h)
+                hi, wi = image_coordinates(index, nv)
                 image[b, p, hi, wi] = values
                 label[b, p, hi, wi] = lab
         return image, label

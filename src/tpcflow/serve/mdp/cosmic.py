@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from tpcflow.errors import ConfigError, ProtocolError
+from tpcflow.io.products import image_coordinates, image_shape
 from tpcflow.serve import codec
 
 __all__ = [
@@ -90,15 +91,13 @@ def decode_reply(frames) -> tuple[tuple | None, list, list]:
 
 def _scatter(batch_planes: list, shape) -> np.ndarray:
     """Dense CosmicTagger images [B, P, H, W] float32 from COO planes of shape (W, H)."""
-    w_n, h_n = shape
+    h_n, w_n = image_shape(shape)
     nplanes = len(batch_planes[0])
     images = np.zeros((len(batch_planes), nplanes, h_n, w_n), dtype=np.float32)
-    flat = images.reshape(-1)
     for b, planes in enumerate(batch_planes):
         for p, t in enumerate(planes):
-            idx = t.index.astype(np.int64)
-            w, h = np.divmod(idx, h_n)
-            flat[((b * nplanes + p) * h_n + h) * w_n + w] = t.values
+            h, w = image_coordinates(t.index, shape)
+            images[b, p, h, w] = t.values
     return images
 
 
@@ -171,11 +170,10 @@ class CosmicTaggerHandler:
         for (nplanes, shape), items in groups.items():
             images = _scatter([planes for _, _, planes in items], shape)
             kind, out = _interpret(self.predict(images), nplanes)
-            h_n = shape[1]
             for b, (i, eid, planes) in enumerate(items):
                 labels, scores = [], []
                 for p, t in enumerate(planes):
-                    w, h = np.divmod(t.index.astype(np.int64), h_n)
+                    h, w = image_coordinates(t.index, shape)
                     lab, sc = _gather(kind, out, b, p, h, w)
                     labels.append(lab)
                     scores.append(sc)
