@@ -94,7 +94,7 @@ def test_local_worker_errors_become_error_replies(contexts):
             assert c.request("half", [b"2"]) == [b"2"]
             with pytest.raises(ServiceError, match=r"'half' failed \(500\).*ValueError: odd request"):
                 c.request("half", [b"3"])
-            with pytest.raises(ServiceError, match=r"'broken' failed \(500\).*0 replies for a batch of 1"):
+            with pytest.raises(ServiceError, match=r"'broken' failed \(500\).*returned 0 results for 1 requests"):
                 c.request("broken", [b"x"])
             assert c.request("half", [b"4"]) == [b"4"]  # the failures freed their slots
             stats = c.stats()["services"]

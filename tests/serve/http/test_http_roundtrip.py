@@ -136,7 +136,7 @@ def test_batcher_isolates_a_failing_request():
         return [x * 2]
 
     async def main():
-        batcher = DynamicBatcher(fn, max_batch_size=8, max_delay_s=0.005, name="t")
+        batcher = DynamicBatcher(fn, max_batch=8, max_wait=0.005, name="t")
         try:
             good = [np.full((1, 2), i, np.float32) for i in range(5)]
             bad = np.full((1, 2), -1, np.float32)
@@ -192,7 +192,7 @@ def test_batcher_waits_max_delay_and_drains_on_close():
         return [inputs[0] + 1]
 
     async def main():
-        batcher = DynamicBatcher(fn, max_batch_size=8, max_delay_s=0.2, name="delay")
+        batcher = DynamicBatcher(fn, max_batch=8, max_wait=0.2, name="delay")
         first = asyncio.ensure_future(batcher.submit([np.zeros((1, 3), np.float32)]))
         await asyncio.sleep(0.02)  # well inside the delay: joins the same call
         second = asyncio.ensure_future(batcher.submit([np.ones((2, 3), np.float32)]))

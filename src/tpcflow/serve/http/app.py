@@ -79,8 +79,8 @@ def create_app(settings: Settings) -> FastAPI:
     cache = ModelCache(
         repository,
         capacity=settings.cache_size,
-        max_batch_size=settings.max_batch_size if settings.batching else 1,
-        max_delay_s=settings.max_batch_delay_ms / 1000.0 if settings.batching else 0.0,
+        max_batch=settings.max_batch_size if settings.batching else 1,
+        max_wait=settings.max_batch_delay_ms / 1000.0 if settings.batching else 0.0,
         on_batch=meters.on_batch,
         torch_threads=settings.torch_threads,
     )

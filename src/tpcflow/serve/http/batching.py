@@ -12,9 +12,10 @@ There is one hand-off between the event loop and the worker thread per model
 call, not per request: with the GIL, every cross-thread wake-up costs a thread
 switch, and doing one per request cost more CPU than the HTTP handling itself.
 
-If a batched call fails, each request of the batch is retried alone so that one
-bad request cannot fail the others.  Source: the dynamic batcher of Triton
-(``max_batch_size``, ``max_queue_delay_microseconds``).
+Knobs and the failure rule are the services' shared ones (:mod:`tpcflow.serve.batching`): if a
+batched call fails, each request of the batch is run again alone, so that one bad request cannot
+fail the others.  Source: the dynamic batcher of Triton (``max_batch_size``,
+``max_queue_delay_microseconds``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tpcflow.errors import ServiceError
+from tpcflow.serve.batching import check_knobs, run_isolated
 
 __all__ = ["BatchStats", "DynamicBatcher"]
 
@@ -58,9 +60,9 @@ class DynamicBatcher:
     ----------
     fn : callable
         The model runner; every input and output has the batch as first dimension.
-    max_batch_size : int
+    max_batch : int
         Most rows per call; 1 disables batching (one call per request).
-    max_delay_s : float
+    max_wait : float
         Time to wait for more requests before a call that is not full [s].
     name : str
         Used in the worker thread's name.
@@ -75,17 +77,12 @@ class DynamicBatcher:
     A batcher serves one event loop (the first that submits to it).
     """
 
-    def __init__(self, fn: Callable[[list[np.ndarray]], list[np.ndarray]], *, max_batch_size: int = 64,
-                 max_delay_s: float = 0.0, name: str = "model",
+    def __init__(self, fn: Callable[[list[np.ndarray]], list[np.ndarray]], *, max_batch: int = 64,
+                 max_wait: float = 0.0, name: str = "model",
                  on_batch: Callable[[int, float], None] | None = None,
                  thread_init: Callable[[], None] | None = None):
-        if max_batch_size < 1:
-            raise ValueError(f"max_batch_size must be >= 1, but got max_batch_size={max_batch_size}")
-        if max_delay_s < 0:
-            raise ValueError(f"max_delay_s must be >= 0, but got max_delay_s={max_delay_s}")
+        self.max_batch, self.max_wait = check_knobs(max_batch, max_wait)
         self.fn = fn
-        self.max_batch_size = max_batch_size
-        self.max_delay_s = max_delay_s
         self.name = name
         self.on_batch = on_batch
         self.stats = BatchStats()
@@ -158,9 +155,9 @@ class DynamicBatcher:
         batch = [first]
         rows = first.rows
         skipped = []
-        while self._pending and rows < self.max_batch_size:
+        while self._pending and rows < self.max_batch:
             item = self._pending.popleft()
-            if item.key == first.key and rows + item.rows <= self.max_batch_size:
+            if item.key == first.key and rows + item.rows <= self.max_batch:
                 batch.append(item)
                 rows += item.rows
             else:
@@ -174,8 +171,8 @@ class DynamicBatcher:
         loop = asyncio.get_running_loop()
         try:
             while self._pending:
-                if self.max_delay_s > 0 and sum(i.rows for i in self._pending) < self.max_batch_size:
-                    await asyncio.sleep(self.max_delay_s)
+                if self.max_wait > 0 and sum(i.rows for i in self._pending) < self.max_batch:
+                    await asyncio.sleep(self.max_wait)
                 batch = self._take()
                 results = await loop.run_in_executor(self._executor, self._run, batch)
                 for item, (value, is_error) in zip(batch, results, strict=True):
@@ -192,6 +189,12 @@ class DynamicBatcher:
 
     # --------------------------------------------------------- worker side
     def _run(self, batch: list[_Item]) -> list[tuple[object, bool]]:
+        results = run_isolated(self._call, batch)
+        self.stats.errors += sum(isinstance(r, Exception) for r in results)
+        return [(r, isinstance(r, Exception)) for r in results]
+
+    def _call(self, batch: list[_Item]) -> list[list[np.ndarray]]:
+        """One model call on the concatenated rows of ``batch``; each item's slice of the outputs."""
         t0 = time.perf_counter()
         rows = sum(i.rows for i in batch)
         try:
@@ -203,20 +206,15 @@ class DynamicBatcher:
             for o in outputs:
                 if o.ndim == 0 or o.shape[0] != rows:
                     raise ValueError(f"model output of shape {o.shape} has no batch dimension of {rows} rows")
-        except Exception as err:
-            if len(batch) > 1:  # isolate the failing request(s)
-                return [r for item in batch for r in self._run([item])]
-            self.stats.errors += 1
-            return [(err, True)]
         finally:
             self.stats.batches += 1
             self.stats.rows += rows
             if self.on_batch is not None:
                 self.on_batch(rows, time.perf_counter() - t0)
-        results: list[tuple[object, bool]] = []
+        results = []
         start = 0
         for item in batch:
             stop = start + item.rows
-            results.append(([o[start:stop] for o in outputs], False))
+            results.append([o[start:stop] for o in outputs])
             start = stop
         return results

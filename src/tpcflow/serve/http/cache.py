@@ -56,9 +56,9 @@ class ModelCache:
     repository : ModelRepository
     capacity : int
         Most models kept loaded.
-    max_batch_size : int
+    max_batch : int
         Batcher's most rows per call (1: no batching).
-    max_delay_s : float
+    max_wait : float
         Batcher's extra wait for more requests [s].
     on_batch : callable, optional
         ``on_batch(model_name, rows, seconds)`` after each model call.
@@ -66,13 +66,13 @@ class ModelCache:
         Intra-op threads of each model's worker thread (default: the process's).
     """
 
-    def __init__(self, repository: ModelRepository, *, capacity: int = 8, max_batch_size: int = 64,
-                 max_delay_s: float = 0.0, on_batch: Callable[[str, int, float], None] | None = None,
+    def __init__(self, repository: ModelRepository, *, capacity: int = 8, max_batch: int = 64,
+                 max_wait: float = 0.0, on_batch: Callable[[str, int, float], None] | None = None,
                  torch_threads: int | None = None):
         self.repository = repository
         self.capacity = capacity
-        self.max_batch_size = max_batch_size
-        self.max_delay_s = max_delay_s
+        self.max_batch = max_batch
+        self.max_wait = max_wait
         self.on_batch = on_batch
         self.torch_threads = torch_threads
         self._models: OrderedDict[tuple[str, int], LoadedModel] = OrderedDict()
@@ -144,7 +144,7 @@ class ModelCache:
             if self.on_batch is not None:
                 self.on_batch(name, rows, seconds)
 
-        batcher = DynamicBatcher(runner, max_batch_size=self.max_batch_size, max_delay_s=self.max_delay_s,
+        batcher = DynamicBatcher(runner, max_batch=self.max_batch, max_wait=self.max_wait,
                                  name=f"{name}/{version}", on_batch=on_batch,
                                  thread_init=getattr(runner, "init_thread", None))
         return LoadedModel(entry=entry, batcher=batcher, loaded_at=time.time())

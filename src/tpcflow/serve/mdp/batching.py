@@ -3,6 +3,7 @@
 The worker's socket thread puts jobs on a queue; one processing thread takes a first job
 (blocking), then keeps taking more until the batch is full or ``max_wait`` seconds have passed
 since the first, and calls the batch handler once. Results go back through ``deliver``.
+Knobs and the failure rule are the services' shared ones (:mod:`tpcflow.serve.batching`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import zmq
+
+from tpcflow.serve.batching import check_knobs, run_isolated
 
 __all__ = ["Batcher", "Job", "Waker", "per_request", "run_batch"]
 
@@ -56,16 +59,10 @@ def per_request(fn: Callable[[list], list]) -> BatchHandler:
 def run_batch(handler: BatchHandler, bodies: list) -> list:
     """Call ``handler(bodies)``; return one reply or Exception per body, never raise.
 
-    A handler that raises, or returns the wrong number of replies, fails every request of the batch.
+    The shared failure rule (:func:`tpcflow.serve.batching.run_isolated`): a handler that raises,
+    or returns the wrong number of replies, is called again on each request alone.
     """
-    try:
-        replies = handler(bodies)
-        if len(replies) != len(bodies):
-            raise RuntimeError(f"handler returned {len(replies)} replies for a batch of {len(bodies)}")
-    except Exception as err:
-        log.exception("batch handler failed on %d requests", len(bodies))
-        replies = [err] * len(bodies)
-    return replies
+    return run_isolated(handler, bodies)
 
 
 class Batcher:
@@ -84,14 +81,9 @@ class Batcher:
     """
 
     def __init__(self, handler: BatchHandler, deliver, *, max_batch: int = 1, max_wait: float = 0.0):
-        if max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1, but got max_batch={max_batch}")
-        if max_wait < 0:
-            raise ValueError(f"max_wait must be >= 0, but got max_wait={max_wait}")
+        self.max_batch, self.max_wait = check_knobs(max_batch, max_wait)
         self.handler = handler
         self.deliver = deliver
-        self.max_batch = int(max_batch)
-        self.max_wait = float(max_wait)
         self.jobs: queue.SimpleQueue = queue.SimpleQueue()
         self.batches = 0
         self.batch_sizes: Counter = Counter()  # batch size -> number of batches
