@@ -147,7 +147,8 @@ def test_dense_call_returns_background_at_inactive_pixels_and_matches_sparse_cal
     net = build_network(TINY).eval()
     x, _ = _event()
     out = net(x)
-    assert len(out) == 3 and all(o.shape == (2, 3, 32, 64) for o in out)
+    assert out.shape == (2, 3, 3, 32, 64)
+    out = out.unbind(2)
     inactive = x[:, 0] == 0
     bg = background_logits(3)
     assert torch.equal(out[0].permute(0, 2, 3, 1)[inactive], bg.expand(int(inactive.sum()), 3))
@@ -208,10 +209,10 @@ def test_empty_and_single_site_inputs():
     torch.manual_seed(0)
     net = build_network(TINY)
     out = net(torch.zeros(1, 3, 32, 32))  # no charge at all: everything is background
-    assert all(torch.equal(o.argmax(1), torch.zeros(1, 32, 32, dtype=torch.long)) for o in out)
+    assert torch.equal(out.argmax(1), torch.zeros(1, 3, 32, 32, dtype=torch.long))
     x = torch.zeros(1, 3, 32, 32)
     x[0, :, 5, 7] = 1.0  # one site per plane: BatchNorm over a single site must not fail
-    out = net(x)
+    out = net(x).unbind(2)
     sum(o[0, :, 5, 7].sum() for o in out).backward()
     assert all(torch.isfinite(o).all() for o in out)
 
@@ -224,9 +225,9 @@ def test_sparse_network_on_cuda_matches_cpu():
     x, _ = _event()
     cpu = net(x)
     gpu = net.cuda()(x.cuda())
-    for a, b in zip(cpu, gpu):
+    for a, b in zip(cpu.unbind(2), gpu.unbind(2)):
         torch.testing.assert_close(a, b.cpu(), rtol=1e-3, atol=1e-3)
     net.train()
-    loss = sum(o.float().sum() for o in net(x.cuda()))
+    loss = net(x.cuda()).float().sum()
     loss.backward()
     assert all(p.grad is not None and p.grad.is_cuda for p in net.parameters())

@@ -19,11 +19,10 @@ def _x(b=2, h=32, w=64, seed=0):
     return torch.rand(b, 3, h, w, generator=g)
 
 
-def test_forward_returns_three_plane_logits():
+def test_forward_returns_one_logits_tensor_of_three_planes():
     torch.manual_seed(0)
     out = build_network(TINY)(_x())
-    assert isinstance(out, tuple) and len(out) == 3
-    assert all(o.shape == (2, 3, 32, 64) and o.dtype == torch.float32 for o in out)
+    assert isinstance(out, torch.Tensor) and out.shape == (2, 3, 3, 32, 64) and out.dtype == torch.float32
 
 
 @pytest.mark.parametrize("changes", [
@@ -35,8 +34,8 @@ def test_options_build_and_run(changes):
     torch.manual_seed(0)
     net = build_network(TINY.replace(**changes))
     out = net(_x(b=1))
-    assert [o.shape for o in out] == [(1, 3, 32, 64)] * 3
-    out[0].sum().backward()
+    assert out.shape == (1, 3, 3, 32, 64)
+    out[:, :, 0].sum().backward()
     assert all(p.grad is not None for p in net.parameters())
 
 
@@ -47,12 +46,12 @@ def test_weights_are_shared_across_planes_and_mixed_only_at_the_deepest_level():
     # the planes interact: changing plane 1 changes plane 0's output
     y = x.clone()
     y[:, 1] = 0
-    assert not torch.allclose(net(x)[0], net(y)[0])
+    assert not torch.allclose(net(x)[:, :, 0], net(y)[:, :, 0])
     # without the cross-plane deepest block, one shared set of weights serves every plane:
     # the same image on all planes gives three identical outputs
     net.deepest = torch.nn.Identity()
     same = x[:, :1].expand(1, 3, 32, 64).contiguous()
-    out = net(same)
+    out = net(same).unbind(2)
     torch.testing.assert_close(out[0], out[1])
     torch.testing.assert_close(out[0], out[2])
 
@@ -135,10 +134,10 @@ def test_activation_checkpointing_gives_same_gradients():
     torch.manual_seed(0)
     net = build_network(TINY)
     x = _x(b=1)
-    net(x)[1].sum().backward()
+    net(x)[:, :, 1].sum().backward()
     g1 = [p.grad.clone() for p in net.parameters()]
     net.zero_grad()
     net.activation_checkpointing = True
-    net(x)[1].sum().backward()
+    net(x)[:, :, 1].sum().backward()
     for a, b in zip(g1, [p.grad for p in net.parameters()]):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)

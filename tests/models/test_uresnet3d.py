@@ -28,7 +28,8 @@ def test_3d_equals_2d_with_converted_weights_in_eval(changes):
     net3.load_state_dict(state_dict_2d_to_3d(net2.state_dict(), cfg2))
     net2.eval(), net3.eval()
     x = torch.rand(2, 3, 32, 64)
-    for a, b in zip(net2(x), net3(x)):
+    assert net3(x).shape == (2, 3, 3, 32, 64)
+    for a, b in zip(net2(x).unbind(2), net3(x).unbind(2)):
         assert b.shape == (2, 3, 32, 64)
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
@@ -39,8 +40,8 @@ def test_3d_kernels_are_1kk_and_deepest_mixes_planes():
     assert convs["deepest.squeeze.conv"].kernel_size == (3, 1, 1)
     assert all(m.kernel_size[0] == 1 for n, m in convs.items() if n != "deepest.squeeze.conv")
     out = net(torch.rand(1, 3, 16, 16))
-    assert len(out) == 3 and out[0].shape == (1, 3, 16, 16)
-    sum(o.sum() for o in out).backward()
+    assert out.shape == (1, 3, 3, 16, 16)
+    out.sum().backward()
     assert all(p.grad is not None for p in net.parameters())
     with pytest.raises(ConfigError, match="multiples"):
         net(torch.rand(1, 3, 12, 16))
@@ -50,10 +51,10 @@ def test_3d_activation_checkpointing_gives_same_gradients():
     torch.manual_seed(0)
     net = build_network(TINY.replace(conv_mode="3D"))
     x = torch.rand(1, 3, 16, 16)
-    net(x)[0].sum().backward()
+    net(x)[:, :, 0].sum().backward()
     expected = [p.grad.clone() for p in net.parameters()]
     net.zero_grad()
     net.activation_checkpointing = True
-    net(x)[0].sum().backward()
+    net(x)[:, :, 0].sum().backward()
     for a, b in zip(expected, [p.grad for p in net.parameters()]):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)

@@ -296,3 +296,25 @@ def test_worker_seen_heartbeating_while_busy_is_held_to_liveness(ctx):
             s.close(0)
     finally:
         broker.socket.close(0)
+
+
+def test_broker_and_worker_share_one_lifecycle(ctx):
+    from tpcflow.serve.mdp import Worker
+    from tpcflow.serve.mdp.batching import per_request
+    from tpcflow.serve.mdp.lifecycle import ThreadLoop
+
+    broker = Broker("tcp://127.0.0.1:0", heartbeat_interval=HB, context=ctx)
+    worker = Worker(broker.endpoint, "echo", per_request(lambda body: body), heartbeat_interval=HB, context=ctx)
+    assert isinstance(broker, ThreadLoop) and isinstance(worker, ThreadLoop)
+    idle = Worker(broker.endpoint, "idle", per_request(lambda body: body), context=ctx)
+    idle.stop()  # never started: returns at once, and a later start() runs no loop
+    assert idle.stopping
+    threads = [broker.start(), worker.start()]
+    assert [t.name for t in threads] == ["mdp-broker", "mdp-worker-echo"] and all(t.daemon for t in threads)
+    with client(broker.endpoint, ctx) as c:
+        c.wait_for_service("echo", 5)
+        assert c.request("echo", [b"hi"]) == [b"hi"]
+    t0 = time.monotonic()
+    worker.stop()
+    broker.stop()
+    assert not any(t.is_alive() for t in threads) and time.monotonic() - t0 < 5

@@ -144,7 +144,7 @@ def test_checkpoint_and_torchscript_workers_match_direct_inference(tmp_path):
             ts = codec.decode_all(reply)
             image = np.stack([p.to_dense().T for p in planes])[None]  # CosmicTagger layout [1, 3, H, W]
             with torch.inference_mode():
-                logits = torch.stack(list(model(torch.from_numpy(image))), 2)[0]  # [C, P, H, W]
+                logits = model(torch.from_numpy(image))[0]  # [C, P, H, W]
             for k, p in enumerate(planes):
                 w, h = np.unravel_index(p.index.astype(np.int64), p.meta.number_of_voxels)
                 expect = logits[:, k, h, w].argmax(0).numpy()

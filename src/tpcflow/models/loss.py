@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from tpcflow.errors import ConfigError
+from tpcflow.models.logits import plane_pairs
 
 __all__ = ["LIGHT_WEIGHTS", "SCHEMES", "SegmentationLoss", "split_planes"]
 
@@ -28,7 +29,7 @@ LIGHT_WEIGHTS = (1.0, 1.5, 10.0)
 
 
 def split_planes(logits, labels) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Pair per-plane logits with per-plane labels, flattened to ``([M, C], [M])``.
+    """Pair per-plane logits with per-plane labels (:func:`~tpcflow.models.logits.plane_pairs`), flattened to ``([M, C], [M])``.
 
     Parameters
     ----------
@@ -43,32 +44,10 @@ def split_planes(logits, labels) -> list[tuple[torch.Tensor, torch.Tensor]]:
     ValueError
         If the number of planes or the shapes do not match.
     """
-    if isinstance(logits, torch.Tensor):
-        if logits.dim() != 5:
-            raise ValueError(f"logits: expected P tensors or one [B, C, P, H, W] tensor, but got shape "
-                             f"{tuple(logits.shape)}")
-        logits = logits.unbind(2)
-    if isinstance(labels, torch.Tensor):
-        if labels.dim() == 4:
-            labels = labels.unbind(1)
-        elif len(logits) == 1:
-            labels = [labels]
-        else:
-            raise ValueError(f"labels: expected [B, P, H, W], but got shape {tuple(labels.shape)}")
-    if len(logits) != len(labels):
-        raise ValueError(f"logits have {len(logits)} planes but labels have {len(labels)}")
     pairs = []
-    for p, (lg, lb) in enumerate(zip(logits, labels)):
-        if lg.dim() == 2:
-            flat_logits, flat_labels = lg, lb.reshape(-1)
-        else:
-            flat_logits = lg.movedim(1, -1).reshape(-1, lg.shape[1])
-            flat_labels = lb.reshape(-1)
-            if lg.shape[0] != lb.shape[0] or lg.shape[2:] != lb.shape[1:]:
-                raise ValueError(f"plane {p}: logits {tuple(lg.shape)} do not match labels {tuple(lb.shape)}")
-        if flat_logits.shape[0] != flat_labels.shape[0]:
-            raise ValueError(f"plane {p}: {flat_logits.shape[0]} logit rows but {flat_labels.shape[0]} labels")
-        pairs.append((flat_logits, flat_labels.long()))
+    for lg, lb in plane_pairs(logits, labels):
+        flat_logits = lg if lg.dim() == 2 else lg.movedim(1, -1).reshape(-1, lg.shape[1])
+        pairs.append((flat_logits, lb.reshape(-1).long()))
     return pairs
 
 

@@ -35,6 +35,8 @@ from collections.abc import Sequence
 
 import torch
 
+from tpcflow.models.logits import plane_pairs
+
 __all__ = ["METRIC_NAMES", "plane_metrics", "segmentation_metrics"]
 
 METRIC_NAMES = (
@@ -121,19 +123,8 @@ def segmentation_metrics(logits_per_plane: Sequence[torch.Tensor] | torch.Tensor
     ValueError
         If the planes or shapes do not match.
     """
-    if isinstance(logits_per_plane, torch.Tensor):
-        if logits_per_plane.dim() != 5:
-            raise ValueError(f"logits: expected P tensors [B, C, H, W] or one [B, C, P, H, W], but got "
-                             f"{tuple(logits_per_plane.shape)}")
-        logits_per_plane = logits_per_plane.unbind(2)
-    if isinstance(labels, torch.Tensor):
-        if labels.dim() != 4:
-            raise ValueError(f"labels: expected [B, P, H, W], but got {tuple(labels.shape)}")
-        labels = labels.unbind(1)
-    if len(logits_per_plane) != len(labels):
-        raise ValueError(f"logits have {len(logits_per_plane)} planes but labels have {len(labels)}")
     result: dict[str, float] = {}
-    per_plane = [plane_metrics(lg, lb) for lg, lb in zip(logits_per_plane, labels)]
+    per_plane = [plane_metrics(lg, lb) for lg, lb in plane_pairs(logits_per_plane, labels)]
     for p, values in enumerate(per_plane):
         for name in METRIC_NAMES:
             result[f"plane{p}/{name}"] = values[name]

@@ -75,8 +75,8 @@ def build_network(config: NetworkConfig) -> nn.Module:
     Returns
     -------
     nn.Module
-        ``forward(x [B, 3, H, W] float32)`` returns a tuple of 3 logit tensors
-        ``[B, n_classes, H, W]``, one per plane.  Conv weights are Xavier-uniform, biases zero.
+        ``forward(x [B, 3, H, W] float32)`` returns one logits tensor ``[B, n_classes, 3, H, W]``
+        (:mod:`tpcflow.models.logits`).  Conv weights are Xavier-uniform, biases zero.
 
     Raises
     ------

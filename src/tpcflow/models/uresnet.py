@@ -168,9 +168,10 @@ class UResNet(UResNetCore):
     Notes
     -----
     ``forward(x)`` takes ``x`` float ``[B, P, H, W]`` (P = ``n_planes`` = 3, the planes on the
-    channel axis, CosmicTagger layout) and returns a **tuple of P logit tensors**, each
-    ``[B, n_classes, H, W]`` (raw logits; softmax is applied only in the loss and metrics), exactly
-    as the reference returns them.  H and W must be divisible by ``2**network_depth``; otherwise
+    channel axis, CosmicTagger layout) and returns **one logits tensor** ``[B, n_classes, P, H, W]``
+    (raw logits; softmax is applied only in the loss and metrics): the contract of
+    :mod:`tpcflow.models.logits`.  The reference returns the same values as a tuple of P tensors
+    ``[B, n_classes, H, W]`` (``out.unbind(2)``).  H and W must be divisible by ``2**network_depth``; otherwise
     :class:`~tpcflow.errors.ConfigError` says which sizes would work.
 
     Every module except :class:`Deepest` is applied to each plane separately (BatchNorm
@@ -191,7 +192,7 @@ class UResNet(UResNetCore):
     def make_deepest(self, config: NetworkConfig) -> nn.Module:
         return Deepest(config)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not torch.jit.is_tracing():
             check_image_shape(tuple(x.shape), self.config)
         n_planes = self.config.n_planes
@@ -201,8 +202,8 @@ class UResNet(UResNetCore):
             _, c, hd, wd = feats.shape
             deep = self.deepest(feats.reshape(b, p * c, hd, wd)).reshape(b * p, c, hd, wd)
             out = self.decode(deep, skips)
-            return tuple(out.reshape(b, p, *out.shape[1:]).unbind(1))
+            return out.reshape(b, p, *out.shape[1:]).transpose(1, 2)
         encoded = [self.encode(x[:, p : p + 1]) for p in range(n_planes)]
         deep = self.deepest(torch.cat([e[0] for e in encoded], dim=1))
         chunks = torch.chunk(deep, n_planes, dim=1)
-        return tuple(self.decode(chunks[p], encoded[p][1]) for p in range(n_planes))
+        return torch.stack([self.decode(chunks[p], encoded[p][1]) for p in range(n_planes)], dim=2)

@@ -46,8 +46,8 @@ class Deepest3D(nn.Module):
 class UResNet3D(UResNetCore):
     """UResNet on ``[B, 1, P, H, W]`` with ``[1, k, k]`` kernels and a ``[P, 1, 1]`` deepest mixer.
 
-    ``forward(x)`` takes ``x`` ``[B, P, H, W]`` (like the 2D network) and returns a tuple of P
-    logit tensors ``[B, n_classes, H, W]``.  The parameters correspond one to one to the 2D
+    ``forward(x)`` takes ``x`` ``[B, P, H, W]`` (like the 2D network) and returns one logits
+    tensor ``[B, n_classes, P, H, W]`` (:mod:`tpcflow.models.logits`).  The parameters correspond one to one to the 2D
     network's (:func:`state_dict_2d_to_3d` converts a 2D state dict); the difference is that
     BatchNorm3d pools its statistics over the planes in train mode.  ``activation_checkpointing``
     works as in :class:`~tpcflow.models.uresnet.UResNet`.
@@ -59,11 +59,11 @@ class UResNet3D(UResNetCore):
     def make_deepest(self, config: NetworkConfig) -> nn.Module:
         return Deepest3D(config)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not torch.jit.is_tracing():
             check_image_shape(tuple(x.shape), self.config)
         x, skips = self.encode(x.unsqueeze(1))
-        return tuple(self.decode(self.deepest(x), skips).unbind(2))
+        return self.decode(self.deepest(x), skips)
 
 
 def state_dict_2d_to_3d(state: dict[str, torch.Tensor], config: NetworkConfig) -> dict[str, torch.Tensor]:

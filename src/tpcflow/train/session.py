@@ -1,7 +1,6 @@
 """What train, iotest and inference share: building the network on a device, forward, metrics.
 
-The network returns a tuple of P logit tensors ``[B, n_classes, H, W]``
-(:func:`tpcflow.models.registry.build_network`).
+The network returns one logits tensor ``[B, n_classes, P, H, W]`` (:mod:`tpcflow.models.logits`).
 """
 
 from __future__ import annotations
@@ -16,14 +15,7 @@ from tpcflow.errors import ConfigError
 from tpcflow.models.runtime import autocast_context
 from tpcflow.train.resolve import check_downsample_fits
 
-__all__ = ["MeanAccumulator", "Runner", "batch_to_device", "evaluate", "stack_logits"]
-
-
-def stack_logits(out) -> torch.Tensor:
-    """Return the network output as one tensor [B, n_classes, P, H, W]."""
-    if isinstance(out, (tuple, list)):
-        return torch.stack(list(out), dim=2)
-    return out
+__all__ = ["MeanAccumulator", "Runner", "batch_to_device", "evaluate"]
 
 
 def batch_to_device(batch: dict, device: torch.device, channels_last: bool = False):
@@ -78,7 +70,7 @@ class Runner:
         """Logits [B, n_classes, P, H, W] in float32."""
         with self.autocast():
             out = self.forward_model(x)
-        return stack_logits(out).float()
+        return out.float()
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return self.loss_fn(logits, labels)

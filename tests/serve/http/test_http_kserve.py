@@ -116,3 +116,36 @@ def test_versioned_routes(served):
     with pytest.raises(InferenceServerException) as err:
         triton.infer("mlp", [inp], model_version="7")
     assert err.value.status() == "404" and "no version 7" in err.value.message()
+
+
+def test_answers_follow_the_declared_response_schemas(served):
+    """Every documented route declares its response model; real answers validate against it."""
+    from tpcflow.serve.http import schemas
+
+    url, _triton, _ = served
+    with httpx.Client(base_url=url, timeout=10) as c:
+        spec = c.get("/openapi.json").json()
+        checks = {
+            ("get", "/v2/health/live"): schemas.LiveResponse,
+            ("get", "/v2/health/ready"): schemas.ReadyResponse,
+            ("get", "/v2"): schemas.ServerMetadataResponse,
+            ("get", "/v2/models/mlp"): schemas.ModelMetadataResponse,
+            ("get", "/v2/models/mlp/ready"): schemas.ModelReadyResponse,
+            ("get", "/status"): schemas.StatusResponse,
+        }
+        for (method, path), model in checks.items():
+            r = c.request(method.upper(), path)
+            assert r.status_code == 200, (path, r.text)
+            model.model_validate(r.json())
+        body = {"inputs": [{"name": "input0", "shape": [2, 4], "datatype": "FP32", "data": [0.5] * 8}]}
+        schemas.InferResponse.model_validate(c.post("/v2/models/mlp/infer", json=body).json())
+        schemas.PredictResponse.model_validate(c.post("/json", json={"model": "mlp", "values": [[1, 2, 3, 4]]}).json())
+    # the OpenAPI document carries the schemas (it had none while the routes wrote JSON by hand)
+    for path, method in (("/v2/health/live", "get"), ("/v2/models/{name}/infer", "post"), ("/json", "post"),
+                         ("/status", "get"), ("/upload", "post")):
+        responses = spec["paths"][path][method]["responses"]
+        ok = responses.get("200") or responses.get("201")
+        assert "schema" in ok["content"]["application/json"], (path, ok)
+    infer_body = spec["paths"]["/v2/models/{name}/infer"]["post"]["requestBody"]["content"]["application/json"]
+    assert "$defs" not in json.dumps(infer_body)  # the pydantic model, inlined
+    assert infer_body["schema"]["properties"]["inputs"]["items"]["properties"]["datatype"]["enum"][0] == "BOOL"

@@ -164,15 +164,16 @@ def test_checkpoint_upload(server, tmp_path):
     save_checkpoint(ckpt, net, config)
     x = np.random.default_rng(0).normal(size=(2, 3, 64, 64)).astype(np.float32)
     with torch.no_grad():
-        expect = [t.numpy() for t in net(torch.from_numpy(x))]  # one logit tensor per plane
-    params = {"name": "uresnet-small", "input_shape": [3, 64, 64], "output_names": ["plane0", "plane1", "plane2"]}
+        expect = net(torch.from_numpy(x)).numpy()  # one logits tensor [B, C, P, H, W]
+    params = {"name": "uresnet-small", "input_shape": [3, 64, 64], "output_names": ["logits"]}
     with TFaaSClient(url, token=TOKEN) as client:
         up = client.upload("uresnet-small", params, ckpt)
         assert up["format"] == "checkpoint"
         out = client.predict({"model": "uresnet-small", "values": x.reshape(2, -1).tolist()})
-    assert list(out["outputs"]) == ["plane0", "plane1", "plane2"]
-    for name, ref in zip(out["outputs"], expect, strict=True):
-        np.testing.assert_allclose(np.asarray(out["outputs"][name]), ref, rtol=1e-4, atol=1e-5)
+    assert "outputs" not in out  # one output: its values are the predictions
+    got = np.asarray(out["predictions"])
+    assert got.shape == (2, 3, 3, 64, 64)
+    np.testing.assert_allclose(got, expect, rtol=1e-4, atol=1e-5)
 
 
 def _small_network_kwargs(registry) -> dict:

@@ -120,9 +120,9 @@ class SparseUResNet(nn.Module):
     Two ways to call it:
 
     * ``forward(x)`` with a dense ``[B, P, H, W]`` image: the non-zero pixels are the active
-      sites; the result is a tuple of P dense logit tensors ``[B, n_classes, H, W]`` (a drop-in
-      for the dense network), with :func:`background_logits` at inactive pixels, so that the
-      dense loss and metrics apply unchanged.
+      sites; the result is one dense logits tensor ``[B, n_classes, P, H, W]`` (a drop-in for
+      the dense network, :mod:`tpcflow.models.logits`), with :func:`background_logits` at
+      inactive pixels, so that the dense loss and metrics apply unchanged.
     * :meth:`forward_sparse` with per-plane ``(coords, features)``: per-voxel logits only
       (the fast path for training: no dense tensor at full resolution).
     """
@@ -227,7 +227,7 @@ class SparseUResNet(nn.Module):
         logits = torch.empty_like(logits_sorted).index_put((order,), logits_sorted)
         return list(torch.split(logits, sizes))
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_image_shape(tuple(x.shape), self.config)
         b, p, h, w = x.shape
         coords, feats = sparsify(x)
@@ -235,4 +235,4 @@ class SparseUResNet(nn.Module):
         logits = self.run(feats, geo)
         fill = background_logits(self.config.n_classes, device=x.device, dtype=logits.dtype)
         dense = to_dense(coords, logits, b * p, (h, w), fill)  # [B * P, C, H, W]
-        return tuple(dense.reshape(b, p, *dense.shape[1:]).unbind(1))
+        return dense.reshape(b, p, *dense.shape[1:]).transpose(1, 2)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hmac
+import json
 import time
 from dataclasses import dataclass, field
+from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from tpcflow.serve.http.cache import ModelCache
@@ -15,7 +17,7 @@ from tpcflow.serve.http.metrics import Metrics
 from tpcflow.serve.http.repository import ModelRepository
 from tpcflow.serve.http.settings import TOKEN_ENV, Settings
 
-__all__ = ["ServerState", "bearer", "get_state", "require_token"]
+__all__ = ["ServerState", "State", "bearer", "get_state", "json_response", "require_token"]
 
 
 @dataclass
@@ -30,15 +32,28 @@ class ServerState:
 
 
 def get_state(request: Request) -> ServerState:
-    """The app's :class:`ServerState`."""
+    """The app's :class:`ServerState` (a dependency: declare a parameter ``state: State``)."""
     return request.app.state.tpcflow
+
+
+#: the server state, injected into a handler by FastAPI
+State = Annotated[ServerState, Depends(get_state)]
+
+
+def json_response(data: object, status: int = 200) -> Response:
+    """Compact JSON (no spaces) without FastAPI's re-encoding: the one JSON writer of the routes.
+
+    The routes declare the body's pydantic model in ``responses=`` (:mod:`.schemas`) for the
+    OpenAPI document.
+    """
+    return Response(json.dumps(data, separators=(",", ":")), status, media_type="application/json")
 
 
 bearer = HTTPBearer(auto_error=False, description=f"API token of the server (config api_token or ${TOKEN_ENV})")
 
 
 def require_token(
-    request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)
+    state: State, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)
 ) -> None:
     """Check ``Authorization: Bearer <token>`` against the server's token.
 
@@ -47,7 +62,7 @@ def require_token(
     AuthError
         401 if the header is missing or the token wrong; 403 if the server has no token.
     """
-    expected = get_state(request).settings.token()
+    expected = state.settings.token()
     if not expected:
         raise AuthError(
             f"uploads and deletes are disabled: the server has no API token (set ${TOKEN_ENV} or api_token)",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -34,8 +34,8 @@ class RequestInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
-    shape: list[int] = Field(min_length=1)
-    datatype: str
+    shape: list[Annotated[int, Field(ge=0)]] = Field(min_length=1)
+    datatype: str = Field(json_schema_extra={"enum": sorted(DATATYPES)})
     parameters: Parameters | None = None
     data: list[Any] | None = None
 

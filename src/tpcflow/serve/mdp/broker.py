@@ -20,13 +20,14 @@ import zmq
 from tpcflow.serve.mdp import protocol as P
 from tpcflow.serve.mdp.batching import Waker
 from tpcflow.serve.mdp.broker_state import BrokerState
+from tpcflow.serve.mdp.lifecycle import ThreadLoop
 from tpcflow.serve.mdp.local import LocalWorker
 from tpcflow.serve.mdp.services import ServiceState, WorkerState
 
 __all__ = ["Broker"]
 
 
-class Broker(BrokerState):
+class Broker(BrokerState, ThreadLoop):
     """A Majordomo broker on one ROUTER socket (clients and workers share it).
 
     Parameters
@@ -66,6 +67,8 @@ class Broker(BrokerState):
     is :class:`~tpcflow.serve.mdp.broker_state.BrokerState`.
     """
 
+    thread_name = "mdp-broker"
+
     def __init__(
         self,
         bind: str = "tcp://127.0.0.1:5555",
@@ -78,12 +81,17 @@ class Broker(BrokerState):
         context: zmq.Context | None = None,
         curve=None,
     ):
-        super().__init__(heartbeat_interval=heartbeat_interval, heartbeat_liveness=heartbeat_liveness,
-                         busy_worker_timeout=busy_worker_timeout, unknown_service_timeout=unknown_service_timeout, max_attempts=max_attempts, curve=curve)
+        BrokerState.__init__(self, heartbeat_interval=heartbeat_interval, heartbeat_liveness=heartbeat_liveness,
+                             busy_worker_timeout=busy_worker_timeout, unknown_service_timeout=unknown_service_timeout,
+                             max_attempts=max_attempts, curve=curve)
+        ThreadLoop.__init__(self)
         self._ctx = context or zmq.Context.instance()
-        self._stop = threading.Event()
         self._running = False
-        self._thread: threading.Thread | None = None
+        # NOTE [socket thread]: the socket is created and bound here, so that ``endpoint`` (with an
+        # ephemeral port resolved) is known at once; from then on only the thread running run()
+        # touches it.  ZeroMQ allows moving a socket to another thread across a full memory
+        # barrier, and Thread.start() is one.  Tests that drive handle()/tick() by hand use it from
+        # the constructing thread and never call run().
         self.socket = self._ctx.socket(zmq.ROUTER)
         self.socket.linger = 0
         self.socket.sndhwm = 0  # never drop a reply silently; clients read continuously
@@ -198,18 +206,12 @@ class Broker(BrokerState):
                 self._curve.stop()
 
     def start(self, *, freeze_gc: bool = False) -> threading.Thread:
-        """Run :meth:`run` in a daemon thread and return it."""
+        """Run :meth:`run` in a daemon thread and return it (stop with :meth:`stop`)."""
         self._running = True
-        self._thread = threading.Thread(target=self.run, kwargs={"freeze_gc": freeze_gc}, name="mdp-broker",
-                                        daemon=True)
-        self._thread.start()
-        return self._thread
+        return ThreadLoop.start(self, freeze_gc=freeze_gc)
 
-    def stop(self, join: bool = True) -> None:
-        """Stop the loop (thread-safe); with ``join``, wait for a thread started by :meth:`start`."""
-        self._stop.set()
-        if join and self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(5.0)
+    def _send(self, frames: list) -> None:
+        P.send_frames(self.socket, frames)
 
     def _finish_local(self, now: float) -> None:
         """Reply for the requests the local workers completed (inline ones complete during dispatch)."""

@@ -2,8 +2,8 @@
 
 No socket loop and no threads: :meth:`BrokerState.handle` takes one message and
 :meth:`BrokerState.tick` runs the timers, both with ``now`` passed in, so that tests drive them
-with a fake clock. Replies go out through ``self.socket`` (the ROUTER socket of the
-:class:`~tpcflow.serve.mdp.broker.Broker` that subclasses it).
+with a fake clock. Messages go out through :meth:`BrokerState._send`, which the
+:class:`~tpcflow.serve.mdp.broker.Broker` implements with its ROUTER socket.
 
 Source: ZeroMQ RFC 18 (MDP/0.2), RFC 8 (MMI); wire dialect of majortomo 0.2.0 (see
 :mod:`tpcflow.serve.mdp.protocol`).
@@ -32,8 +32,6 @@ class BrokerState:
     ValueError
         If ``heartbeat_interval <= 0``, ``heartbeat_liveness < 1`` or ``busy_worker_timeout < 0``.
     """
-
-    socket = None  # the ROUTER socket replies go to; set by the subclass
 
     def __init__(self, *, heartbeat_interval: float = 2.5, heartbeat_liveness: int = 4,
                  busy_worker_timeout: float = 120.0, unknown_service_timeout: float = 0.0, max_attempts: int = 3,
@@ -97,6 +95,10 @@ class BrokerState:
     @staticmethod
     def _busy_grace(w: WorkerState, now: float) -> bool:
         return w.busy and not w.beats_when_busy and now < w.busy_until
+
+    def _send(self, frames: list) -> None:
+        """Send one multipart message to a peer (``frames[0]`` is its routing identity)."""
+        raise NotImplementedError("BrokerState._send: the socket owner implements it")
 
     # ------------------------------------------------------------------ clients
     def _on_request(self, msg: P.Inbound, frames: list, now: float) -> None:
@@ -204,7 +206,7 @@ class BrokerState:
                 continue
             w.heartbeat_at = now + self.heartbeat_interval
             head = [w.identity, P.WORKER_HEADER] if w.rfc else [w.identity, b"", P.WORKER_HEADER]
-            P.send_frames(self.socket, [*head, P.REQUEST, req.client, b"", *req.body])
+            self._send([*head, P.REQUEST, req.client, b"", *req.body])
 
     def _remove_worker(self, w: WorkerState, now: float) -> None:
         self.workers.pop(w.identity, None)
@@ -238,7 +240,7 @@ class BrokerState:
         if rfc is None:
             w = self.workers.get(identity)
             rfc = w is not None and w.rfc
-        P.send_frames(self.socket, [identity, P.WORKER_HEADER, command] if rfc else
+        self._send([identity, P.WORKER_HEADER, command] if rfc else
                       [identity, b"", P.WORKER_HEADER, command])
 
     def _reply(self, client: bytes, rid: int | None, body: list, command: bytes = P.FINAL,
@@ -250,7 +252,7 @@ class BrokerState:
             head = [client, b"", P.CLIENT_HEADER, command]
         if rid is not None:
             head.append(P.pack_rid(rid))
-        P.send_frames(self.socket, head + list(body))
+        self._send(head + list(body))
 
     @staticmethod
     def _user_id(frame) -> str | None:

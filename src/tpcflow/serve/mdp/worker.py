@@ -14,8 +14,8 @@ Source: ZeroMQ RFC 18 (MDP/0.2); wire dialect of majortomo 0.2.0.
 from __future__ import annotations
 
 import collections
+import gc
 import logging
-import threading
 import time
 from dataclasses import dataclass
 
@@ -23,6 +23,7 @@ import zmq
 
 from tpcflow.serve.mdp import protocol as P
 from tpcflow.serve.mdp.batching import Batcher, Job, Waker, run_batch
+from tpcflow.serve.mdp.lifecycle import ThreadLoop
 
 __all__ = ["Worker"]
 
@@ -40,7 +41,7 @@ class _Slot:
     backoff: float = 0.0
 
 
-class Worker:
+class Worker(ThreadLoop):
     """Serve one service for an MDP broker.
 
     Parameters
@@ -100,29 +101,20 @@ class Worker:
         self._ctx = context or zmq.Context.instance()
         self._curve = curve
         self._slots = [_Slot() for _ in range(self.slots_n)]
-        self._stop = threading.Event()
+        ThreadLoop.__init__(self)
+        self.thread_name = f"mdp-worker-{self.service.decode()}"
         self._done: collections.deque = collections.deque()
-        self._thread: threading.Thread | None = None
         self._poll_dirty = True
         self._next_timers = 0.0
         self.registrations = 0  # READY messages sent (grows on every reconnect)
         self.served = 0
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self) -> threading.Thread:
-        """Run :meth:`run` in a daemon thread and return it."""
-        self._thread = threading.Thread(target=self.run, name=f"mdp-worker-{self.service.decode()}", daemon=True)
-        self._thread.start()
-        return self._thread
-
-    def stop(self, join: bool = True) -> None:
-        """Ask the loop to send DISCONNECT and exit (thread-safe)."""
-        self._stop.set()
-        if join and self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(10.0)
-
-    def run(self) -> None:
+    # start() / stop(): ThreadLoop's; stop makes the loop send DISCONNECT and exit
+    def run(self, *, freeze_gc: bool = False) -> None:
         """Serve until :meth:`stop` (blocking)."""
+        if freeze_gc:  # a dedicated worker process: keep start-up objects out of full collections
+            gc.freeze()
         waker = Waker(self._ctx, "worker")
 
         def deliver(job: Job, reply) -> None:

@@ -8,18 +8,25 @@ tensor data extension (see :mod:`tpcflow.serve.http.tensors`).  Errors are
 
 from __future__ import annotations
 
-import json
-
 import anyio.to_thread
 from fastapi import APIRouter, Path, Request, Response
 
 from tpcflow import __version__
 from tpcflow.serve.http.cache import LoadedModel
-from tpcflow.serve.http.deps import get_state
+from tpcflow.serve.http.deps import State, json_response
 from tpcflow.serve.http.errors import BadRequestError
 from tpcflow.serve.http.inputs import check_sample_shape
-from tpcflow.serve.http.params import DATATYPES, NAME_PATTERN
+from tpcflow.serve.http.params import NAME_PATTERN
 from tpcflow.serve.http.repository import check_name
+from tpcflow.serve.http.schemas import (
+    InferResponse,
+    LiveResponse,
+    ModelMetadataResponse,
+    ModelReadyResponse,
+    ReadyResponse,
+    ServerMetadataResponse,
+    inline_schema,
+)
 from tpcflow.serve.http.tensors import HEADER, InferRequest, decode_request, encode_response
 
 __all__ = ["router"]
@@ -34,28 +41,23 @@ _BIG_ELEMENTS = 1 << 16
 _PLATFORM = {"torchscript": "pytorch_libtorch", "checkpoint": "pytorch_libtorch", "onnx": "onnxruntime_onnx"}
 
 
-def _json(data: object, status: int = 200) -> Response:
-    return Response(json.dumps(data, separators=(",", ":")), status, media_type="application/json")
-
-
-@router.get("/health/live", summary="Server liveness")
+@router.get("/health/live", summary="Server liveness", responses={200: {"model": LiveResponse}})
 def live() -> Response:
-    return _json({"live": True})
+    return json_response({"live": True})
 
 
-@router.get("/health/ready", summary="Server readiness")
-def ready(request: Request) -> Response:
-    get_state(request).repository.names()  # the repository directory is readable
-    return _json({"ready": True})
+@router.get("/health/ready", summary="Server readiness", responses={200: {"model": ReadyResponse}})
+def ready(state: State) -> Response:
+    state.repository.names()  # the repository directory is readable
+    return json_response({"ready": True})
 
 
-@router.get("", summary="Server metadata")
+@router.get("", summary="Server metadata", responses={200: {"model": ServerMetadataResponse}})
 def server_metadata() -> Response:
-    return _json({"name": "tpcflow", "version": __version__, "extensions": ["binary_tensor_data"]})
+    return json_response({"name": "tpcflow", "version": __version__, "extensions": ["binary_tensor_data"]})
 
 
-def _metadata(request: Request, name: str, version: int | None) -> dict:
-    state = get_state(request)
+def _metadata(state, name: str, version: int | None) -> dict:
     entry = state.repository.entry(check_name(name), version)
     p = entry.params
     sample = p.input_shape if p.input_shape is not None else [-1]
@@ -67,29 +69,34 @@ def _metadata(request: Request, name: str, version: int | None) -> dict:
             "inputs": inputs, "outputs": outputs}
 
 
-@router.get("/models/{name}", summary="Model metadata")
-def model_metadata(request: Request, name: str = _NAME) -> Response:
-    return _json(_metadata(request, name, None))
+_META = {200: {"model": ModelMetadataResponse}}
+_READY = {200: {"model": ModelReadyResponse}}
+_INFERRED = {200: {"model": InferResponse}}
 
 
-@router.get("/models/{name}/versions/{version}", summary="Model version metadata")
-def model_version_metadata(request: Request, name: str = _NAME, version: str = _VERSION) -> Response:
-    return _json(_metadata(request, name, int(version)))
+@router.get("/models/{name}", summary="Model metadata", responses=_META)
+def model_metadata(state: State, name: str = _NAME) -> Response:
+    return json_response(_metadata(state, name, None))
 
 
-async def _ready(request: Request, name: str, version: int | None) -> Response:
-    await get_state(request).cache.aget(check_name(name), version)  # loads it: ready means servable
-    return _json({"name": name, "ready": True})
+@router.get("/models/{name}/versions/{version}", summary="Model version metadata", responses=_META)
+def model_version_metadata(state: State, name: str = _NAME, version: str = _VERSION) -> Response:
+    return json_response(_metadata(state, name, int(version)))
 
 
-@router.get("/models/{name}/ready", summary="Model readiness")
-async def model_ready(request: Request, name: str = _NAME) -> Response:
-    return await _ready(request, name, None)
+async def _ready(state, name: str, version: int | None) -> Response:
+    await state.cache.aget(check_name(name), version)  # loads it: ready means servable
+    return json_response({"name": name, "ready": True})
 
 
-@router.get("/models/{name}/versions/{version}/ready", summary="Model version readiness")
-async def model_version_ready(request: Request, name: str = _NAME, version: str = _VERSION) -> Response:
-    return await _ready(request, name, int(version))
+@router.get("/models/{name}/ready", summary="Model readiness", responses=_READY)
+async def model_ready(state: State, name: str = _NAME) -> Response:
+    return await _ready(state, name, None)
+
+
+@router.get("/models/{name}/versions/{version}/ready", summary="Model version readiness", responses=_READY)
+async def model_version_ready(state: State, name: str = _NAME, version: str = _VERSION) -> Response:
+    return await _ready(state, name, int(version))
 
 
 def _arrange_inputs(loaded: LoadedModel, request: InferRequest, arrays: list) -> list:
@@ -117,8 +124,7 @@ def _arrange_inputs(loaded: LoadedModel, request: InferRequest, arrays: list) ->
     return ordered
 
 
-async def _infer(request: Request, name: str, version: int | None) -> Response:
-    state = get_state(request)
+async def _infer(request: Request, state, name: str, version: int | None) -> Response:
     loaded = await state.cache.aget(check_name(name), version)  # 404 before any body error
     body = await request.body()
     header = request.headers.get(HEADER)
@@ -141,34 +147,10 @@ async def _infer(request: Request, name: str, version: int | None) -> Response:
                     headers={"Inference-Header-Content-Length": str(header_length)})
 
 
-_PARAMS_SCHEMA = {"type": "object", "additionalProperties": {"type": ["string", "integer", "number", "boolean", "null"]}}
-_INFER_SCHEMA = {
-    "type": "object",
-    "required": ["inputs"],
-    "additionalProperties": False,
-    "properties": {
-        "id": {"type": "string"},
-        "parameters": _PARAMS_SCHEMA,
-        "inputs": {"type": "array", "minItems": 1, "items": {
-            "type": "object", "required": ["name", "shape", "datatype"], "additionalProperties": False,
-            "properties": {
-                "name": {"type": "string"},
-                "shape": {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}},
-                "datatype": {"type": "string", "enum": sorted(DATATYPES)},
-                "parameters": _PARAMS_SCHEMA,
-                "data": {"type": "array"},
-            }}},
-        "outputs": {"type": "array", "items": {
-            "type": "object", "required": ["name"], "additionalProperties": False,
-            "properties": {"name": {"type": "string"}, "parameters": _PARAMS_SCHEMA}}},
-    },
-}
-
-
 def _infer_openapi() -> dict:
     return {
         "requestBody": {"required": True, "content": {
-            "application/json": {"schema": _INFER_SCHEMA},
+            "application/json": {"schema": inline_schema(InferRequest)},
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
         "parameters": [{"name": "Inference-Header-Content-Length", "in": "header", "required": False,
                         "schema": {"type": "integer", "minimum": 1},
@@ -176,19 +158,19 @@ def _infer_openapi() -> dict:
     }
 
 
-@router.post("/models/{name}/infer", summary="Inference", openapi_extra=_infer_openapi())
-async def infer(request: Request, name: str = _NAME) -> Response:
+@router.post("/models/{name}/infer", summary="Inference", openapi_extra=_infer_openapi(), responses=_INFERRED)
+async def infer(request: Request, state: State, name: str = _NAME) -> Response:
     """Run the latest version of ``name`` on JSON or binary tensors.
 
     Datatypes: BOOL, UINT8-64, INT8-64, FP16, FP32, FP64 (not BYTES).
     """
-    return await _infer(request, name, None)
+    return await _infer(request, state, name, None)
 
 
 @router.post("/models/{name}/versions/{version}/infer", summary="Inference on a version",
-             openapi_extra=_infer_openapi())
-async def infer_version(request: Request, name: str = _NAME, version: str = _VERSION) -> Response:
+             openapi_extra=_infer_openapi(), responses=_INFERRED)
+async def infer_version(request: Request, state: State, name: str = _NAME, version: str = _VERSION) -> Response:
     """Run version ``version`` of ``name``."""
-    return await _infer(request, name, int(version))
+    return await _infer(request, state, name, int(version))
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 
-from tpcflow.serve.http.deps import get_state
+from tpcflow.serve.http.deps import State
 from tpcflow.serve.http.metrics import CONTENT_TYPE_LATEST
 
 __all__ = ["router"]
@@ -13,8 +13,7 @@ router = APIRouter(tags=["metrics"])
 
 
 @router.get("/metrics", response_class=Response, summary="Prometheus metrics")
-def prometheus_metrics(request: Request) -> Response:
+def prometheus_metrics(state: State) -> Response:
     """Request counts and latencies per route, model batch sizes and durations."""
-    state = get_state(request)
     state.metrics.models_loaded.set(len(state.cache))
     return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

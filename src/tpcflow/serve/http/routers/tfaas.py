@@ -12,6 +12,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import anyio.to_thread
 import numpy as np
@@ -21,12 +22,20 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile
 
 from tpcflow import __version__
-from tpcflow.serve.http.deps import get_state, require_token
+from tpcflow.serve.http.deps import State, json_response, require_token
 from tpcflow.serve.http.errors import BadRequestError, ModelFormatError
 from tpcflow.serve.http.inputs import decode_image, label_probabilities, rows_to_array
 from tpcflow.serve.http.loading import onnx_available
 from tpcflow.serve.http.params import NAME_PATTERN
 from tpcflow.serve.http.repository import check_name, parse_labels
+from tpcflow.serve.http.schemas import (
+    DeleteResponse,
+    ImageResponse,
+    PredictResponse,
+    StatusResponse,
+    UploadResponse,
+    inline_schema,
+)
 
 __all__ = ["PredictRequest", "router"]
 
@@ -35,10 +44,6 @@ router = APIRouter(tags=["tfaas"])
 #: above this many output elements the JSON answer is built in a worker thread
 _BIG_ELEMENTS = 1 << 16
 _FORM_LIMITS = {"max_files": 3, "max_fields": 4, "max_part_size": 1024 * 1024}
-
-
-def _json(data: object, status: int = 200) -> Response:
-    return Response(json.dumps(data, separators=(",", ":")), status, media_type="application/json")
 
 
 class PredictRequest(BaseModel):
@@ -80,19 +85,19 @@ async def _read_part(part: object, what: str) -> bytes:
     status_code=201,
     dependencies=[Depends(require_token)],
     summary="Upload a model (new version)",
+    responses={201: {"model": UploadResponse}},
     openapi_extra=_multipart_body(
         {"name": {"type": "string", "pattern": NAME_PATTERN}, "params": {"type": "string"},
          "model": _BINARY, "labels": {"type": "string"}},
         ["name", "params", "model"],
     ),
 )
-async def upload(request: Request) -> Response:
+async def upload(request: Request, state: State) -> Response:
     """Store a TorchScript, tpcflow checkpoint or ONNX model as a new version of ``name``.
 
     Multipart fields: ``name``; ``params`` (params.json, a file or a string);
     ``model`` (the model file); ``labels`` (optional labels.txt).  Needs the API token.
     """
-    state = get_state(request)
     form = await request.form(**_FORM_LIMITS)
     try:
         name = form.get("name")
@@ -124,39 +129,39 @@ async def upload(request: Request) -> Response:
             tmp_path.unlink(missing_ok=True)
     finally:
         await form.close()
-    return _json({"name": entry.name, "version": entry.version, "format": entry.params.format,
+    return json_response({"name": entry.name, "version": entry.version, "format": entry.params.format,
                   "params": entry.params.model_dump(mode="json", exclude_none=True)}, 201)
 
 
-@router.get("/models", summary="List the models")
-def models(request: Request) -> Response:
+@router.get("/models", summary="List the models", responses={200: {"model": list[dict[str, Any]]}})
+def models(state: State) -> Response:
     """Params of the latest version of every model, each with its ``versions``."""
-    return _json(get_state(request).repository.describe())
+    return json_response(state.repository.describe())
 
 
-@router.delete("/delete/{model:path}", dependencies=[Depends(require_token)], summary="Delete a model")
-async def delete(request: Request, model: str,
+@router.delete("/delete/{model:path}", dependencies=[Depends(require_token)], summary="Delete a model",
+               responses={200: {"model": DeleteResponse}})
+async def delete(state: State, model: str,
                  version: int | None = Query(default=None, ge=1, description="only this version")) -> Response:
     """Delete every version of ``model`` (or one).  Needs the API token."""
-    state = get_state(request)
     check_name(model)
     removed = await anyio.to_thread.run_sync(state.repository.delete, model, version)
     state.cache.evict(model, version)
-    return _json({"name": model, "deleted_versions": removed})
+    return json_response({"name": model, "deleted_versions": removed})
 
 
 _PREDICT_DOC = {"requestBody": {"required": True, "content": {"application/json": {
-    "schema": PredictRequest.model_json_schema()}}}}
+    "schema": inline_schema(PredictRequest)}}}}
 
 
-@router.post("/json", summary="Predict from JSON rows", openapi_extra=_PREDICT_DOC)
-async def predict_json(request: Request) -> Response:
+@router.post("/json", summary="Predict from JSON rows", openapi_extra=_PREDICT_DOC,
+             responses={200: {"model": PredictResponse}})
+async def predict_json(request: Request, state: State) -> Response:
     """Run ``model`` on one row or a batch of rows; returns ``predictions`` (one per row).
 
     The body is validated with :class:`PredictRequest` directly (pydantic-core's
     JSON parser), which costs less per request than FastAPI's body handling.
     """
-    state = get_state(request)
     try:
         body = PredictRequest.model_validate_json(await request.body())
     except ValidationError as err:
@@ -181,7 +186,7 @@ def _predictions(loaded, outputs: list[np.ndarray], single: bool) -> Response:
             (names[i] if i < len(names) else f"output{i}"): (o[0] if single else o).tolist()
             for i, o in enumerate(outputs)
         }
-    return _json(answer)
+    return json_response(answer)
 
 
 @router.post(
@@ -191,10 +196,10 @@ def _predictions(loaded, outputs: list[np.ndarray], single: bool) -> Response:
         {"image": _BINARY, "model": {"type": "string", "pattern": NAME_PATTERN}, "version": {"type": "integer"}},
         ["image", "model"],
     ),
+    responses={200: {"model": ImageResponse}},
 )
-async def predict_image(request: Request) -> Response:
+async def predict_image(request: Request, state: State) -> Response:
     """Multipart ``image`` (PNG/JPEG) and ``model``; returns labels with probabilities, most probable first."""
-    state = get_state(request)
     form = await request.form(**_FORM_LIMITS)
     try:
         name = form.get("model")
@@ -217,16 +222,15 @@ async def predict_image(request: Request) -> Response:
     loaded = await state.cache.aget(name, version)
     x = await anyio.to_thread.run_sync(decode_image, data, loaded.params, state.settings.max_image_pixels)
     outputs = await loaded.batcher.submit([x])
-    return _json({"model": loaded.name, "version": loaded.version, "filename": filename,
+    return json_response({"model": loaded.name, "version": loaded.version, "filename": filename,
                   "labels": label_probabilities(outputs[0][0], loaded.params, loaded.labels)})
 
 
-@router.get("/status", summary="Server status")
-def status(request: Request) -> Response:
+@router.get("/status", summary="Server status", responses={200: {"model": StatusResponse}})
+def status(state: State) -> Response:
     """Server version, uptime, number of models, loaded models with batch counters, settings."""
-    state = get_state(request)
     s = state.settings
-    return _json({
+    return json_response({
         "status": "ok",
         "server": "tpcflow",
         "version": __version__,
