@@ -9,7 +9,7 @@ from loader_testdata import write_file
 
 from tpcflow.errors import ConfigError, ProductNotFoundError
 from tpcflow.io import open_larcv3
-from tpcflow.loader import ThreadProcessor, cosmic_tagger_config, load_config, parse_pset
+from tpcflow.loader import ThreadProcessor, cosmic_tagger_config, load_processor_config, parse_pset
 
 # The example of the ThreadProcessor wiki page (seed 004), verbatim.
 SEED_PSET = """
@@ -55,7 +55,7 @@ def test_parse_pset_errors_say_where(text, where):
 
 
 def test_seed_pset_parses_as_given():
-    cfg = load_config(SEED_PSET)
+    cfg = load_processor_config(SEED_PSET)
     assert cfg.name == "ThreadProcessor"
     assert cfg.input_files == ("copy00.root",)
     assert (cfg.num_threads, cfg.num_storage, cfg.random_access, cfg.enable_filter) == (6, 6, 0, False)
@@ -83,13 +83,13 @@ def test_seed_pset_runs_on_a_file_with_its_producers(tmp_path):
 
 def test_yaml_dict_and_pset_give_the_same_config(tmp_path):
     d = cosmic_tagger_config(["a.h5", "b.h5"], downsample=2, num_threads=1)
-    from_dict = load_config(d)
+    from_dict = load_processor_config(d)
     y = tmp_path / "c.yaml"
     y.write_text(yaml.safe_dump(d))
-    assert load_config(y) == from_dict
-    assert load_config(yaml.safe_dump(d)) == from_dict
-    assert load_config(from_dict.to_dict()) == from_dict
-    assert load_config(d["ThreadProcessor"]) == from_dict
+    assert load_processor_config(y) == from_dict
+    assert load_processor_config(yaml.safe_dump(d)) == from_dict
+    assert load_processor_config(from_dict.to_dict()) == from_dict
+    assert load_processor_config(d["ThreadProcessor"]) == from_dict
 
 
 @pytest.mark.parametrize(
@@ -106,21 +106,21 @@ def test_bad_keys_raise_config_error(patch, match):
     d = cosmic_tagger_config(["a.h5"])
     d["ThreadProcessor"].update(patch)
     with pytest.raises(ConfigError, match=match):
-        load_config(d)
+        load_processor_config(d)
 
 
 def test_unknown_filler_key_names_the_filler():
     d = cosmic_tagger_config(["a.h5"])
     d["ThreadProcessor"]["ProcessList"]["image"]["Downsampel"] = 1
     with pytest.raises(ConfigError, match=r"'Downsampel'.*'image'(.|\n)*Downsample"):
-        load_config(d)
+        load_processor_config(d)
 
 
 def test_bad_dtype_rejected():
     d = cosmic_tagger_config(["a.h5"])
     d["ThreadProcessor"]["ProcessList"]["label"]["DataType"] = "int16"
     with pytest.raises(ConfigError, match="float32, float64, int32, int64, uint8"):
-        load_config(d)
+        load_processor_config(d)
 
 
 def test_missing_producer_fails_at_configure_listing_products(tmp_path):
@@ -134,4 +134,4 @@ def test_missing_producer_fails_at_configure_listing_products(tmp_path):
 
 def test_missing_config_file():
     with pytest.raises(ConfigError, match="not found"):
-        load_config("no/such/file.cfg")
+        load_processor_config("no/such/file.cfg")

@@ -3,7 +3,7 @@
 * :class:`ThreadProcessor`: larcv's circular buffer of minibatches (``start_manager``,
   ``storage_status_array``, ``release_data``, ...) filled by worker processes in shared memory.
 * :class:`BatchLoader`: epoch iterator over it, numpy or torch, sharded per rank.
-* :func:`load_config` / :func:`parse_pset` / :func:`cosmic_tagger_config`: configuration
+* :func:`load_processor_config` / :func:`parse_pset` / :func:`cosmic_tagger_config`: configuration
   from YAML, dicts, or larcv PSet text.
 * Batch fillers: :mod:`tpcflow.loader.fillers`; entry order: :mod:`tpcflow.loader.sampler`.
 
@@ -13,7 +13,7 @@ torch ``IterableDataset``).  Importing ``tpcflow.loader`` itself does not import
 """
 
 from tpcflow.loader.batch_loader import BatchLoader
-from tpcflow.loader.config import FillerConfig, ProcessorConfig, cosmic_tagger_config, load_config
+from tpcflow.loader.config import FillerConfig, ProcessorConfig, cosmic_tagger_config, load_processor_config
 from tpcflow.loader.processor import ThreadProcessor
 from tpcflow.loader.pset import parse_pset
 from tpcflow.loader.runtime import WorkerDiedError
@@ -31,6 +31,6 @@ __all__ = [
     "ThreadProcessor",
     "WorkerDiedError",
     "cosmic_tagger_config",
-    "load_config",
+    "load_processor_config",
     "parse_pset",
 ]

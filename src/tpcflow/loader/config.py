@@ -35,7 +35,7 @@ from tpcflow.errors import ConfigError, closest
 from tpcflow.loader.fillers import make_filler
 from tpcflow.loader.pset import parse_pset
 
-__all__ = ["FillerConfig", "ProcessorConfig", "cosmic_tagger_config", "load_config"]
+__all__ = ["FillerConfig", "ProcessorConfig", "cosmic_tagger_config", "load_processor_config"]
 
 _KEYS = {
     "Verbosity": "verbosity",
@@ -101,7 +101,7 @@ class ProcessorConfig:
             make_filler(f.name, f.process_type, f.params)
 
     def to_dict(self) -> dict:
-        """Return the ``{name: {larcv keys}}`` dict form (loads back with :func:`load_config`)."""
+        """Return the ``{name: {larcv keys}}`` dict form (loads back with :func:`load_processor_config`)."""
         block = {
             "Verbosity": self.verbosity,
             "EnableFilter": self.enable_filter,
@@ -196,7 +196,7 @@ def _parse_text(text: str, origin: str) -> dict:
     raise ConfigError(f"cannot parse the configuration {origin}: " + "; ".join(errors))
 
 
-def load_config(source, **overrides) -> ProcessorConfig:
+def load_processor_config(source, **overrides) -> ProcessorConfig:
     """Load a ThreadProcessor configuration.
 
     Parameters

@@ -47,7 +47,7 @@ import numpy as np
 
 from tpcflow.errors import ConfigError
 from tpcflow.io import open_larcv3
-from tpcflow.loader.config import load_config
+from tpcflow.loader.config import load_processor_config
 from tpcflow.loader.fillers import make_filler
 from tpcflow.loader.runtime import Runtime
 from tpcflow.loader.sampler import EntrySampler
@@ -103,7 +103,7 @@ class ThreadProcessor:
     """
 
     def __init__(self, config, **overrides):
-        self.config = load_config(config, **overrides)
+        self.config = load_processor_config(config, **overrides)
         self.reader = open_larcv3(list(self.config.input_files))
         products = {p.key: p for p in self.reader.products}
         self.fillers = []

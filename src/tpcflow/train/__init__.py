@@ -6,7 +6,7 @@
   per-event metrics CSV, event displays).
 * :mod:`tpcflow.train.iotest`: the data pipeline alone, timed.
 * :mod:`tpcflow.train.resolve`: config -> network config, device, data source, precision.
-* :mod:`tpcflow.train.session`: the network on its device, forward, loss, metrics, evaluation.
+* :mod:`tpcflow.train.network`: the network on its device, forward, loss, metrics, evaluation.
 * :mod:`tpcflow.train.data` / :mod:`tpcflow.train.synthetic`: resumable minibatch sources.
 * :mod:`tpcflow.train.checkpoint`: checkpoint rotation and RNG state (the format itself is
   :mod:`tpcflow.models.checkpoint`).

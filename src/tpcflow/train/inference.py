@@ -33,7 +33,7 @@ from tpcflow.models.runtime import pick_device
 from tpcflow.train.checkpoint import CheckpointManager
 from tpcflow.train.displays import draw_event
 from tpcflow.train.resolve import make_source, resolve_network, run_directory
-from tpcflow.train.session import Runner, batch_to_device
+from tpcflow.train.network import TrainNetwork, batch_to_device
 
 __all__ = ["PREDICTION_PRODUCER", "InferenceResult", "infer", "load_weights", "sparse_planes"]
 
@@ -136,7 +136,7 @@ def infer(cfg: Config, *, echo=print, max_events: int | None = None) -> Inferenc
     source = make_source(cfg, "train", cycle=False, shuffle=False)
     metas = getattr(source, "metas", None) or source.arrays.metas
     out_metas = _output_metas(metas, source.shape)
-    runner = Runner(cfg, netcfg, device, source.shape)
+    runner = TrainNetwork(cfg, netcfg, device, source.shape)
     restore_model(runner.model, netcfg, ckpt, file_path=wpath)
     runner.model.eval()
     runner.compile()

@@ -24,7 +24,7 @@ from tpcflow.train.checkpoint import CheckpointManager, get_rng_state, require_k
 from tpcflow.train.logging import MetricsLogger
 from tpcflow.train.optim import build_optimizer, build_scheduler
 from tpcflow.train.resolve import make_source, resolve_network, run_directory
-from tpcflow.train.session import MeanAccumulator, Runner, batch_to_device, evaluate
+from tpcflow.train.network import MeanAccumulator, TrainNetwork, batch_to_device, evaluate
 
 __all__ = ["TrainResult", "train"]
 
@@ -106,7 +106,7 @@ def _train(cfg: Config, info: distributed.DistInfo, echo, stop_at=None) -> Train
     netcfg = resolve_network(cfg)
     source = make_source(cfg, "train", rank=info.rank, world_size=info.world_size)
     aux = make_source(cfg, "aux", rank=info.rank, world_size=info.world_size) if cfg.run.aux_iterations else None
-    runner = Runner(cfg, netcfg, info.device, source.shape)
+    runner = TrainNetwork(cfg, netcfg, info.device, source.shape)
     run_dir = run_directory(cfg)
     resolved = runner.resolved_dict()
     echo("-- CONFIG --\n" + yaml.safe_dump(resolved, sort_keys=False).rstrip())

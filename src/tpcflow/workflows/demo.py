@@ -164,13 +164,13 @@ def stage_generate(state: DemoState) -> None:
 
 def _held_out_metrics(state: DemoState, model) -> dict:
     from tpcflow.train.data import SyntheticSource
-    from tpcflow.train.session import Runner, evaluate
+    from tpcflow.train.network import TrainNetwork, evaluate
 
     cfg = state.config
     from tpcflow.models.runtime import pick_device
     from tpcflow.train.resolve import resolve_network
 
-    runner = Runner(cfg, resolve_network(cfg), pick_device(cfg.run.compute_mode), state.test_arrays.shape)
+    runner = TrainNetwork(cfg, resolve_network(cfg), pick_device(cfg.run.compute_mode), state.test_arrays.shape)
     if model is not None:
         runner.use_model(model)
     source = SyntheticSource(state.test_arrays, min(cfg.run.minibatch_size, len(state.test_arrays)), shuffle=False, cycle=False)

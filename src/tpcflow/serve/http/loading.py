@@ -18,9 +18,9 @@ import numpy as np
 
 from tpcflow.serve.http.errors import ModelExecutionError, ModelFormatError
 
-__all__ = ["FORMAT_FILES", "Runner", "detect_format", "load_runner", "onnx_available"]
+__all__ = ["FORMAT_FILES", "ModelFn", "detect_format", "load_runner", "onnx_available"]
 
-Runner = Callable[[list[np.ndarray]], list[np.ndarray]]
+ModelFn = Callable[[list[np.ndarray]], list[np.ndarray]]
 
 #: format -> file name of the model inside a version directory
 FORMAT_FILES = {"torchscript": "model.pt", "checkpoint": "model.pt", "onnx": "model.onnx"}
@@ -53,7 +53,7 @@ def detect_format(path: Path, filename: str | None = None) -> str:
     )
 
 
-def _torch_runner(module, name: str, threads: int | None = None) -> Runner:
+def _torch_runner(module, name: str, threads: int | None = None) -> ModelFn:
     from tpcflow.models.runtime import TorchRunner
 
     runner = TorchRunner(module, device="cpu", threads=threads)
@@ -92,7 +92,7 @@ def _outputs_to_numpy(out, name: str) -> list[np.ndarray]:
     return arrays
 
 
-def _onnx_runner(path: Path, name: str, input_names: list[str]) -> Runner:
+def _onnx_runner(path: Path, name: str, input_names: list[str]) -> ModelFn:
     if not onnx_available():
         raise ModelFormatError(
             "ONNX models need onnxruntime, which is not installed (pip install 'tpcflow[onnx]')",
@@ -116,7 +116,7 @@ def _onnx_runner(path: Path, name: str, input_names: list[str]) -> Runner:
     return run
 
 
-def load_runner(path: Path, fmt: str, name: str, input_names: list[str], threads: int | None = None) -> Runner:
+def load_runner(path: Path, fmt: str, name: str, input_names: list[str], threads: int | None = None) -> ModelFn:
     """Load ``path`` (of format ``fmt``) on CPU and return its runner.
 
     ``threads`` is the torch intra-op thread count of the thread that runs the

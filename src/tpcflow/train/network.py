@@ -15,7 +15,7 @@ from tpcflow.errors import ConfigError
 from tpcflow.models.runtime import autocast_context
 from tpcflow.train.resolve import check_downsample_fits
 
-__all__ = ["MeanAccumulator", "Runner", "batch_to_device", "evaluate"]
+__all__ = ["MeanAccumulator", "TrainNetwork", "batch_to_device", "evaluate"]
 
 
 def batch_to_device(batch: dict, device: torch.device, channels_last: bool = False):
@@ -27,7 +27,7 @@ def batch_to_device(batch: dict, device: torch.device, channels_last: bool = Fal
     return x, y
 
 
-class Runner:
+class TrainNetwork:
     """A network on its device with the run's precision and memory-format settings.
 
     Parameters
@@ -89,7 +89,7 @@ class Runner:
         return config_to_dict(self.cfg, dataclasses.asdict(self.netcfg))
 
 
-def evaluate(runner: Runner, source, max_batches: int | None = None) -> dict[str, float]:
+def evaluate(runner: TrainNetwork, source, max_batches: int | None = None) -> dict[str, float]:
     """Average loss and metrics over ``source`` (eval mode, no gradient), weighted by batch size."""
     model = runner.model
     was_training = model.training
