@@ -99,116 +99,144 @@ def train(cfg: Config, *, echo=print, stop_at: int | None = None) -> TrainResult
         distributed.cleanup(info)
 
 
-def _train(cfg: Config, info: distributed.DistInfo, echo, stop_at=None) -> TrainResult:
+@dataclass
+class _Run:
+    """One training run's objects, built in a fixed order (the RNG draws depend on it)."""
+
+    cfg: Config
+    info: distributed.DistInfo
+    netcfg: object
+    net: TrainNetwork
+    source: object
+    aux: object
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    scaler: object
+    manager: CheckpointManager
+
+
+def _build(cfg: Config, info: distributed.DistInfo, echo) -> _Run:
+    """Seed, open the data sources, build the network, write config.yaml, build the optimizer."""
     if cfg.run.num_threads:
         torch.set_num_threads(cfg.run.num_threads)
     _seed_all(cfg.run.seed)
     netcfg = resolve_network(cfg)
     source = make_source(cfg, "train", rank=info.rank, world_size=info.world_size)
     aux = make_source(cfg, "aux", rank=info.rank, world_size=info.world_size) if cfg.run.aux_iterations else None
-    runner = TrainNetwork(cfg, netcfg, info.device, source.shape)
+    net = TrainNetwork(cfg, netcfg, info.device, source.shape)
     run_dir = run_directory(cfg)
-    resolved = runner.resolved_dict()
+    resolved = net.resolved_dict()
     echo("-- CONFIG --\n" + yaml.safe_dump(resolved, sort_keys=False).rstrip())
-    echo(runner.describe())
+    echo(net.describe())
     if info.is_main:
         save_yaml(cfg, run_dir / "config.yaml", resolved["network"])
-
     ocfg = cfg.mode.optimizer
-    optimizer = build_optimizer(runner.model.parameters(), ocfg)
+    optimizer = build_optimizer(net.model.parameters(), ocfg)
     steps_per_epoch = len(source) / cfg.run.minibatch_size / ocfg.gradient_accumulation
     scheduler = build_scheduler(optimizer, ocfg, total_steps=cfg.run.iterations, steps_per_epoch=steps_per_epoch)
-    scaler = torch.amp.GradScaler("cuda") if runner.needs_scaler else None
-
+    scaler = torch.amp.GradScaler("cuda") if net.needs_scaler else None
     manager = CheckpointManager(run_dir / "checkpoints", cfg.mode.keep_checkpoints)
-    start = 0
-    if cfg.run.resume:
-        ckpt = manager.load_latest(netcfg, map_location=info.device)
-        if ckpt is not None:
-            require_keys(ckpt, ("optimizer", "scheduler", "rng", "loader", "iteration"), manager.latest())
-            restore_model(runner.model, netcfg, ckpt, file_path=manager.latest())
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["scheduler"])
-            if scaler is not None and ckpt.get("scaler"):
-                scaler.load_state_dict(ckpt["scaler"])
-            source.load_state_dict(ckpt["loader"])
-            if aux is not None and ckpt.get("aux_loader"):
-                aux.load_state_dict(ckpt["aux_loader"])
-            set_rng_state(ckpt["rng"])
-            start = int(ckpt["iteration"])
-            echo(f"resumed from {manager.latest()} at iteration {start}")
+    return _Run(cfg, info, netcfg, net, source, aux, optimizer, scheduler, scaler, manager)
 
-    runner.forward_model = distributed.wrap_model(runner.model, info)
-    runner.compile()
-    result = TrainResult(
-        run_dir=run_dir,
-        n_parameters=runner.n_parameters,
-        start_iteration=start,
-        model=runner.model,
-        network_config=netcfg,
-        is_main=info.is_main,
-    )
-    accum = ocfg.gradient_accumulation
+
+def _resume(run: _Run, echo) -> int:
+    """Restore the newest checkpoint's full training state; return the iteration to start at."""
+    if not run.cfg.run.resume:
+        return 0
+    ckpt = run.manager.load_latest(run.netcfg, map_location=run.info.device)
+    if ckpt is None:
+        return 0
+    path = run.manager.latest()
+    require_keys(ckpt, ("optimizer", "scheduler", "rng", "loader", "iteration"), path)
+    restore_model(run.net.model, run.netcfg, ckpt, file_path=path)
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.scheduler.load_state_dict(ckpt["scheduler"])
+    if run.scaler is not None and ckpt.get("scaler"):
+        run.scaler.load_state_dict(ckpt["scaler"])
+    run.source.load_state_dict(ckpt["loader"])
+    if run.aux is not None and ckpt.get("aux_loader"):
+        run.aux.load_state_dict(ckpt["aux_loader"])
+    set_rng_state(ckpt["rng"])
+    start = int(ckpt["iteration"])
+    echo(f"resumed from {path} at iteration {start}")
+    return start
+
+
+def _step(run: _Run) -> tuple[dict, float, int]:
+    """One optimizer step over ``gradient_accumulation`` minibatches: (metrics, lr, images seen)."""
+    net, info, accum = run.net, run.info, run.cfg.mode.optimizer.gradient_accumulation
+    net.model.train()
+    run.optimizer.zero_grad(set_to_none=True)
+    acc = MeanAccumulator()
+    images = 0
+    for micro in range(accum):
+        x, y = batch_to_device(next(run.source), info.device, run.cfg.run.channels_last)
+        sync = micro == accum - 1 or not info.enabled
+        with contextlib.nullcontext() if sync else net.forward_model.no_sync():
+            logits = net.forward(x)
+            loss = net.loss(logits, y)
+            scaled = loss / accum
+            (run.scaler.scale(scaled) if run.scaler is not None else scaled).backward()
+        acc.add({"loss": float(loss.detach()), **net.metrics(logits.detach(), y)})
+        images += x.shape[0] * info.world_size
+    if run.scaler is not None:
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+    else:
+        run.optimizer.step()
+    lr = run.optimizer.param_groups[0]["lr"]
+    run.scheduler.step()
+    return distributed.all_reduce_mean(acc.mean(), info), lr, images
+
+
+def _training_state(run: _Run) -> dict:
+    """The checkpoint's extra entries that make a resume exact."""
+    return {
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "scaler": run.scaler.state_dict() if run.scaler is not None else {},
+        "rng": get_rng_state(),
+        "loader": run.source.state_dict(),
+        "aux_loader": run.aux.state_dict() if run.aux is not None else {},
+    }
+
+
+def _train(cfg: Config, info: distributed.DistInfo, echo, stop_at=None) -> TrainResult:
+    run = _build(cfg, info, echo)
+    start = _resume(run, echo)
+    net = run.net
+    net.forward_model = distributed.wrap_model(net.model, info)
+    net.compile()
+    result = TrainResult(run_dir=run_directory(cfg), n_parameters=net.n_parameters, start_iteration=start,
+                         model=net.model, network_config=run.netcfg, is_main=info.is_main)
     total = cfg.run.iterations
-    logger = MetricsLogger(
-        run_dir, enabled=info.is_main, progress_total=total if cfg.run.progress else None, initial=start
-    )
+    logger = MetricsLogger(result.run_dir, enabled=info.is_main, progress_total=total if cfg.run.progress else None,
+                           initial=start)
     images, t0 = 0, time.perf_counter()
     try:
         for it in range(start, total):
-            runner.model.train()
-            optimizer.zero_grad(set_to_none=True)
-            acc = MeanAccumulator()
-            for micro in range(accum):
-                batch = next(source)
-                x, y = batch_to_device(batch, info.device, cfg.run.channels_last)
-                sync = micro == accum - 1 or not info.enabled
-                ctx = contextlib.nullcontext() if sync else runner.forward_model.no_sync()
-                with ctx:
-                    logits = runner.forward(x)
-                    loss = runner.loss(logits, y)
-                    scaled = loss / accum
-                    (scaler.scale(scaled) if scaler is not None else scaled).backward()
-                m = {"loss": float(loss.detach()), **runner.metrics(logits.detach(), y)}
-                acc.add(m)
-                images += x.shape[0] * info.world_size
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            lr = optimizer.param_groups[0]["lr"]
-            scheduler.step()
-            metrics = distributed.all_reduce_mean(acc.mean(), info)
-            elapsed = max(time.perf_counter() - t0, 1e-9)
+            metrics, lr, seen = _step(run)
+            images += seen
             result.losses.append(metrics["loss"])
             result.metrics = metrics
-            result.images_per_second = images / elapsed
+            result.images_per_second = images / max(time.perf_counter() - t0, 1e-9)
             if (it + 1) % cfg.mode.logging_iteration == 0 or it + 1 == total:
                 logger.log(it + 1, "train", {**metrics, "lr": lr, "img_per_s": result.images_per_second})
             logger.progress(1, loss=metrics["loss"], img_s=result.images_per_second)
-            if aux is not None and (it + 1) % cfg.run.aux_iterations == 0:
-                val = distributed.all_reduce_mean(evaluate(runner, aux, max_batches=1), info)
-                result.validation = val
-                logger.log(it + 1, "val", val)
+            if run.aux is not None and (it + 1) % cfg.run.aux_iterations == 0:
+                result.validation = distributed.all_reduce_mean(evaluate(net, run.aux, max_batches=1), info)
+                logger.log(it + 1, "val", result.validation)
             if (it + 1) % cfg.mode.checkpoint_iteration == 0 or it + 1 == total:
-                state = {
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict() if scaler is not None else {},
-                    "rng": get_rng_state(),
-                    "loader": source.state_dict(),
-                    "aux_loader": aux.state_dict() if aux is not None else {},
-                }
+                state = _training_state(run)
                 if info.is_main:
-                    result.checkpoint = manager.save(it + 1, runner.model, netcfg, state)
+                    result.checkpoint = run.manager.save(it + 1, net.model, run.netcfg, state)
             if stop_at is not None and it + 1 >= stop_at:
                 break
     finally:
         logger.close()
-        source.close()
-        if aux is not None:
-            aux.close()
+        run.source.close()
+        if run.aux is not None:
+            run.aux.close()
     if start >= total:
         echo(f"the run is already at iteration {start} >= run.iterations={total}: nothing to train (raise run.iterations)")
     if result.losses:

@@ -120,6 +120,67 @@ def _write_output(output: Path, n: int, side: _Sidecar, out_producer: str, compr
                                                f"sparse2d/{out_producer}_score": scores}, entry=entry))
 
 
+def _progress_bar(enabled: bool, total: int, initial: int, service: str):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="event", desc=f"submit {service}", dynamic_ncols=True)
+
+
+def _checked_result(entry: int, request: tuple, reply: list) -> tuple:
+    """``(entry, event_id, metas, index, labels, scores)`` of a reply, checked against its request.
+
+    Raises
+    ------
+    ProtocolError
+        If the event id or the voxel counts differ from the request's.
+    """
+    eid, index, metas = request
+    r_eid, labels, scores = decode_reply(reply)
+    if (r_eid is not None and tuple(r_eid) != tuple(eid)) or [len(x) for x in labels] != [len(x) for x in index]:
+        raise ProtocolError(
+            f"reply for entry {entry} does not match its request: event id {r_eid} vs {eid}, "
+            f"voxels {[len(x) for x in labels]} vs {[len(x) for x in index]}"
+        )
+    return entry, eid, metas, index, [np.array(x) for x in labels], [np.array(x) for x in scores]
+
+
+def _exchange(client, service: str, reader, entries: list[int], key: str, side: _Sidecar, bar, *, compression,
+              max_in_flight: int, flush_every: int, flush_seconds: float) -> int:
+    """Send ``entries``, keep up to ``max_in_flight`` outstanding, flush results to the sidecar; return the count.
+
+    Finished results are flushed also on error or Ctrl-C, so that a rerun resumes after them.
+    """
+    pending: dict[int, tuple] = {}  # entry -> (event id, index per plane, meta per plane)
+
+    def bodies():
+        for entry in entries:
+            ev = reader.read(entry, products=[key])
+            planes = ev.products.get(key)
+            if not planes:
+                raise DataFormatError(f"product {key!r} has no projection", file_path=reader.locate(entry)[0],
+                                      entry=entry)
+            pending[entry] = (ev.event_id.as_tuple(), [p.index for p in planes], [p.meta for p in planes])
+            yield entry, encode_request(ev.event_id, planes, compression=compression)
+
+    done: list = []
+    sent = 0
+    last_flush = time.monotonic()
+    try:
+        for entry, reply in client.map(service, bodies(), max_in_flight=max_in_flight):
+            done.append(_checked_result(entry, pending.pop(entry), reply))
+            sent += 1
+            if bar is not None:
+                bar.update(1)
+            if len(done) >= flush_every or time.monotonic() - last_flush > flush_seconds:
+                side.flush(done)
+                done, last_flush = [], time.monotonic()
+    finally:
+        side.flush(done)
+    return sent
+
+
 def submit_files(
     broker: str,
     service: str,
@@ -183,51 +244,21 @@ def submit_files(
     todo = [e for e in range(n) if e not in side.where]
     skipped = n - len(todo)
     sent = 0
-    if todo:
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=n, initial=skipped, unit="event", desc=f"submit {service}", dynamic_ncols=True)
-        requests: dict[int, tuple] = {}
-
-        def bodies():
-            for entry in todo:
-                ev = reader.read(entry, products=[key])
-                planes = ev.products.get(key)
-                if not planes:
-                    raise DataFormatError(f"product {key!r} has no projection", file_path=reader.locate(entry)[0],
-                                          entry=entry)
-                requests[entry] = (ev.event_id.as_tuple(), [p.index for p in planes], [p.meta for p in planes])
-                yield entry, encode_request(ev.event_id, planes, compression=compression)
-
-        done: list = []
-        last_flush = time.monotonic()
-        client = Client(broker, timeout=timeout, retries=retries, copy=False, context=context, curve=curve)
-        try:
-            if wait_service > 0:  # 0: brokers without MMI (majortomo) are not asked
-                client.wait_for_service(service, timeout=wait_service)
-            for entry, reply in client.map(service, bodies(), max_in_flight=max_in_flight):
-                eid, index, metas = requests.pop(entry)
-                r_eid, labels, scores = decode_reply(reply)
-                if (r_eid is not None and tuple(r_eid) != tuple(eid)) or [len(x) for x in labels] != [len(x) for x in index]:
-                    raise ProtocolError(
-                        f"reply for entry {entry} does not match its request: event id {r_eid} vs {eid}, "
-                        f"voxels {[len(x) for x in labels]} vs {[len(x) for x in index]}"
-                    )
-                done.append((entry, eid, metas, index, [np.array(x) for x in labels], [np.array(x) for x in scores]))
-                sent += 1
+    try:
+        if todo:
+            client = Client(broker, timeout=timeout, retries=retries, copy=False, context=context, curve=curve)
+            bar = _progress_bar(progress, n, skipped, service)
+            try:
+                if wait_service > 0:  # 0: brokers without MMI (majortomo) are not asked
+                    client.wait_for_service(service, timeout=wait_service)
+                sent = _exchange(client, service, reader, todo, key, side, bar, compression=compression,
+                                 max_in_flight=max_in_flight, flush_every=flush_every, flush_seconds=flush_seconds)
+            finally:
+                client.close()
                 if bar is not None:
-                    bar.update(1)
-                if len(done) >= flush_every or time.monotonic() - last_flush > flush_seconds:
-                    side.flush(done)
-                    done, last_flush = [], time.monotonic()
-        finally:
-            side.flush(done)  # keep what is finished, even on Ctrl-C or error
-            client.close()
-            if bar is not None:
-                bar.close()
-    reader.close()
+                    bar.close()
+    finally:
+        reader.close()
     _write_output(output, n, side, out_producer, h5_compression)
     shutil.rmtree(side.dir, ignore_errors=True)
     return SubmitResult(output, n, sent, skipped, time.monotonic() - t0)
