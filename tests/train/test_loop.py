@@ -159,3 +159,20 @@ def test_resume_mid_epoch_from_larcv3_files(tmp_path):
     assert rest.start_iteration == 4
     assert rest.losses == full.losses[4:]
     assert rest.validation == full.validation
+
+
+def test_file_source_hands_out_loader_views_without_copies(tmp_path):
+    """The trainer takes the loader's shared-memory batches as they are (no copy per minibatch)."""
+    from tpcflow.config import DataConfig
+    from tpcflow.sim.sbnd import generate_file
+    from tpcflow.train.data import FileSource
+
+    path = generate_file(tmp_path / "f.h5", 4, 3, downsample=4)
+    source = FileSource([path], DataConfig(file=str(path), downsample=0, num_threads=1), 2, cycle=False,
+                        shuffle=False)
+    try:
+        batch = next(source)
+        assert not batch["image"].flags.owndata and not batch["label"].flags.owndata
+        assert batch["image"].shape == (2, 3, *source.shape) and float(batch["image"].sum()) > 0
+    finally:
+        source.close()

@@ -162,7 +162,10 @@ class FileSource:
             shuffle=(cfg.shuffle if shuffle is None else shuffle),
             drop_last=cycle,
             seed=seed,
-            copy=True,
+            # NOTE [zero copy]: batches are views of the loader's shared-memory slot, valid until the
+            # next minibatch is taken.  train, evaluate and inference use a batch wholly (forward,
+            # backward, outputs written as copies) before they call next(), so no copy is needed.
+            copy=False,
         )
         self.epoch, self.batch_in_epoch = 0, 0
         self._it = None
