@@ -110,7 +110,8 @@ class DataConfig:
     aux_file: str = _f("", "larcv3 validation file(s), comma-separated ('' = no validation)")
     data_directory: str = _f("", "directory prefixed to relative data.file / data.aux_file")
     downsample: int = _f(1, "downsample by 2**downsample: images average-pooled, labels max-pooled")
-    synthetic: bool = _f(False, "generate SBND-like events in memory (tpcflow.sim.sbnd) instead of reading files")
+    synthetic: bool = _f(False, "generate SBND-like events (tpcflow.sim.sbnd) into <run dir>/synthetic/ and read them "
+                                "through the loader, instead of data.file")
     synthetic_events: int = _f(64, "synthetic: training events generated (validation: a quarter, other seed)")
     synthetic_seed: int = _f(1234, "synthetic: generator seed")
     image_producer: str = _f("sbndwire", "larcv3 sparse2d producer of the charge")

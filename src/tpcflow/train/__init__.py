@@ -5,9 +5,10 @@
 * :mod:`tpcflow.train.inference`: :func:`~tpcflow.train.inference.infer` (larcv3 predictions,
   per-event metrics CSV, event displays).
 * :mod:`tpcflow.train.iotest`: the data pipeline alone, timed.
-* :mod:`tpcflow.train.resolve`: config -> network config, device, data source, precision.
+* :mod:`tpcflow.train.resolve`: config -> network config and data source.
 * :mod:`tpcflow.train.network`: the network on its device, forward, loss, metrics, evaluation.
-* :mod:`tpcflow.train.data` / :mod:`tpcflow.train.synthetic`: resumable minibatch sources.
+* :mod:`tpcflow.train.data`: the Source protocol and its one implementation (files, and synthetic
+  events written to a file), resumable.
 * :mod:`tpcflow.train.checkpoint`: checkpoint rotation and RNG state (the format itself is
   :mod:`tpcflow.models.checkpoint`).
 * :mod:`tpcflow.train.optim`, :mod:`tpcflow.train.logging`,

@@ -5,79 +5,61 @@ A source yields dicts ``{"image": float32 [b,3,H,W], "label": int64 [b,3,H,W],
 rank's share of the global minibatch.  ``state_dict()`` / ``load_state_dict()`` capture the
 position (epoch, batch within the epoch), so that a resumed run sees the same minibatches.
 
-* :class:`SyntheticSource`: events in memory (``data.synthetic=true``).
-* :class:`FileSource`: larcv3 files through :class:`tpcflow.loader.BatchLoader`.
+* :class:`Source`: the protocol every consumer takes.
+* :class:`FileSource`: larcv3 files through :class:`tpcflow.loader.BatchLoader`; synthetic events
+  (``data.synthetic=true``) are written to a file first (:func:`synthetic_file`) and read the same way.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from tpcflow.config import DataConfig
 from tpcflow.errors import ConfigError, DataFormatError, ProductNotFoundError
-from tpcflow.train.synthetic import EventArrays
 
-__all__ = ["FileSource", "SyntheticSource", "check_products", "resolve_files"]
+__all__ = ["FileSource", "Source", "check_products", "resolve_files", "synthetic_file"]
 
 
-class SyntheticSource:
-    """Shuffled, epoch-seeded minibatches over :class:`EventArrays` in memory.
+class Source(Protocol):
+    """What train, iotest and inference take minibatches from (:class:`FileSource` implements it).
 
-    Parameters
+    Attributes
     ----------
-    arrays : EventArrays
-    batch_size : int
-        Global minibatch size; rank ``rank`` gets rows ``[rank*b, (rank+1)*b)``, ``b = batch_size // world_size``.
-    shuffle : bool
-        Permute the events each epoch with ``np.random.default_rng([seed, epoch])``.
-    cycle : bool
-        Start a new epoch when the events run out (training); otherwise stop (inference).
+    shape : (H, W)
+        Image size per plane, CosmicTagger layout, after down-sampling.
+    metas : list of ImageMeta
+        The charge product's metas of the first entry (one per plane), at the file's resolution.
     """
 
-    def __init__(self, arrays: EventArrays, batch_size: int, *, shuffle=True, seed=0, rank=0, world_size=1, cycle=True):
-        if batch_size % world_size:
-            raise ConfigError(f"run.minibatch_size={batch_size} must be a multiple of the {world_size} ranks")
-        if cycle and batch_size > len(arrays):
-            raise ConfigError(f"run.minibatch_size={batch_size} is larger than the {len(arrays)} events; raise data.synthetic_events")
-        self.arrays, self.batch_size, self.shuffle, self.seed = arrays, batch_size, shuffle, seed
-        self.rank, self.world_size, self.cycle = rank, world_size, cycle
-        self.epoch, self.cursor = 0, 0
-        self.shape = arrays.shape
+    shape: tuple[int, int]
+    metas: list
 
-    def __len__(self) -> int:
-        return len(self.arrays)
+    def __len__(self) -> int: ...
+    def __iter__(self): ...
+    def __next__(self) -> dict: ...
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: dict) -> None: ...
+    def close(self) -> None: ...
 
-    def _order(self) -> np.ndarray:
-        n = len(self.arrays)
-        return np.random.default_rng([self.seed, self.epoch]).permutation(n) if self.shuffle else np.arange(n)
 
-    def __iter__(self):
-        return self
+def synthetic_file(directory: str | Path, n: int, seed: int, downsample: int) -> Path:
+    """The larcv3 file of ``n`` synthetic SBND events (:func:`tpcflow.sim.sbnd.generate_file`), made once.
 
-    def __next__(self) -> dict:
-        n = len(self.arrays)
-        if self.cursor >= n or (self.cycle and self.cursor + self.batch_size > n):
-            if not self.cycle:
-                raise StopIteration
-            self.epoch, self.cursor = self.epoch + 1, 0
-        chunk = self._order()[self.cursor : self.cursor + self.batch_size]
-        self.cursor += self.batch_size
-        per = -(-len(chunk) // self.world_size)
-        mine = chunk[self.rank * per : (self.rank + 1) * per]
-        image, label = self.arrays.batch(mine)
-        return {"image": image, "label": label, "event_ids": self.arrays.event_ids[mine], "entries": mine.astype(np.int64)}
+    Synthetic data goes through the same loader as users' files: the events are written once to
+    ``<directory>/synthetic-n<n>-seed<seed>-ds<downsample>.h5`` (atomically; a later run with the
+    same settings reuses the file) and read back like any larcv3 file.
+    """
+    from tpcflow.sim.sbnd import generate_file
 
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "cursor": self.cursor}
-
-    def close(self) -> None:
-        pass
-
-    def load_state_dict(self, state: dict) -> None:
-        self.epoch, self.cursor = int(state["epoch"]), int(state["cursor"])
+    path = Path(directory) / f"synthetic-n{n}-seed{seed}-ds{downsample}.h5"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        generate_file(path, n, seed, downsample=downsample)
+    return path
 
 
 def resolve_files(spec: str, data_directory: str = "", *, what: str = "data.file") -> list[Path]:

@@ -134,8 +134,7 @@ def infer(cfg: Config, *, echo=print, max_events: int | None = None) -> Inferenc
         torch.set_num_threads(cfg.run.num_threads)
     ckpt, wpath, netcfg = load_weights(cfg, resolve_network(cfg), device)
     source = make_source(cfg, "train", cycle=False, shuffle=False)
-    metas = getattr(source, "metas", None) or source.arrays.metas
-    out_metas = _output_metas(metas, source.shape)
+    out_metas = _output_metas(source.metas, source.shape)
     runner = TrainNetwork(cfg, netcfg, device, source.shape)
     restore_model(runner.model, netcfg, ckpt, file_path=wpath)
     runner.model.eval()

@@ -79,21 +79,24 @@ def run_directory(cfg: Config) -> Path:
 
 
 def make_source(cfg: Config, which: str, *, rank=0, world_size=1, cycle=True, shuffle=None):
-    """Return the minibatch source of ``data.file`` (``which="train"``) or ``data.aux_file`` ("aux").
+    """Return the :class:`~tpcflow.train.data.Source` of ``data.file`` (``which="train"``) or ``data.aux_file`` ("aux").
 
-    Returns None for "aux" when no validation data is configured.
+    With ``data.synthetic=true`` the events are generated once into ``<run dir>/synthetic/`` and read
+    through the same loader as files.  Returns None for "aux" when no validation data is configured.
     """
-    from tpcflow.train.data import FileSource, SyntheticSource, resolve_files
-    from tpcflow.train.synthetic import generate_arrays
+    from tpcflow.train.data import FileSource, resolve_files, synthetic_file
 
     d = cfg.data
     batch = cfg.run.minibatch_size if which == "train" else cfg.run.aux_minibatch_size
     shuffle = d.shuffle if shuffle is None else shuffle
-    if d.synthetic:
+    if d.synthetic:  # written once at the asked resolution, then read like any file
         n = d.synthetic_events if which == "train" else max(batch, d.synthetic_events // 4)
         seed = d.synthetic_seed if which == "train" else d.synthetic_seed + 1_000_003
-        arrays = generate_arrays(n, seed, d.downsample)
-        return SyntheticSource(arrays, batch, shuffle=shuffle, seed=cfg.run.seed, rank=rank, world_size=world_size, cycle=cycle)
+        path = synthetic_file(run_directory(cfg) / "synthetic", n, seed, d.downsample)
+        d = dataclasses.replace(d, file=str(path), downsample=0, image_producer="sbndwire",
+                                label_producer="sbnd_cosmicseg")
+        return FileSource([path], d, batch, seed=cfg.run.seed, rank=rank, world_size=world_size, cycle=cycle,
+                          shuffle=shuffle)
     if which == "aux":
         if not d.aux_file:
             return None

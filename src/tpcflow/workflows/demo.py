@@ -94,7 +94,7 @@ class DemoState:
     settings: DemoSettings
     config: Config | None = None
     test_file: Path | None = None
-    test_arrays: object = None
+    test_source: Callable | None = None  # () -> a fresh Source over test_file
     train_result: object = None
     metrics: dict[str, dict] = field(default_factory=dict)
     inference: dict[str, object] = field(default_factory=dict)
@@ -145,17 +145,21 @@ def train_config(s: DemoSettings) -> Config:
 
 
 def stage_generate(state: DemoState) -> None:
-    """Generate the held-out events (in memory and as a larcv3 file); the training set is made by ``train``."""
-    from tpcflow.sim.sbnd import generate_events, generate_file
-    from tpcflow.train.synthetic import EventArrays
+    """Generate the held-out events as a larcv3 file; the training set is made by ``train`` (data.synthetic)."""
+    from tpcflow.sim.sbnd import generate_file
+    from tpcflow.train.data import FileSource
 
     s = state.settings
     s.out.mkdir(parents=True, exist_ok=True)
     state.config = train_config(s)
     test_seed = s.seed + 7919
     state.test_file = generate_file(s.out / "synthetic_test.h5", s.test_events, test_seed, downsample=s.downsample)
-    state.test_arrays = EventArrays(list(generate_events(s.test_events, test_seed, downsample=s.downsample)))
-    h, w = state.test_arrays.shape
+    state.test_source = lambda: FileSource(
+        [state.test_file], dataclasses.replace(state.config.data, file=str(state.test_file), downsample=0),
+        min(state.config.run.minibatch_size, s.test_events), cycle=False, shuffle=False)
+    probe = state.test_source()
+    h, w = probe.shape
+    probe.close()
     state.echo(
         f"[generate] {s.train_events} training + {s.test_events} held-out synthetic SBND events, "
         f"3 planes of {h}x{w} (downsample {s.downsample}); held-out file {state.test_file}"
@@ -163,18 +167,20 @@ def stage_generate(state: DemoState) -> None:
 
 
 def _held_out_metrics(state: DemoState, model) -> dict:
-    from tpcflow.train.data import SyntheticSource
-    from tpcflow.train.network import TrainNetwork, evaluate
-
-    cfg = state.config
+    """CosmicTagger metrics of ``model`` (None: a freshly built network) on the held-out file."""
     from tpcflow.models.runtime import pick_device
+    from tpcflow.train.network import TrainNetwork, evaluate
     from tpcflow.train.resolve import resolve_network
 
-    runner = TrainNetwork(cfg, resolve_network(cfg), pick_device(cfg.run.compute_mode), state.test_arrays.shape)
-    if model is not None:
-        runner.use_model(model)
-    source = SyntheticSource(state.test_arrays, min(cfg.run.minibatch_size, len(state.test_arrays)), shuffle=False, cycle=False)
-    return evaluate(runner, source)
+    cfg = state.config
+    source = state.test_source()
+    try:
+        net = TrainNetwork(cfg, resolve_network(cfg), pick_device(cfg.run.compute_mode), source.shape)
+        if model is not None:
+            net.use_model(model)
+        return evaluate(net, source)
+    finally:
+        source.close()
 
 
 def stage_train(state: DemoState) -> None:
