@@ -12,7 +12,6 @@ from tpcflow.cli.main import main
 from tpcflow.config import describe_options
 from tpcflow.io import open_larcv3
 from tpcflow.sim.sbnd import generate_file
-from tpcflow.train.resolve import network_schema
 
 TINY = [
     "run.minibatch_size=2",
@@ -28,7 +27,7 @@ def test_help_lists_every_option_with_default(command, capsys):
         main([command, "--help"])
     assert info.value.code == 0
     out = capsys.readouterr().out
-    for opt in describe_options(network_schema()):
+    for opt in describe_options():
         assert f"{opt.key}={opt.default!r}" in out, opt.key
 
 

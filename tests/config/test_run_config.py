@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 
 from tpcflow.config import (
     Config,
-    NetworkSchema,
     config_from_dict,
     config_to_dict,
     describe_options,
@@ -19,13 +18,6 @@ from tpcflow.config import (
     save_yaml,
 )
 from tpcflow.errors import ConfigError
-
-SCHEMA = NetworkSchema(
-    presets={
-        "uresnet": {"n_initial_filters": 16, "network_depth": 6, "residual": True, "connections": "concat"},
-        "a21": {"n_initial_filters": 8, "network_depth": 6, "residual": False, "connections": "sum"},
-    }
-)
 
 
 def test_defaults_match_reference():
@@ -53,7 +45,6 @@ def test_dotted_overrides_are_coerced():
             "network.n_initial_filters=8",
             "network=a21",
         ],
-        network_schema=SCHEMA,
     )
     assert cfg.run.id == "abc" and cfg.run.iterations == 7 and cfg.run.minibatch_size == 4
     assert cfg.mode.optimizer.learning_rate == 1e-3 and cfg.mode.optimizer.gradient_accumulation == 3
@@ -62,7 +53,7 @@ def test_dotted_overrides_are_coerced():
     # the preset is applied first whatever the order; an override equal to the preset is dropped
     assert cfg.network.preset == "a21"
     assert dict(cfg.network.overrides) == {}
-    cfg2 = load_config(["network=a21", "network.n_initial_filters=4"], network_schema=SCHEMA)
+    cfg2 = load_config(["network=a21", "network.n_initial_filters=4"])
     assert dict(cfg2.network.overrides) == {"n_initial_filters": 4}
 
 
@@ -84,7 +75,7 @@ def test_config_is_frozen():
 )
 def test_unknown_key_names_closest(override, expect):
     with pytest.raises(ConfigError, match="unknown configuration key") as info:
-        load_config([override], network_schema=SCHEMA)
+        load_config([override])
     assert expect in str(info.value)
 
 
@@ -104,17 +95,17 @@ def test_unknown_key_names_closest(override, expect):
 )
 def test_bad_values_raise_config_error(override):
     with pytest.raises(ConfigError):
-        load_config([override], network_schema=SCHEMA)
+        load_config([override])
 
 
 def test_yaml_round_trip(tmp_path):
-    cfg = load_config(["run.id=x", "network=a21", "network.network_depth=4", "run.precision=bfloat16"], network_schema=SCHEMA)
+    cfg = load_config(["run.id=x", "network=a21", "network.network_depth=4", "run.precision=bfloat16"])
     path = save_yaml(cfg, tmp_path / "config.yaml")
-    back = load_config(base=path, network_schema=SCHEMA)
+    back = load_config(base=path)
     assert back == cfg
-    assert config_from_dict(config_to_dict(cfg), SCHEMA) == cfg
+    assert config_from_dict(config_to_dict(cfg)) == cfg
     # later overrides win over the file
-    assert load_config(["run.id=y"], base=path, network_schema=SCHEMA).run.id == "y"
+    assert load_config(["run.id=y"], base=path).run.id == "y"
 
 
 def test_bad_yaml_file(tmp_path):
@@ -128,14 +119,14 @@ def test_bad_yaml_file(tmp_path):
 
 
 def test_describe_lists_every_field_with_default():
-    keys = {o.key: o.default for o in describe_options(SCHEMA)}
+    keys = {o.key: o.default for o in describe_options()}
     for section in (Config().run, Config().mode, Config().mode.optimizer, Config().data):
         for f in dataclasses.fields(section):
             if dataclasses.is_dataclass(getattr(section, f.name)):
                 continue
             assert any(k.endswith("." + f.name) for k in keys), f.name
     assert keys["network.n_initial_filters"] == 16
-    text = format_options(SCHEMA)
+    text = format_options()
     assert "mode.optimizer.gradient_accumulation=1" in text
 
 
@@ -156,3 +147,33 @@ def test_override_text_round_trip(iterations, lr, synth, run_id):
         synth,
         run_id,
     )
+
+
+def test_library_errors_are_wrapped_with_key_value_and_hint():
+    """OmegaConf does the parsing and type checks; the errors still name the key, the value and the fix."""
+    with pytest.raises(ConfigError) as info:
+        load_config(["run.iterations=2.5"])
+    assert str(info.value) == "run.iterations: '2.5' is not a valid int"
+    with pytest.raises(ConfigError, match="data.synthetic: 'maybe' is not a valid bool"):
+        load_config(["data.synthetic=maybe"])
+    with pytest.raises(ConfigError, match="network.residual: 'sometimes' is not a valid bool"):
+        load_config(["network.residual=sometimes"])
+    with pytest.raises(ConfigError, match=r"(?s)unknown configuration key: 'run.iteration'.*run.iterations"):
+        load_config(["run.iteration=3"])
+    with pytest.raises(ConfigError, match=r"network.connections: 'glue' is not allowed"):
+        load_config(["network.connections=glue"])
+    with pytest.raises(ConfigError, match="network.filter_size_deepest: 4 must be odd"):
+        load_config(["network.filter_size_deepest=4"])
+
+
+def test_values_are_converted_by_field_type():
+    cfg = load_config(["data.synthetic=yes", "run.channels_last=On", "mode.optimizer.learning_rate=1e-3",
+                       "run.id=on", "run.output_dir=0x1F", "mode.weights_location=", "network.network_depth=4",
+                       "network=a21"])
+    assert cfg.data.synthetic is True and cfg.run.channels_last is True
+    assert cfg.mode.optimizer.learning_rate == 1e-3
+    assert (cfg.run.id, cfg.run.output_dir, cfg.mode.weights_location) == ("on", "0x1F", "")  # str stays str
+    # network= is applied first, whatever the order; the override is kept, the preset resolved
+    assert cfg.network.preset == "a21" and dict(cfg.network.overrides) == {"network_depth": 4}
+    net = cfg.network.resolve()
+    assert (net.name, net.n_initial_filters, net.network_depth) == ("a21", 8, 4)

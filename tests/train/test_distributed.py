@@ -12,7 +12,6 @@ from conftest import TINY_NETWORK
 
 from tpcflow.config import load_config
 from tpcflow.train.loop import train
-from tpcflow.train.resolve import network_schema
 
 # no BatchNorm and a plain-mean loss: the mean of the per-rank gradients is then exactly the
 # gradient of the global minibatch, so 2 ranks x 1 image must match 1 process x 2 images
@@ -45,7 +44,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str, queue) -> None:
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
     )
     try:
-        cfg = load_config(COMMON + [f"run.output_dir={out_dir}", "run.id=ddp"], network_schema=network_schema())
+        cfg = load_config(COMMON + [f"run.output_dir={out_dir}", "run.id=ddp"])
         res = train(cfg, echo=lambda *a, **k: None)
         params = {k: v.detach().numpy().copy() for k, v in res.model.state_dict().items()}  # by value
         queue.put((rank, res.losses, params, res.metrics, res.is_main))
@@ -79,7 +78,7 @@ def test_two_cpu_ranks_match_single_process(tmp_path):
     assert (tmp_path / "ddp" / "checkpoints" / "checkpoint-00000002.pt").exists()
 
     single = train(
-        load_config(COMMON + [f"run.output_dir={tmp_path}", "run.id=single"], network_schema=network_schema()),
+        load_config(COMMON + [f"run.output_dir={tmp_path}", "run.id=single"]),
         echo=lambda *a, **k: None,
     )
     ps = single.model.state_dict()

@@ -13,7 +13,6 @@ from tpcflow.config import load_config
 from tpcflow.errors import ConfigError
 from tpcflow.models.checkpoint import read_checkpoint
 from tpcflow.train.loop import train
-from tpcflow.train.resolve import network_schema
 
 TINY = [
     "data.synthetic=true",
@@ -27,7 +26,7 @@ TINY = [
 
 
 def cfg_of(tmp_path, *extra):
-    return load_config(TINY + [f"run.output_dir={tmp_path}", *extra], network_schema=network_schema())
+    return load_config(TINY + [f"run.output_dir={tmp_path}", *extra])
 
 
 def quiet(*_a, **_k):

@@ -68,7 +68,7 @@ def test_rng_state_round_trip():
 
 
 def test_checkpoint_manager_keeps_last_k(tmp_path):
-    from tpcflow.models.config import NetworkConfig
+    from tpcflow.config.network import NetworkConfig
 
     net = torch.nn.Linear(2, 2)
     cfg = NetworkConfig(n_initial_filters=2, network_depth=1)

@@ -17,15 +17,6 @@ class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaults
     """Keep the option table's line breaks and still show argument defaults."""
 
 
-def _schema():
-    from tpcflow.config import NetworkSchema
-    from tpcflow.models.config import CHOICES, PRESETS  # no torch: a plain dataclass module
-
-    import dataclasses
-
-    return NetworkSchema(presets={k: dataclasses.asdict(v) for k, v in PRESETS.items()}, choices=dict(CHOICES))
-
-
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``KEY=VALUE`` overrides and ``--config``; list every option in the epilog."""
     from tpcflow.config import format_options
@@ -38,14 +29,14 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         help="configuration overrides, e.g. run.id=test run.iterations=50 mode.optimizer.learning_rate=3e-4",
     )
     parser.add_argument("--config", default=None, help="YAML file with the base configuration (e.g. a run's config.yaml)")
-    parser.epilog = "configuration options (KEY=DEFAULT):\n" + format_options(_schema())
+    parser.epilog = "configuration options (KEY=DEFAULT):\n" + format_options()
 
 
 def load_cli_config(args, mode: str):
     """Return the Config of the parsed arguments for ``mode`` (train / iotest / inference)."""
     from tpcflow.config import load_config
 
-    return load_config(args.overrides, base=args.config, mode=mode, network_schema=_schema())
+    return load_config(args.overrides, base=args.config, mode=mode)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

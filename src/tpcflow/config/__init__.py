@@ -1,15 +1,15 @@
-"""Structured run configuration: frozen dataclasses plus dotted ``key=value`` overrides.
+"""Structured run configuration: frozen dataclasses, OmegaConf for overrides, YAML.
 
 * :mod:`tpcflow.config.schema`: the sections ``run``, ``mode`` (+ ``mode.optimizer``), ``data``, ``network``.
-* :mod:`tpcflow.config.overrides`: parsing, type coercion, YAML, ``--help`` listing.
+* :mod:`tpcflow.config.network`: :class:`NetworkConfig` and CosmicTagger's presets (no torch).
+* :mod:`tpcflow.config.overrides`: dotted overrides on OmegaConf structured configs, YAML, ``--help`` listing.
 
-This layer imports nothing from tpcflow but :mod:`tpcflow.errors`.
+This layer imports nothing from tpcflow but :mod:`tpcflow.errors` and :mod:`tpcflow.atomic`, and no torch.
 """
 
+from tpcflow.config.network import CHOICES, PRESETS, NetworkConfig, get_preset, network_config_from_dict
 from tpcflow.config.overrides import (
-    NetworkSchema,
     OptionInfo,
-    coerce,
     config_from_dict,
     config_to_dict,
     describe_options,
@@ -21,20 +21,23 @@ from tpcflow.config.overrides import (
 from tpcflow.config.schema import Config, DataConfig, ModeConfig, NetworkSection, OptimizerConfig, RunConfig
 
 __all__ = [
+    "CHOICES",
+    "PRESETS",
     "Config",
     "DataConfig",
     "ModeConfig",
-    "NetworkSchema",
+    "NetworkConfig",
     "NetworkSection",
     "OptimizerConfig",
     "OptionInfo",
     "RunConfig",
-    "coerce",
     "config_from_dict",
     "config_to_dict",
     "describe_options",
     "format_options",
+    "get_preset",
     "load_config",
+    "network_config_from_dict",
     "parse_override",
     "save_yaml",
 ]

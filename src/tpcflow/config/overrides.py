@@ -1,24 +1,24 @@
 """Build a :class:`~tpcflow.config.schema.Config` from YAML and dotted ``key=value`` overrides.
 
-Syntax (CosmicTagger / hydra style)::
+Syntax (CosmicTagger / Hydra style)::
 
     run.id=demo run.iterations=200 mode.optimizer.learning_rate=1e-3
     data.file=train.h5 data.synthetic=true network=a21 network.n_initial_filters=8
 
-Every key is checked against the dataclasses: an unknown or mistyped key raises
-:class:`~tpcflow.errors.ConfigError` naming the closest valid keys, and every value is
-coerced to the field's type (``true/false/yes/no/1/0`` for booleans) or rejected.
-``network=<preset>`` is applied before any ``network.<field>=`` override, whatever the order.
-
-The network fields live in ``tpcflow.models`` (torch), which this layer may not import;
-callers pass a :class:`NetworkSchema` (see ``tpcflow.train.resolve.network_schema``).
-Without one, network overrides are kept as strings and checked later.
+The sections are OmegaConf structured configs made from the frozen dataclasses of
+:mod:`tpcflow.config.schema` and :class:`~tpcflow.config.network.NetworkConfig`: OmegaConf parses
+each value, a string from the command line or a YAML scalar, to the field's type (``1e-3``,
+``true``/``yes``/``on``/``1``; ``2.5`` is no int) and refuses unknown keys.  Its errors are re-raised as
+:class:`~tpcflow.errors.ConfigError` naming the key, the value, and the closest valid keys.
+On top: the allowed values of string fields (``choices`` in the field metadata), value
+ranges, and ``network=<preset>``, which is applied before any ``network.<field>=`` override,
+whatever the order (Hydra's config-group idiom).  Hydra itself is not used: it would own
+``sys.argv`` and the output folders of ``tpcflow train``, which keeps its own ``--help``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,15 +26,16 @@ from types import MappingProxyType
 from typing import Any
 
 import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from tpcflow import atomic
+from tpcflow.config.network import CHOICES, PRESETS, NetworkConfig
 from tpcflow.config.schema import Config, DataConfig, ModeConfig, NetworkSection, OptimizerConfig, RunConfig
 from tpcflow.errors import ConfigError, closest
 
 __all__ = [
-    "NetworkSchema",
     "OptionInfo",
-    "coerce",
     "config_from_dict",
     "config_to_dict",
     "describe_options",
@@ -44,28 +45,7 @@ __all__ = [
     "save_yaml",
 ]
 
-
-@dataclass(frozen=True)
-class NetworkSchema:
-    """The network fields and presets, supplied by a layer that may import torch.
-
-    Attributes
-    ----------
-    presets : mapping preset name -> mapping field -> value
-        Every preset's complete field values (``dataclasses.asdict(PRESETS[name])``).
-    default : str
-        The preset used when ``network=`` is not given.
-    choices : mapping field -> allowed values
-        For the string fields with a closed set of values.
-    """
-
-    presets: Mapping[str, Mapping[str, Any]]
-    default: str = "uresnet"
-    choices: Mapping[str, tuple] = dataclasses.field(default_factory=dict)
-
-    @property
-    def fields(self) -> Mapping[str, Any]:
-        return self.presets[self.default]
+DEFAULT_PRESET = "uresnet"
 
 
 @dataclass(frozen=True)
@@ -78,71 +58,22 @@ class OptionInfo:
     choices: tuple | None = None
 
 
-_SECTIONS: dict[str, type] = {
-    "run": RunConfig,
-    "mode": ModeConfig,
-    "mode.optimizer": OptimizerConfig,
-    "data": DataConfig,
-}
+_SECTIONS: dict[str, type] = {"run": RunConfig, "mode": ModeConfig, "mode.optimizer": OptimizerConfig, "data": DataConfig}
 
 
-def _leaf_fields() -> dict[str, tuple[str, dataclasses.Field, Any]]:
-    """Map every dotted leaf key to (section, field, type)."""
+def _leaves() -> dict[str, dataclasses.Field]:
+    """Every dotted leaf key of run / mode / data and its dataclass field."""
     out = {}
     for section, cls in _SECTIONS.items():
-        hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
-            if dataclasses.is_dataclass(hints[f.name]):
-                continue
-            out[f"{section}.{f.name}"] = (section, f, hints[f.name])
+            if f.name != "optimizer":
+                out[f"{section}.{f.name}"] = f
     return out
 
 
-_LEAVES = _leaf_fields()
-_TRUE = {"true", "yes", "on", "1"}
-_FALSE = {"false", "no", "off", "0"}
-
-
-def coerce(key: str, value: Any, typ: type, choices: tuple | None = None) -> Any:
-    """Convert ``value`` (a string from the command line, or a YAML scalar) to ``typ``.
-
-    Raises
-    ------
-    ConfigError
-        If the value cannot be read as ``typ`` or is not one of ``choices``.
-    """
-    try:
-        if typ is bool:
-            if isinstance(value, bool):
-                out = value
-            elif str(value).strip().lower() in _TRUE:
-                out = True
-            elif str(value).strip().lower() in _FALSE:
-                out = False
-            else:
-                raise ValueError
-        elif typ is int:
-            if isinstance(value, bool):
-                raise ValueError
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            out = int(value) if not isinstance(value, str) else int(value.strip())
-        elif typ is float:
-            if isinstance(value, bool):
-                raise ValueError
-            out = float(value)
-        elif typ is str:
-            out = "" if value is None else str(value)
-        elif isinstance(typ, type) and typ in (tuple, list):
-            out = tuple(value) if isinstance(value, (list, tuple)) else tuple(yaml.safe_load(f"[{value}]"))
-        else:
-            out = value
-    except (TypeError, ValueError):
-        name = getattr(typ, "__name__", str(typ))
-        raise ConfigError(f"{key}: {value!r} is not a valid {name}") from None
-    if choices is not None and out not in choices:
-        raise ConfigError(f"{key}: {out!r} is not allowed\nAvailable: {', '.join(map(repr, choices))}")
-    return out
+_LEAVES = _leaves()
+_NETWORK_FIELDS = {f.name: str(f.type) for f in dataclasses.fields(NetworkConfig)}
+_NETWORK_KEYS = [f"network.{name}" for name in _NETWORK_FIELDS]
 
 
 def parse_override(text: str) -> tuple[str, str]:
@@ -160,40 +91,111 @@ def parse_override(text: str) -> tuple[str, str]:
     return key, value
 
 
-def _all_keys(schema: NetworkSchema | None) -> list[str]:
-    keys = list(_LEAVES) + ["network"]
-    if schema is not None:
-        keys += [f"network.{k}" for k in schema.fields]
-    return keys
-
-
-def _unknown(key: str, schema: NetworkSchema | None) -> ConfigError:
-    best = closest(key, _all_keys(schema), n=3)
+def _unknown(key: str) -> ConfigError:
+    best = closest(key, [*_LEAVES, "network", *_NETWORK_KEYS], n=3)
     return ConfigError(f"unknown configuration key: {key!r}\nAvailable: {', '.join(best)}")
 
 
-def _coerce_network(key: str, field_name: str, value: Any, schema: NetworkSchema | None) -> Any:
-    if schema is None:
-        return value
-    if field_name not in schema.fields:
-        raise _unknown(key, schema)
-    default = schema.fields[field_name]
-    typ = type(default) if default is not None else str
-    return coerce(key, value, typ, schema.choices.get(field_name))
-
-
 def _flatten(d: Mapping, prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested mapping (the layout of ``config.yaml``) -> ``(dotted key, value)`` pairs."""
     out = []
     for k, v in d.items():
         key = f"{prefix}{k}"
-        if isinstance(v, Mapping) and key != "network":
-            out += _flatten(v, key + ".")
-        elif isinstance(v, Mapping):  # network: {preset: ..., field: ...}
+        if key == "network" and isinstance(v, Mapping):  # network: {preset: ..., field: ...}
             out += [("network", v["preset"])] if "preset" in v else []
             out += [(f"network.{fk}", fv) for fk, fv in v.items() if fk != "preset"]
+        elif isinstance(v, Mapping):
+            out += _flatten(v, key + ".")
         else:
             out.append((key, v))
     return out
+
+
+def _merge(node, key: str, value: Any, full_key: str, typ: str):
+    """Merge ``key: value`` into the structured ``node``; OmegaConf's errors become ConfigError."""
+    try:
+        return OmegaConf.merge(node, OmegaConf.create(_nest(key, value)))
+    except ConfigKeyError:
+        raise _unknown(full_key) from None
+    except ValidationError:
+        raise ConfigError(f"{full_key}: {value!r} is not a valid {typ}") from None
+    except OmegaConfBaseException as err:  # defensive: any other refusal names the key
+        raise ConfigError(f"{full_key}: {value!r} cannot be used ({type(err).__name__}: {str(err).splitlines()[0]})") from None
+
+
+def _nest(key: str, value: Any) -> dict:
+    out: Any = value
+    for part in reversed(key.split(".")):
+        out = {part: out}
+    return out
+
+
+def _check_choices(section: str, obj) -> None:
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        allowed = f.metadata.get("choices")
+        if allowed is not None and value not in allowed:
+            raise ConfigError(f"{section}.{f.name}: {value!r} is not allowed\nAvailable: {', '.join(map(repr, allowed))}")
+
+
+def _check_ranges(cfg: Config) -> None:
+    for name in ("iterations", "aux_iterations", "num_threads"):
+        if getattr(cfg.run, name) < 0:
+            raise ConfigError(f"run.{name}: {getattr(cfg.run, name)} must be >= 0")
+    if cfg.run.minibatch_size < 1:
+        raise ConfigError(f"run.minibatch_size: {cfg.run.minibatch_size} must be >= 1")
+    if cfg.mode.optimizer.gradient_accumulation < 1:
+        raise ConfigError("mode.optimizer.gradient_accumulation must be >= 1")
+    if cfg.data.downsample < 0:
+        raise ConfigError("data.downsample must be >= 0")
+
+
+def _build(pairs: list[tuple[str, Any]]) -> Config:
+    """Apply ``(dotted key, value)`` pairs in order over the defaults (``network=`` first)."""
+    preset = DEFAULT_PRESET
+    for key, value in pairs:
+        if key == "network":
+            preset = str(value)
+            if preset not in PRESETS:
+                raise ConfigError(f"network: unknown preset {preset!r}\nAvailable: {', '.join(sorted(PRESETS))}")
+    sections = OmegaConf.structured(_Sections)
+    network = OmegaConf.structured(PRESETS[preset])
+    changed: set[str] = set()
+    for key, value in pairs:
+        if key == "network":
+            continue
+        if key.startswith("network."):
+            name = key[len("network."):]
+            if name not in _NETWORK_FIELDS:
+                raise _unknown(key)
+            network = _merge(network, name, value, key, _NETWORK_FIELDS[name])
+            changed.add(name)
+        elif key in _LEAVES:
+            sections = _merge(sections, key, value, key, str(_LEAVES[key].type))
+        else:
+            raise _unknown(key)
+    obj = OmegaConf.to_object(sections)
+    for section in ("run", "mode", "data"):
+        _check_choices(section, getattr(obj, section))
+    _check_choices("mode.optimizer", obj.mode.optimizer)
+    net = OmegaConf.to_container(network)
+    for key, allowed in CHOICES.items():
+        if net[key] not in allowed:
+            raise ConfigError(f"network.{key}: {net[key]!r} is not allowed\nAvailable: {', '.join(map(repr, allowed))}")
+    base = dataclasses.asdict(PRESETS[preset])
+    overrides = {k: net[k] for k in sorted(changed) if net[k] != base[k]}  # keeps saved configs short
+    cfg = Config(run=obj.run, mode=obj.mode, data=obj.data,
+                 network=NetworkSection(preset=preset, overrides=MappingProxyType(overrides)))
+    _check_ranges(cfg)
+    cfg.network.resolve()  # NetworkConfig's own checks (minimums, odd kernel)
+    return cfg
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Sections:
+    run: RunConfig = dataclasses.field(default_factory=RunConfig)
+    mode: ModeConfig = dataclasses.field(default_factory=ModeConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
 
 
 def load_config(
@@ -201,20 +203,17 @@ def load_config(
     *,
     base: Config | Mapping | str | Path | None = None,
     mode: str | None = None,
-    network_schema: NetworkSchema | None = None,
 ) -> Config:
     """Return the configuration: defaults, then ``base``, then ``overrides``, then ``mode``.
 
     Parameters
     ----------
     overrides : sequence of str
-        ``key=value`` strings.
+        ``key=value`` strings; each value is converted to its field's type by OmegaConf.
     base : Config, mapping, or path of a YAML file, optional
         Starting point (for example a run's saved ``config.yaml``).
     mode : {"train", "iotest", "inference"}, optional
         Forces ``mode.name`` (the sub-command).
-    network_schema : NetworkSchema, optional
-        Validates ``network`` keys and values.
 
     Raises
     ------
@@ -231,50 +230,12 @@ def load_config(
     pairs += [parse_override(o) for o in overrides]
     if mode is not None:
         pairs.append(("mode.name", mode))
-    return _build(pairs, network_schema)
+    return _build(pairs)
 
 
-def config_from_dict(d: Mapping, network_schema: NetworkSchema | None = None) -> Config:
+def config_from_dict(d: Mapping) -> Config:
     """Build a Config from a nested mapping (the layout of ``config.yaml``)."""
-    return _build(_flatten(d), network_schema)
-
-
-def _build(pairs: list[tuple[str, Any]], schema: NetworkSchema | None) -> Config:
-    values: dict[str, dict[str, Any]] = {s: {} for s in _SECTIONS}
-    preset = schema.default if schema is not None else "uresnet"
-    net: dict[str, Any] = {}
-    for key, value in pairs:
-        if key == "network":
-            preset = str(value)
-            if schema is not None and preset not in schema.presets:
-                raise ConfigError(
-                    f"network: unknown preset {preset!r}\nAvailable: {', '.join(sorted(schema.presets))}"
-                )
-        elif key.startswith("network."):
-            net[key[len("network."):]] = _coerce_network(key, key[len("network."):], value, schema)
-        elif key in _LEAVES:
-            section, f, typ = _LEAVES[key]
-            values[section][f.name] = coerce(key, value, typ, f.metadata.get("choices"))
-        else:
-            raise _unknown(key, schema)
-    for name, value in values["run"].items():
-        if name in ("iterations", "aux_iterations", "num_threads") and value < 0:
-            raise ConfigError(f"run.{name}: {value} must be >= 0")
-    if values["run"].get("minibatch_size", 1) < 1:
-        raise ConfigError(f"run.minibatch_size: {values['run']['minibatch_size']} must be >= 1")
-    if values["mode.optimizer"].get("gradient_accumulation", 1) < 1:
-        raise ConfigError("mode.optimizer.gradient_accumulation must be >= 1")
-    if values["data"].get("downsample", 0) < 0:
-        raise ConfigError("data.downsample must be >= 0")
-    if schema is not None:  # drop overrides equal to the preset's value: keeps saved configs short
-        net = {k: v for k, v in net.items() if schema.presets[preset][k] != v}
-    opt = OptimizerConfig(**values["mode.optimizer"])
-    return Config(
-        run=RunConfig(**values["run"]),
-        mode=ModeConfig(**values["mode"], optimizer=opt),
-        data=DataConfig(**values["data"]),
-        network=NetworkSection(preset=preset, overrides=MappingProxyType(dict(net))),
-    )
+    return _build(_flatten(d))
 
 
 def config_to_dict(cfg: Config, network: Mapping[str, Any] | None = None) -> dict:
@@ -282,22 +243,14 @@ def config_to_dict(cfg: Config, network: Mapping[str, Any] | None = None) -> dic
 
     ``network`` (the resolved network fields) replaces the raw overrides when given.
     """
-
-    def section(obj) -> dict:
-        out = {}
-        for f in dataclasses.fields(obj):
-            v = getattr(obj, f.name)
-            out[f.name] = section(v) if dataclasses.is_dataclass(v) else v
-        return out
-
     net = {"preset": cfg.network.preset}
     net.update(dict(network) if network is not None else dict(cfg.network.overrides))
-    net = {k: (list(v) if isinstance(v, tuple) else v) for k, v in net.items()}
-    return {"run": section(cfg.run), "mode": section(cfg.mode), "data": section(cfg.data), "network": net}
+    return {"run": dataclasses.asdict(cfg.run), "mode": dataclasses.asdict(cfg.mode),
+            "data": dataclasses.asdict(cfg.data), "network": net}
 
 
 def save_yaml(cfg: Config, path: str | Path, network: Mapping[str, Any] | None = None) -> Path:
-    """Write ``config_to_dict(cfg, network)`` as YAML, atomically (temp file + rename)."""
+    """Write ``config_to_dict(cfg, network)`` as YAML, atomically."""
     return atomic.write_text(path, yaml.safe_dump(config_to_dict(cfg, network), sort_keys=False))
 
 
@@ -306,39 +259,30 @@ def _read_yaml(path: Path) -> Mapping:
         data = yaml.safe_load(path.read_text())
     except OSError as err:
         raise ConfigError(f"cannot read config file: {err}\nin file {path}") from None
-    except yaml.YAMLError as err:
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise ConfigError(f"config file is not valid YAML: {err}\nin file {path}") from None
     if not isinstance(data, Mapping):
         raise ConfigError(f"config file must hold a mapping of sections (run, mode, data, network)\nin file {path}")
     return data
 
 
-def describe_options(network_schema: NetworkSchema | None = None) -> list[OptionInfo]:
-    """List every option with its default, for ``--help`` (network fields need a schema)."""
+def describe_options() -> list[OptionInfo]:
+    """List every option with its default, for ``--help``."""
     out = []
-    for key, (_section, f, _typ) in _LEAVES.items():
+    for key, f in _LEAVES.items():
         default = f.default if f.default is not dataclasses.MISSING else None
         out.append(OptionInfo(key, default, f.metadata.get("help", ""), f.metadata.get("choices")))
-    if network_schema is not None:
-        out.append(
-            OptionInfo("network", network_schema.default, "network preset", tuple(sorted(network_schema.presets)))
-        )
-        for k, v in network_schema.fields.items():
-            out.append(
-                OptionInfo(
-                    f"network.{k}",
-                    v,
-                    f"network field (default of preset {network_schema.default!r})",
-                    network_schema.choices.get(k),
-                )
-            )
+    out.append(OptionInfo("network", DEFAULT_PRESET, "network preset", tuple(sorted(PRESETS))))
+    for k, v in dataclasses.asdict(PRESETS[DEFAULT_PRESET]).items():
+        out.append(OptionInfo(f"network.{k}", v, f"network field (default of preset {DEFAULT_PRESET!r})",
+                              CHOICES.get(k)))
     return out
 
 
-def format_options(network_schema: NetworkSchema | None = None) -> str:
+def format_options() -> str:
     """Render :func:`describe_options` as an aligned text block."""
     lines = []
-    for o in describe_options(network_schema):
+    for o in describe_options():
         left = f"  {o.key}={o.default!r}"
         extra = f" (one of {', '.join(map(str, o.choices))})" if o.choices else ""
         lines.append(f"{left:<44} {o.help}{extra}")

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from tpcflow.config.network import NetworkConfig, get_preset
+
 __all__ = [
     "PRECISIONS",
     "PRECISION_ALIASES",
@@ -122,10 +124,20 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class NetworkSection:
-    """``network=<preset>`` plus ``network.<field>=<value>`` overrides (unresolved)."""
+    """``network=<preset>`` plus ``network.<field>=<value>`` overrides (checked by ``load_config``)."""
 
     preset: str = "uresnet"
     overrides: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    def resolve(self) -> NetworkConfig:
+        """The :class:`~tpcflow.config.network.NetworkConfig` of this section: the preset with the overrides.
+
+        Raises
+        ------
+        ConfigError
+            Unknown preset or field, or a value NetworkConfig rejects.
+        """
+        return get_preset(self.preset).replace(**dict(self.overrides))
 
 
 @dataclass(frozen=True, kw_only=True)

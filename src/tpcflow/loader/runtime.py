@@ -21,6 +21,7 @@ import numpy as np
 
 from tpcflow.errors import ServiceError
 from tpcflow.loader.storage import SlotState
+from tpcflow.loader.worker import FillTask
 
 __all__ = ["Runtime", "WorkerDiedError"]
 
@@ -79,7 +80,7 @@ class Runtime:
                 self.seq[s] = seq
                 self.tags[s] = tag
                 self.tasks[s] = np.asarray(entries, dtype=np.int64)
-                todo.append((s, seq, self.gen, self.tasks[s], tag))
+                todo.append(FillTask(s, seq, self.gen, self.tasks[s], tag))
                 sent += 1
         for task in todo:
             if self.sync_fill is not None:

@@ -1,7 +1,7 @@
 """The fill loop run by each worker (a process, or a thread with ``WorkerType: thread``).
 
-A worker opens its own reader, maps the storage file, then takes tasks
-``(slot, seq, generation, entries)`` from the task queue until it gets ``None`` or its
+A worker opens its own reader, maps the storage file, then takes :class:`FillTask` messages
+``(slot, seq, generation, entries, tag)`` from the task queue until it gets ``None`` or its
 parent dies.  For each task it reads the entries (voxel blocks for sparse fillers, grouped
 into runs of consecutive entries; Event objects otherwise), fills every batch of the slot
 in place, and answers ``("done", ...)`` or ``("error", ...)`` with a picklable description
@@ -14,13 +14,39 @@ import os
 import signal
 import traceback
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from tpcflow.errors import DataFormatError
 from tpcflow.loader.fillers import PositionError
 
-__all__ = ["BatchFillError", "FillSpec", "augment_flips", "fill_slot", "read_events", "read_sparse", "worker_main"]
+__all__ = ["BatchFillError", "FillSpec", "FillTask", "augment_flips", "fill_slot", "read_events", "read_sparse",
+           "worker_main"]
+
+
+class FillTask(NamedTuple):
+    """One task of the queue: fill storage ``slot`` with ``entries``.
+
+    Attributes
+    ----------
+    slot : int
+        Storage slot to fill.
+    seq : int
+        Dispatch sequence number (the consumer takes batches in this order).
+    generation : int
+        Plan generation; a result of an older generation is discarded.
+    entries : (B,) int64
+        Global entries of the minibatch.
+    tag : (epoch, batch index)
+        Seeds the augmentation of this batch.
+    """
+
+    slot: int
+    seq: int
+    generation: int
+    entries: np.ndarray
+    tag: tuple
 
 
 class BatchFillError(DataFormatError):

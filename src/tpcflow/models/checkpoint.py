@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from tpcflow import atomic
+from tpcflow.config.network import PRESETS, NetworkConfig, network_config_from_dict
 from tpcflow.errors import ConfigError, DataFormatError
-from tpcflow.models.config import PRESETS, NetworkConfig, network_config_from_dict
 from tpcflow.models.registry import build_network
 
 __all__ = [

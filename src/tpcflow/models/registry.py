@@ -11,8 +11,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from tpcflow.errors import ConfigError, closest
-from tpcflow.models.config import CHOICES, PRESETS, NetworkConfig, network_config_from_dict
+from tpcflow.config.network import CHOICES, PRESETS, NetworkConfig, get_preset, network_config_from_dict
+from tpcflow.errors import ConfigError
 
 __all__ = [
     "BUILDERS",
@@ -51,22 +51,6 @@ BUILDERS: dict[str, Callable[[NetworkConfig], nn.Module]] = {
     "3D": _build_3d,
     "sparse": _build_sparse,
 }
-
-
-def get_preset(name: str) -> NetworkConfig:
-    """Return the preset ``name`` ("uresnet", "a21", "polaris").
-
-    Raises
-    ------
-    ConfigError
-        If the name is unknown; the message lists the presets.
-    """
-    try:
-        return PRESETS[name]
-    except KeyError:
-        raise ConfigError(
-            f"network: unknown preset {name!r}\nAvailable: {', '.join(closest(name, PRESETS))}"
-        ) from None
 
 
 def build_network(config: NetworkConfig) -> nn.Module:

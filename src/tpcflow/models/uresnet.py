@@ -2,7 +2,7 @@
 
 Source: CosmicTagger master ``src/networks/torch/uresnet2D.py`` at commit 156c480; the
 project's reference spec (sections 2 and 3) lists every stage and its parameter count.  With
-the default :class:`~tpcflow.models.config.NetworkConfig` the network has 18,382,131
+the default :class:`~tpcflow.config.network.NetworkConfig` the network has 18,382,131
 parameters, like the reference.
 """
 
@@ -12,9 +12,9 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from tpcflow.config.network import NetworkConfig
 from tpcflow.errors import ConfigError
 from tpcflow.models.blocks import BlockSeries, ConvBNAct, Down, SkipMerge, Up, init_weights
-from tpcflow.models.config import NetworkConfig
 
 __all__ = ["Deepest", "UResNet", "UResNetCore", "check_image_shape"]
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from tpcflow.config.network import NetworkConfig
 from tpcflow.models.blocks import BlockSeries, ConvBNAct
-from tpcflow.models.config import NetworkConfig
 from tpcflow.models.uresnet import UResNetCore, check_image_shape
 
 __all__ = ["Deepest3D", "UResNet3D", "state_dict_2d_to_3d"]

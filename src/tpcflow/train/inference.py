@@ -32,8 +32,8 @@ from tpcflow.models.checkpoint import check_compatible, read_checkpoint, restore
 from tpcflow.models.runtime import pick_device
 from tpcflow.train.checkpoint import CheckpointManager
 from tpcflow.train.displays import draw_event
-from tpcflow.train.resolve import make_source, resolve_network, run_directory
 from tpcflow.train.network import TrainNetwork, batch_to_device
+from tpcflow.train.resolve import make_source, resolve_network, run_directory
 
 __all__ = ["PREDICTION_PRODUCER", "InferenceResult", "infer", "load_weights", "sparse_planes"]
 
@@ -68,7 +68,7 @@ def load_weights(cfg: Config, netcfg, device) -> tuple[dict, Path, object]:
     ConfigError
         No checkpoint found, or a checkpoint of another network configuration.
     """
-    from tpcflow.models.config import network_config_from_dict
+    from tpcflow.config.network import network_config_from_dict
 
     if cfg.mode.weights_location:
         path = Path(cfg.mode.weights_location)

@@ -22,9 +22,9 @@ from tpcflow.models.runtime import pick_device
 from tpcflow.train import distributed
 from tpcflow.train.checkpoint import CheckpointManager, get_rng_state, require_keys, set_rng_state
 from tpcflow.train.logging import MetricsLogger
+from tpcflow.train.network import MeanAccumulator, TrainNetwork, batch_to_device, evaluate
 from tpcflow.train.optim import build_optimizer, build_scheduler
 from tpcflow.train.resolve import make_source, resolve_network, run_directory
-from tpcflow.train.network import MeanAccumulator, TrainNetwork, batch_to_device, evaluate
 
 __all__ = ["TrainResult", "train"]
 

@@ -1,6 +1,6 @@
-"""Resolve the ``network`` section and the data sources of a run (device and precision: :mod:`tpcflow.models.runtime`).
+"""The data sources and the run directory of a run, and the check that its images fit its network.
 
-This is the seam between :mod:`tpcflow.config` (no torch) and :mod:`tpcflow.models`.
+Device and precision: :mod:`tpcflow.models.runtime`; the network: ``cfg.network.resolve()``.
 """
 
 from __future__ import annotations
@@ -8,48 +8,20 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from tpcflow.config import Config, NetworkSchema
+from tpcflow.config import Config
 from tpcflow.errors import ConfigError
 
 __all__ = [
     "check_downsample_fits",
     "make_source",
-    "network_schema",
     "resolve_network",
     "run_directory",
 ]
 
 
-def network_schema() -> NetworkSchema:
-    """Return the network presets of :data:`tpcflow.models.config.PRESETS` as plain dicts."""
-    from tpcflow.models.config import CHOICES, PRESETS
-
-    presets = {name: dataclasses.asdict(cfg) for name, cfg in PRESETS.items()}
-    default = "uresnet" if "uresnet" in presets else sorted(presets)[0]
-    return NetworkSchema(presets=presets, default=default, choices=dict(CHOICES))
-
-
 def resolve_network(cfg: Config):
-    """Return the :class:`tpcflow.models.registry.NetworkConfig` of ``cfg.network``.
-
-    Raises
-    ------
-    ConfigError
-        Unknown preset or field, or a value NetworkConfig rejects.
-    """
-    from tpcflow.models.registry import get_preset
-
-    base = get_preset(cfg.network.preset)
-    names = {f.name for f in dataclasses.fields(base)}
-    for key in cfg.network.overrides:
-        if key not in names:
-            from tpcflow.errors import closest
-
-            raise ConfigError(f"unknown configuration key: 'network.{key}'\nAvailable: {', '.join('network.' + n for n in closest(key, names, 3))}")
-    try:
-        return dataclasses.replace(base, **dict(cfg.network.overrides))
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"network: {err}") from None
+    """Return the :class:`~tpcflow.config.network.NetworkConfig` of ``cfg.network`` (:meth:`NetworkSection.resolve`)."""
+    return cfg.network.resolve()
 
 
 def check_downsample_fits(shape: tuple[int, int], netcfg, downsample: int) -> None:

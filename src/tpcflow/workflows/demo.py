@@ -115,7 +115,6 @@ def find_real_file() -> Path | None:
 
 def train_config(s: DemoSettings) -> Config:
     """The training configuration of the demo."""
-    from tpcflow.train.resolve import network_schema
 
     overrides = [
         "run.id=run",
@@ -141,7 +140,7 @@ def train_config(s: DemoSettings) -> Config:
         *s.network,
         *s.extra,
     ]
-    return load_config(overrides, mode="train", network_schema=network_schema())
+    return load_config(overrides, mode="train")
 
 
 def stage_generate(state: DemoState) -> None:
@@ -211,7 +210,6 @@ def stage_evaluate(state: DemoState) -> None:
 
 def _infer(state: DemoState, name: str, file: Path, downsample: int) -> None:
     from tpcflow.train.inference import infer
-    from tpcflow.train.resolve import network_schema
 
     s = state.settings
     overrides = [
@@ -229,7 +227,7 @@ def _infer(state: DemoState, name: str, file: Path, downsample: int) -> None:
         *s.network,
         *(e for e in s.extra if e.startswith("run.num_threads=")),
     ]
-    cfg = load_config(overrides, mode="inference", network_schema=network_schema())
+    cfg = load_config(overrides, mode="inference")
     res = infer(cfg, echo=lambda *a, **k: None)
     state.inference[name] = res
     state.metrics[f"inference: {name}"] = res.metrics

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from tpcflow.atomic import atomic_write
 from tpcflow.errors import ConfigError, DataFormatError
 from tpcflow.models.resnet import ResNetClassifier
-from tpcflow.atomic import atomic_write
 from tpcflow.workflows.export import save_torchscript, write_json
 
 __all__ = ["ImageTrainResult", "load_image_folder", "load_larcv2_images", "preprocess", "save_image_model",

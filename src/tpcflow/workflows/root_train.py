@@ -22,11 +22,11 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from tpcflow.atomic import atomic_write
 from tpcflow.errors import ConfigError
 from tpcflow.io.root import save_specs
 from tpcflow.loader.root_generator import DataGenerator
 from tpcflow.loader.root_torch import RootIterableDataset
-from tpcflow.atomic import atomic_write
 from tpcflow.workflows.export import save_torchscript, write_json
 
 __all__ = ["RootTrainParams", "load_user_model", "train_root"]

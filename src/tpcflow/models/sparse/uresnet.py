@@ -8,7 +8,7 @@ at the active sites.  The planes share every weight; they are processed together
 sparse images (BatchNorm statistics pooled over the planes, as in the dense ``stack_planes`` mode).
 
 Parameter names and shapes equal the dense 2D network's for the same
-:class:`~tpcflow.models.config.NetworkConfig`, so the parameter count is the same and
+:class:`~tpcflow.config.network.NetworkConfig`, so the parameter count is the same and
 checkpoints can be exchanged (the functions differ: see :mod:`tpcflow.models.sparse.layers`).
 """
 
@@ -19,9 +19,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from tpcflow.config.network import NetworkConfig
 from tpcflow.errors import ConfigError
 from tpcflow.models.blocks import init_weights
-from tpcflow.models.config import NetworkConfig
 from tpcflow.models.sparse.layers import (
     SparseBlockSeries,
     SparseConvBNAct,

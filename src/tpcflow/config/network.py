@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 from tpcflow.errors import ConfigError, closest
 
-__all__ = ["CHOICES", "PRESETS", "NetworkConfig", "network_config_from_dict"]
+__all__ = ["CHOICES", "PRESETS", "NetworkConfig", "get_preset", "network_config_from_dict"]
 
 #: allowed values of the string fields
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -160,3 +160,17 @@ PRESETS: dict[str, NetworkConfig] = {
         residual=False, connections="sum",
     ),
 }
+
+
+def get_preset(name: str) -> NetworkConfig:
+    """Return the preset ``name`` ("uresnet", "a21", "polaris").
+
+    Raises
+    ------
+    ConfigError
+        If the name is unknown; the message lists the presets.
+    """
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"network: unknown preset {name!r}\nAvailable: {', '.join(closest(name, PRESETS))}") from None
