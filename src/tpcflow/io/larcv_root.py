@@ -214,8 +214,6 @@ def iterate_image2d(path, producer: str = "wire", *, entry_start: int = 0, entry
     ProductNotFoundError
         No ``image2d_<producer>_tree``; the message lists the trees of the file.
     """
-    import awkward as ak
-
     if step_size < 1:
         raise ValueError(f"step_size must be >= 1, but got {step_size}")
     with open_root_file(path) as f:
@@ -228,19 +226,21 @@ def iterate_image2d(path, producer: str = "wire", *, entry_start: int = 0, entry
         for start in range(max(0, int(entry_start)), stop, step_size):
             end = min(start + step_size, stop)
             try:
+                # library="np": about 2x faster than awkward for vector<vector<float>> (an object
+                # array of STLVectors per entry, converted one image at a time)
                 arr = tree.arrays([pre + n for n in names] + ids, entry_start=start, entry_stop=end,
-                                  library="ak", how=dict)
+                                  library="np", how=dict)
             except Exception as err:  # uproot KeyInFileError / deserialisation errors
                 raise DataFormatError(f"cannot read the image2d branches: {err}", file_path=path,
                                       object_path=tree.name, entry=start) from None
-            eid = np.stack([ak.to_numpy(arr[k]).astype(np.int64) for k in ids], axis=1)
+            eid = np.stack([np.asarray(arr[k]).astype(np.int64) for k in ids], axis=1)
             for i in range(end - start):
-                m = {n: ak.to_numpy(arr[pre + n][i]) for n in names[1:]}
+                m = {n: np.asarray(arr[pre + n][i]) for n in names[1:]}
                 images, metas = [], []
                 for k, img in enumerate(arr[pre + "_img"][i]):
                     meta = _metas(version, m, k)
                     rows, cols = meta.number_of_voxels
-                    flat = ak.to_numpy(img).astype(np.float32, copy=False)
+                    flat = np.asarray(img, dtype=np.float32)
                     if flat.size != rows * cols:
                         raise DataFormatError(
                             f"image {k} _img holds {flat.size} values, expected rows*cols = {rows}*{cols}",
