@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-HELP = "send larcv3 events to an MDP service and write its predictions as larcv3 sparse2d"
+HELP = "send larcv3 or larcv1/larcv2 ROOT events to an MDP service and write its predictions as larcv3 sparse2d"
 DESCRIPTION = (
-    "Read the sparse2d planes of every entry of IN.h5 ..., send them to SERVICE with many "
+    "Read the sparse2d planes (larcv3) or the image2d planes (larcv1/larcv2 ROOT: their non-zero pixels) "
+    "of every entry of the inputs, send them to SERVICE with many "
     "requests in flight, and write per-voxel labels and scores as larcv3 sparse2d with the input's "
     "event ids, in entry order. Interrupted runs resume: finished entries are kept in OUT.h5.partial/ "
     "and skipped when the same command is run again; OUT.h5 appears atomically at the end."
@@ -12,11 +13,12 @@ DESCRIPTION = (
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("inputs", nargs="+", metavar="IN.h5", help="larcv3 input files")
+    parser.add_argument("inputs", nargs="+", metavar="IN", help="larcv3 (.h5) or larcv1/larcv2 ROOT input files")
     parser.add_argument("-o", "--output", required=True, metavar="OUT.h5", help="larcv3 file to write")
     parser.add_argument("--broker", default="tcp://127.0.0.1:5555", help="broker endpoint")
     parser.add_argument("--service", default="cosmic_tagger", help="service name")
-    parser.add_argument("--producer", default="sbndwire", help="sparse2d producer of the input planes")
+    parser.add_argument("--producer", default="sbndwire",
+                        help="producer of the input planes: sparse2d (larcv3) or image2d (ROOT, e.g. wire)")
     parser.add_argument("--output-producer", default="cosmicseg_pred",
                         help="sparse2d producer of the labels (scores go to <name>_score)")
     parser.add_argument("--max-in-flight", type=int, default=16, help="requests outstanding at once")

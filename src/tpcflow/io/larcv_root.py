@@ -50,6 +50,7 @@ from tpcflow.io.products import ImageMeta
 
 __all__ = [
     "Image2DEntry",
+    "RootImageReader",
     "image2d_version",
     "iterate_image2d",
     "list_larcv2_trees",
@@ -370,3 +371,85 @@ def read_larcv2_particles(path, producer: str, *, ptype: str = "particle") -> li
         {"pdg": ak.to_numpy(pdg[e]).astype(np.int32), "energy_init": ak.to_numpy(energy[e]).astype(np.float64)}
         for e in range(len(pdg))
     ]
+
+
+class RootImageReader:
+    """Entries of larcv1/larcv2 ``image2d_<producer>_tree`` in one or more files, as sparse events.
+
+    The interface of :class:`~tpcflow.io.larcv3.Larcv3Reader` that ``tpcflow submit`` uses
+    (``files``, ``len``, ``read(entry)``, ``locate(entry)``, ``close``), so that ROOT images go
+    through the same request path as larcv3 files.  Each image becomes a
+    :class:`~tpcflow.io.products.SparseProjection` of its non-zero pixels under the key
+    ``image2d/<producer>``: ``index = row * cols + col`` (row-major over ``number_of_voxels =
+    (rows, cols)``), float32 values.  Entries are streamed: reading them in increasing order
+    reads each basket once; a jump backwards restarts the stream there.
+
+    Parameters
+    ----------
+    paths : path or list of paths
+    producer : str
+    tick_backward : bool
+        As :func:`iterate_image2d`.
+
+    Raises
+    ------
+    DataFormatError, ProductNotFoundError
+        As :func:`iterate_image2d`, when the reader is made (every file is checked for the tree).
+    """
+
+    def __init__(self, paths, producer: str = "wire", *, tick_backward: bool = False):
+        self.paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
+        self.producer = producer
+        self.key = f"image2d/{producer}"
+        self.tick_backward = tick_backward
+        counts = []
+        for path in self.paths:
+            with open_root_file(path) as f:
+                tree, _ = _image_tree(f, path, producer)
+                image2d_version(tree)
+                counts.append(int(tree.num_entries))
+        self._offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self._stream = None  # (file index, next local entry, iterator)
+
+    @property
+    def files(self) -> list[Path]:
+        return list(self.paths)
+
+    def __len__(self) -> int:
+        return int(self._offsets[-1])
+
+    def locate(self, entry: int) -> tuple[Path, int]:
+        """(file, entry in that file) of a global entry."""
+        if not 0 <= entry < len(self):
+            raise DataFormatError(f"entry {entry} is out of range: the dataset has {len(self)} entries",
+                                  file_path=self.paths[0] if self.paths else None, entry=entry)
+        k = int(np.searchsorted(self._offsets, entry, side="right") - 1)
+        return self.paths[k], int(entry - self._offsets[k])
+
+    def read(self, entry: int, products=None):
+        """The :class:`~tpcflow.io.products.Event` of ``entry`` with ``image2d/<producer>`` as sparse projections."""
+        from tpcflow.io.products import Event, EventID, SparseProjection
+
+        path, local = self.locate(entry)
+        k = self.paths.index(path)
+        if self._stream is None or self._stream[0] != k or self._stream[1] != local:
+            it = iterate_image2d(path, self.producer, entry_start=local, tick_backward=self.tick_backward)
+            self._stream = (k, local, it)
+        k, local, it = self._stream
+        e = next(it)
+        self._stream = (k, local + 1, it)
+        planes = []
+        for image, meta in zip(e.images, e.metas, strict=True):
+            flat = image.reshape(-1)
+            index = np.flatnonzero(flat)
+            planes.append(SparseProjection(meta, index.astype(np.uint64), flat[index]))
+        return Event(event_id=EventID(*e.event_id), products={self.key: planes}, entry=entry)
+
+    def close(self) -> None:
+        self._stream = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

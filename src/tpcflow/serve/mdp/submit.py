@@ -181,6 +181,36 @@ def _exchange(client, service: str, reader, entries: list[int], key: str, side: 
     return sent
 
 
+def open_inputs(paths: list[Path], producer: str):
+    """Open the inputs of :func:`submit_files`: larcv3 ``sparse2d/<producer>``, or larcv1/larcv2 ROOT
+    ``image2d_<producer>_tree`` (the non-zero pixels of each image are sent).
+
+    Returns
+    -------
+    (reader, product key)
+
+    Raises
+    ------
+    ConfigError
+        If the inputs mix HDF5 and ROOT files.
+    DataFormatError, ProductNotFoundError
+        From the readers (missing file, missing product, not larcv).
+    """
+    from tpcflow.io import open_larcv3
+    from tpcflow.io.summary import detect_format
+
+    kinds = {detect_format(p) for p in paths}
+    if len(kinds) > 1:
+        raise ConfigError(f"inputs mix larcv3 (HDF5) and ROOT files: {[str(p) for p in paths]}; submit them separately")
+    if kinds == {"root"}:
+        from tpcflow.io.larcv_root import RootImageReader
+
+        reader = RootImageReader(paths, producer)
+        return reader, reader.key
+    key = f"sparse2d/{producer}"
+    return open_larcv3(paths, products=[key]), key
+
+
 def submit_files(
     broker: str,
     service: str,
@@ -208,7 +238,9 @@ def submit_files(
     broker : str
         Broker endpoint.
     inputs : path or list of paths
-        larcv3 files holding ``sparse2d/<producer>`` (the planes sent).
+        larcv3 files holding ``sparse2d/<producer>``, or larcv1 / larcv2 ROOT files holding
+        ``image2d_<producer>_tree`` (the non-zero pixels of each plane are sent; the output's
+        metas are the ROOT images', axes (time, wire)).
     output : path
         larcv3 file to write; must not exist.
     max_in_flight : int
@@ -228,15 +260,12 @@ def submit_files(
     ProtocolError
         If a reply does not match its request (event id, voxel count).
     """
-    from tpcflow.io import open_larcv3
-
     t0 = time.monotonic()
     output = Path(output)
     if output.exists():
         raise ConfigError(f"output: {str(output)!r} already exists; remove it or choose another -o")
     paths = [Path(p) for p in ([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)]
-    key = f"sparse2d/{producer}"
-    reader = open_larcv3(paths, products=[key])
+    reader, key = open_inputs(paths, producer)
     n = len(reader)
     manifest = {"inputs": [str(p.resolve()) for p in reader.files], "sizes": [p.stat().st_size for p in reader.files],
                 "entries": n, "producer": producer, "out_producer": out_producer, "sidecar_version": 2}

@@ -1,0 +1,75 @@
+"""submit on the real MicroBooNE larcv1 file: ROOT image2d in, through a broker and a module worker,
+larcv3 predictions out, equal to the module's own outputs at every pixel (issue 12)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import data_path
+
+from tpcflow.errors import ConfigError, DataFormatError
+from tpcflow.io import open_larcv3
+from tpcflow.io.larcv_root import RootImageReader, iterate_image2d
+from tpcflow.serve.mdp.inprocess import segment_via_broker
+
+MODULE = '''
+import numpy as np
+
+def process_net(images):  # [B, P, H, W] -> logits [B, 3, P, H, W], a function of each pixel's charge
+    x = np.asarray(images, dtype=np.float32)
+    return np.stack([np.zeros_like(x), x - 20.0, 0.5 * x - 5.0], axis=1)
+'''
+
+
+def _expected(q: np.ndarray):
+    logits = np.stack([np.zeros_like(q), q - 20.0, 0.5 * q - 5.0]).astype(np.float64)
+    prob = np.exp(logits - logits.max(0))
+    prob /= prob.sum(0)
+    return prob.argmax(0), prob.max(0)
+
+
+def test_larcv1_file_through_broker_and_module_worker(tmp_path):
+    src = data_path("larcv1/out_larcv_test.root")
+    module = tmp_path / "net.py"
+    module.write_text(MODULE)
+    out = tmp_path / "pred.h5"
+    res = segment_via_broker(module=module, inputs=[src], output=out, producer="wire", out_producer="pred",
+                             device="cpu", progress=False)
+    assert (res.entries, res.sent) == (1, 1)
+    (entry,) = list(iterate_image2d(src, "wire"))
+    with open_larcv3(out) as r:
+        assert r.event_ids.tolist() == [[6324, 94, 4707]]
+        ev = r.read(0)
+    labels, scores = ev.products["sparse2d/pred"], ev.products["sparse2d/pred_score"]
+    assert len(labels) == 3
+    for p, (image, lab, sc) in enumerate(zip(entry.images, labels, scores, strict=True)):
+        nz = np.flatnonzero(image.reshape(-1))
+        assert lab.meta.number_of_voxels == (1008, 3456) and lab.meta.projection_id == p
+        np.testing.assert_array_equal(lab.index, nz)  # every non-zero pixel, in order
+        want_label, want_score = _expected(image.reshape(-1)[nz])
+        np.testing.assert_array_equal(lab.values, want_label)
+        np.testing.assert_allclose(sc.values, want_score, rtol=1e-6)
+        assert set(np.unique(lab.values)) == {0.0, 1.0, 2.0}  # all three branches are exercised
+
+
+def test_root_reader_streams_entries_and_refuses_empty_planes(tmp_path):
+    src = data_path("larcv2/example_larcv.root")
+    reader = RootImageReader([src, src], "wire")
+    assert len(reader) == 10 and reader.locate(7) == (src, 2)
+    ids = [reader.read(e).event_id.as_tuple() for e in (0, 1, 2, 7, 8, 3)]  # forward, a jump, backward
+    assert ids == [(1, 0, 1), (1, 0, 2), (1, 0, 3), (1, 0, 3), (1, 0, 4), (1, 0, 4)]
+    planes = reader.read(0).products["image2d/wire"]
+    (whole,) = list(iterate_image2d(src, "wire", entry_stop=1))
+    np.testing.assert_array_equal(planes[1].to_dense(), whole.images[1])
+    with pytest.raises(DataFormatError, match="out of range"):
+        reader.locate(10)
+    # an entry without images cannot be sent: a clear error naming the file and the entry
+    empty = data_path("larcv1/out_larcv_test.root")
+    module = tmp_path / "net.py"
+    module.write_text(MODULE)
+    with pytest.raises(DataFormatError, match=r"(?s)no projection.*out_larcv_test.root.*entry 0"):
+        segment_via_broker(module=module, inputs=[empty], output=tmp_path / "x.h5", producer="ssnetshower",
+                           device="cpu", progress=False)
+    with pytest.raises(ConfigError, match="mix"):
+        segment_via_broker(module=module, inputs=[empty, data_path("larcv3/cosmic_tagging_light.h5")],
+                           output=tmp_path / "y.h5", producer="wire", device="cpu", progress=False)
