@@ -34,7 +34,7 @@ def test_larcv1_file_through_broker_and_module_worker(tmp_path):
     module.write_text(MODULE)
     out = tmp_path / "pred.h5"
     res = segment_via_broker(module=module, inputs=[src], output=out, producer="wire", out_producer="pred",
-                             device="cpu", progress=False)
+                             progress=False)
     assert (res.entries, res.sent) == (1, 1)
     (entry,) = list(iterate_image2d(src, "wire"))
     with open_larcv3(out) as r:
@@ -69,7 +69,7 @@ def test_root_reader_streams_entries_and_refuses_empty_planes(tmp_path):
     module.write_text(MODULE)
     with pytest.raises(DataFormatError, match=r"(?s)no projection.*out_larcv_test.root.*entry 0"):
         segment_via_broker(module=module, inputs=[empty], output=tmp_path / "x.h5", producer="ssnetshower",
-                           device="cpu", progress=False)
+                           progress=False)
     with pytest.raises(ConfigError, match="mix"):
         segment_via_broker(module=module, inputs=[empty, data_path("larcv3/cosmic_tagging_light.h5")],
-                           output=tmp_path / "y.h5", producer="wire", device="cpu", progress=False)
+                           output=tmp_path / "y.h5", producer="wire", progress=False)

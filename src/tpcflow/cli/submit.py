@@ -21,6 +21,8 @@ def add_arguments(parser) -> None:
                         help="producer of the input planes: sparse2d (larcv3) or image2d (ROOT, e.g. wire)")
     parser.add_argument("--output-producer", default="cosmicseg_pred",
                         help="sparse2d producer of the labels (scores go to <name>_score)")
+    parser.add_argument("--root-out", default=None, metavar="FILE.root",
+                        help="also write a flat ROOT TTree 'predictions' (a friend tree of the inputs, by entry)")
     parser.add_argument("--max-in-flight", type=int, default=16, help="requests outstanding at once")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for each reply before retrying")
     parser.add_argument("--retries", type=int, default=2, help="extra attempts per request after a timeout")
@@ -47,7 +49,7 @@ def run(args) -> int:
                        out_producer=args.output_producer, max_in_flight=args.max_in_flight, timeout=args.timeout,
                        retries=args.retries, wait_service=args.wait_service,
                        compression=None if args.compression == "none" else args.compression,
-                       progress=not args.no_progress, curve=curve)
+                       progress=not args.no_progress, curve=curve, root_out=args.root_out)
     print(f"tpcflow submit: wrote {res.entries} entries to {res.output} "
           f"({res.sent} sent, {res.skipped} resumed) in {res.seconds:.1f} s")
     return 0

@@ -75,16 +75,16 @@ def run(args) -> int:
     import zmq
 
     from tpcflow.cli.broker import build_broker
-    from tpcflow.serve.mdp.cosmic import CosmicTaggerHandler, load_predictor
+    from tpcflow.serve.mdp.cosmic import CosmicTaggerHandler, load_service
     from tpcflow.serve.mdp.curve import CurveClient
     from tpcflow.serve.mdp.worker import Worker
 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     _check(args)
-    predict = load_predictor(model_path=args.model, module_path=args.module, device=args.device,
-                             precision=args.precision)
-    handler = CosmicTaggerHandler(predict)
+    predict, spec = load_service(model_path=args.model, module_path=args.module, device=args.device,
+                                 precision=args.precision)
+    handler = CosmicTaggerHandler(predict, spec)
     slots = args.slots or 2 * args.max_batch
     device = getattr(predict, "device", "user module")
     if args.bind is not None:

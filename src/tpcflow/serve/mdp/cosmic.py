@@ -28,6 +28,7 @@ import numpy as np
 from tpcflow.errors import ConfigError, ProtocolError
 from tpcflow.io.products import image_coordinates, image_shape
 from tpcflow.serve import codec
+from tpcflow.serve.mdp.contract import COSMIC_TAGGER, ServiceSpec, decode_outputs, encode_outputs
 
 __all__ = [
     "CosmicTaggerHandler",
@@ -36,6 +37,7 @@ __all__ = [
     "encode_reply",
     "encode_request",
     "load_predictor",
+    "load_service",
 ]
 
 log = logging.getLogger(__name__)
@@ -73,20 +75,28 @@ def decode_request(frames) -> tuple[tuple | None, list]:
 
 
 def encode_reply(event_id, labels: list, scores: list) -> list:
-    """Encode per-plane labels (uint8) and scores (float32) at the request's voxels."""
-    frames = []
-    for k, (lab, sc) in enumerate(zip(labels, scores)):
-        frames += codec.encode(np.asarray(lab, dtype=np.uint8), name=f"label{k}", event_id=event_id)
-        frames += codec.encode(np.asarray(sc, dtype=np.float32), name=f"score{k}", event_id=event_id)
-    return frames
+    """Encode per-plane labels and scores at the request's voxels: the :data:`COSMIC_TAGGER` contract.
+
+    Raises
+    ------
+    ValueError
+        A label outside [0, 3) or a NaN score (never wrapped or passed on).
+    """
+    return encode_outputs(event_id, {"label": labels, "score": scores}, COSMIC_TAGGER)
 
 
 def decode_reply(frames) -> tuple[tuple | None, list, list]:
-    """Return ``(event_id, labels, scores)`` lists of per-plane arrays from a reply body."""
-    ts = codec.decode_all(frames)
-    if len(ts) % 2 or not ts:
-        raise ProtocolError(f"cosmic-tagger reply: expected label/score pairs, got {len(ts)} tensors")
-    return ts[0].event_id, [t.data for t in ts[0::2]], [t.data for t in ts[1::2]]
+    """Return ``(event_id, labels, scores)`` lists of per-plane arrays from a CosmicTagger reply body.
+
+    Raises
+    ------
+    ProtocolError
+        If the body is not a CosmicTagger reply (label and score per plane).
+    """
+    eid, outs = decode_outputs(frames)
+    if set(outs) != {"label", "score"}:
+        raise ProtocolError(f"cosmic-tagger reply: expected label/score per plane, got outputs {sorted(outs)}")
+    return eid, outs["label"], outs["score"]
 
 
 def _scatter(batch_planes: list, shape) -> np.ndarray:
@@ -128,19 +138,19 @@ def _gather(kind: str, out, b: int, p: int, h, w):
         ww = torch.as_tensor(w, device=out.device)
         if kind == "labels":
             lab = out[b, p][hh, ww].to("cpu").numpy()
-            return lab.astype(np.uint8), np.ones(lab.shape, np.float32)
+            return lab, np.ones(lab.shape, np.float32)
         prob = torch.softmax(out[b, :, p][:, hh, ww].float(), dim=0)
         score, lab = prob.max(dim=0)
-        return lab.to("cpu").numpy().astype(np.uint8), score.to("cpu").numpy().astype(np.float32)
+        return lab.to("cpu").numpy(), score.to("cpu").numpy().astype(np.float32)
     out = np.asarray(out)
     if kind == "labels":
         lab = out[b, p][h, w]
-        return lab.astype(np.uint8), np.ones(lab.shape, np.float32)
+        return lab, np.ones(lab.shape, np.float32)
     logits = out[b, :, p][:, h, w].astype(np.float64)
     logits -= logits.max(axis=0, keepdims=True) if logits.size else 0
     prob = np.exp(logits)
     prob /= prob.sum(axis=0, keepdims=True)
-    return prob.argmax(axis=0).astype(np.uint8), prob.max(axis=0).astype(np.float32) if prob.size else np.zeros(0, np.float32)
+    return prob.argmax(axis=0), prob.max(axis=0).astype(np.float32) if prob.size else np.zeros(0, np.float32)
 
 
 class CosmicTaggerHandler:
@@ -149,13 +159,17 @@ class CosmicTaggerHandler:
     Parameters
     ----------
     predict : callable
-        ``predict(images [B, 3, H, W] float32 ndarray) -> output``; output as accepted by the
-        worker (logits [B,C,P,H,W], a tuple of P logit tensors [B,C,H,W], or integer labels
-        [B,P,H,W]; numpy or torch).
+        ``predict(images [B, P, H, W] float32 ndarray) -> output``.  With the default ``spec``
+        (:data:`~tpcflow.serve.mdp.contract.COSMIC_TAGGER`): logits [B,C,P,H,W], a tuple of P
+        logit tensors [B,C,H,W], or integer labels [B,P,H,W]; numpy or torch.  With a declared
+        spec: ``{output: [B, P, H, W] or [B, C, P, H, W]}`` (one output may be returned bare).
+    spec : ServiceSpec
+        The outputs (:mod:`tpcflow.serve.mdp.contract`).
     """
 
-    def __init__(self, predict):
+    def __init__(self, predict, spec: ServiceSpec = COSMIC_TAGGER):
         self.predict = predict
+        self.spec = spec
 
     def __call__(self, bodies: list) -> list:
         replies: list = [None] * len(bodies)
@@ -169,16 +183,44 @@ class CosmicTaggerHandler:
             groups.setdefault((len(planes), planes[0].shape), []).append((i, eid, planes))
         for (nplanes, shape), items in groups.items():
             images = _scatter([planes for _, _, planes in items], shape)
-            kind, out = _interpret(self.predict(images), nplanes)
+            result = self.predict(images)
+            cosmic = self.spec == COSMIC_TAGGER
+            kind, out = _interpret(result, nplanes) if cosmic else ("outputs", _outputs(result, self.spec))
             for b, (i, eid, planes) in enumerate(items):
-                labels, scores = [], []
+                values: dict[str, list] = {o.name: [] for o in self.spec.outputs}
                 for p, t in enumerate(planes):
                     h, w = image_coordinates(t.index, shape)
-                    lab, sc = _gather(kind, out, b, p, h, w)
-                    labels.append(lab)
-                    scores.append(sc)
-                replies[i] = encode_reply(eid, labels, scores)
+                    if cosmic:
+                        lab, sc = _gather(kind, out, b, p, h, w)
+                        values["label"].append(lab)
+                        values["score"].append(sc)
+                    else:
+                        for name, arr in out.items():
+                            values[name].append(arr[b, p][h, w] if arr.ndim == 4 else arr[b, :, p][:, h, w].T)
+                try:
+                    replies[i] = encode_outputs(eid, values, self.spec)
+                except ValueError as err:  # this request's reply breaks the contract: its own error reply
+                    replies[i] = err
         return replies
+
+
+def _outputs(result, spec: ServiceSpec) -> dict[str, np.ndarray]:
+    """The declared outputs of ``process_net``'s result as numpy arrays [B, P, H, W] or [B, C, P, H, W]."""
+    if not isinstance(result, dict):
+        if len(spec.outputs) != 1:
+            raise RuntimeError(f"process_net returned {type(result).__name__}; declared outputs "
+                               f"{[o.name for o in spec.outputs]} need a dict")
+        result = {spec.outputs[0].name: result}
+    out = {}
+    for o in spec.outputs:
+        if o.name not in result:
+            raise RuntimeError(f"process_net returned no output {o.name!r} (it returned {sorted(result)})")
+        arr = result[o.name]
+        arr = arr.detach().to("cpu").numpy() if hasattr(arr, "detach") else np.asarray(arr)
+        if arr.ndim not in (4, 5):
+            raise RuntimeError(f"output {o.name!r} has shape {arr.shape}, expected [B, P, H, W] or [B, C, P, H, W]")
+        out[o.name] = arr
+    return out
 
 
 def torch_predictor(model, *, device: str | None = None, precision: str | None = None):
@@ -193,14 +235,26 @@ def torch_predictor(model, *, device: str | None = None, precision: str | None =
     return TorchRunner(model, device=device, precision=precision)
 
 
-def load_user_module(path):
-    """Import ``path`` (a user's Python file) and return its ``process_net`` function.
+def load_user_module(path, *, device: str | None = None, precision: str | None = None):
+    """Import ``path`` (a user's Python file): its ``process_net``, its ``SERVICE`` spec, its ``setup``.
+
+    ``setup(device, precision)``, when defined, is called once with the worker's ``--device`` and
+    ``--precision`` (canonical names, :mod:`tpcflow.models.runtime`).  Without it, a non-default
+    device or precision cannot reach the network: a warning says so.
+
+    Returns
+    -------
+    (process_net, ServiceSpec)
 
     Raises
     ------
     ConfigError
-        If the file does not exist or defines no callable ``process_net``.
+        If the file does not exist, defines no callable ``process_net``, or a malformed ``SERVICE``.
     """
+    import warnings
+
+    from tpcflow.config.schema import PRECISION_ALIASES
+
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"--module: {str(path)!r} does not exist")
@@ -212,18 +266,36 @@ def load_user_module(path):
     fn = getattr(mod, "process_net", None)
     if not callable(fn):
         raise ConfigError(f"--module: {str(path)!r} must define process_net(images) -> outputs")
-    return fn
+    service = ServiceSpec.from_declaration(mod.SERVICE) if hasattr(mod, "SERVICE") else COSMIC_TAGGER
+    precision = PRECISION_ALIASES.get(precision, precision) or "float32"
+    if callable(getattr(mod, "setup", None)):
+        mod.setup(device=device or "auto", precision=precision)
+    elif device not in (None, "auto") or precision != "float32":
+        warnings.warn(f"--module {path.name} defines no setup(device, precision): device={device!r} and "
+                      f"precision={precision!r} are not applied to its network", UserWarning, stacklevel=2)
+    return fn, service
 
 
-def load_predictor(*, model_path=None, module_path=None, device=None, precision=None):
-    """Build ``predict(images)`` from a tpcflow checkpoint / TorchScript file or a user module."""
+def load_service(*, model_path=None, module_path=None, device=None, precision=None):
+    """``(predict, ServiceSpec)`` of a tpcflow checkpoint / TorchScript file or a user module.
+
+    Raises
+    ------
+    ConfigError
+        Neither or both given; a missing file; a module without ``process_net``.
+    """
     if (model_path is None) == (module_path is None):
         raise ConfigError("give exactly one of --model CHECKPOINT or --module user.py")
     if module_path is not None:
-        return load_user_module(module_path)
+        return load_user_module(module_path, device=device, precision=precision)
     if not Path(model_path).is_file():
         raise ConfigError(f"--model: {str(model_path)!r} does not exist")
     from tpcflow.models.checkpoint import load_model
 
     model, _config = load_model(model_path, map_location="cpu")
-    return torch_predictor(model, device=device, precision=precision)
+    return torch_predictor(model, device=device, precision=precision), COSMIC_TAGGER
+
+
+def load_predictor(*, model_path=None, module_path=None, device=None, precision=None):
+    """``predict(images)`` of :func:`load_service` (the CosmicTagger contract)."""
+    return load_service(model_path=model_path, module_path=module_path, device=device, precision=precision)[0]

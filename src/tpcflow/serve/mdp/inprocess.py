@@ -10,7 +10,7 @@ from __future__ import annotations
 import zmq
 
 from tpcflow.serve.mdp.broker import Broker
-from tpcflow.serve.mdp.cosmic import CosmicTaggerHandler, load_predictor
+from tpcflow.serve.mdp.cosmic import CosmicTaggerHandler, load_service
 from tpcflow.serve.mdp.submit import SubmitResult, submit_files
 
 __all__ = ["segment_via_broker"]
@@ -30,6 +30,7 @@ def segment_via_broker(
     producer: str = "sbndwire",
     out_producer: str = "cosmicseg_pred",
     progress: bool = True,
+    root_out=None,
 ) -> SubmitResult:
     """Serve ``checkpoint`` (or ``module``'s ``process_net``) and segment ``inputs`` into ``output``.
 
@@ -50,15 +51,16 @@ def segment_via_broker(
     -------
     SubmitResult
     """
-    predict = load_predictor(model_path=checkpoint, module_path=module, device=device, precision=precision)
+    predict, spec = load_service(model_path=checkpoint, module_path=module, device=device, precision=precision)
     ctx = zmq.Context()
     broker = Broker("tcp://127.0.0.1:0", heartbeat_interval=0.5, context=ctx)
-    broker.add_local_worker(service, CosmicTaggerHandler(predict), max_batch=max_batch, max_wait=max_wait,
+    broker.add_local_worker(service, CosmicTaggerHandler(predict, spec), max_batch=max_batch, max_wait=max_wait,
                             slots=2 * max_batch)
     broker.start()
     try:
         return submit_files(broker.endpoint, service, inputs, output, producer=producer,
-                            out_producer=out_producer, max_in_flight=4 * max_batch, progress=progress, context=ctx)
+                            out_producer=out_producer, max_in_flight=4 * max_batch, progress=progress, context=ctx,
+                            root_out=root_out)
     finally:
         broker.stop()
         ctx.term()

@@ -28,7 +28,8 @@ from tpcflow import atomic
 from tpcflow.errors import ConfigError, DataFormatError, ProtocolError
 from tpcflow.io.products import ImageMeta
 from tpcflow.serve.mdp.client import Client
-from tpcflow.serve.mdp.cosmic import decode_reply, encode_request
+from tpcflow.serve.mdp.contract import decode_outputs
+from tpcflow.serve.mdp.cosmic import encode_request
 
 __all__ = ["SubmitResult", "submit_files"]
 
@@ -71,23 +72,32 @@ class _Sidecar:
 
 
     def flush(self, results: list) -> None:
-        """Write finished entries ``[(entry, event_id, metas, index_per_plane, labels, scores)]``."""
+        """Write finished entries ``[(entry, event_id, metas, index_per_plane, {output: per-plane values})]``.
+
+        Every output is stored as float32 ``[voxels, columns]`` (what larcv3 sparse2d holds; the
+        integer labels of the wire format are exact in float32 below 2**24).
+        """
         if not results:
             return
         entries = np.array([r[0] for r in results], np.int64)
         eids = np.array([r[1] for r in results], np.int64).reshape(-1, 3)
         counts = np.array([[len(ix) for ix in r[3]] for r in results], np.int64)
         metas = np.array([json.dumps([m.to_dict() for m in r[2]]) for r in results])
-        cat = lambda k, dt: np.concatenate([np.asarray(a, dt) for r in results for a in r[k]] or [np.zeros(0, dt)])  # noqa: E731
+        names = list(results[0][4])
+        index = np.concatenate([np.asarray(a, np.uint64) for r in results for a in r[3]] or [np.zeros(0, np.uint64)])
+        values = {}
+        for name in names:
+            parts = [np.asarray(a, np.float32).reshape(len(a), -1) for r in results for a in r[4][name]]
+            values[f"out_{name}"] = np.concatenate(parts) if parts else np.zeros((0, 1), np.float32)
         chunk = self.dir / f"chunk-{int(entries.min()):09d}-{uuid.uuid4().hex[:8]}.npz"
         with atomic.atomic_path(chunk) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, entries=entries, event_ids=eids, counts=counts, metas=metas,
-                     index=cat(3, np.uint64), labels=cat(4, np.uint8), scores=cat(5, np.float32))
+            np.savez(fh, entries=entries, event_ids=eids, counts=counts, metas=metas, index=index,
+                     names=np.array(names), **values)
         for row, e in enumerate(entries.tolist()):
             self.where.setdefault(e, (chunk, row))
 
     def load(self, entry: int):
-        """Return ``(event_id, [ImageMeta] per plane, [(index, labels, scores)] per plane)`` of a done entry."""
+        """Return ``(event_id, [ImageMeta] per plane, [index] per plane, {output: [values] per plane})``."""
         chunk, row = self.where[entry]
         z = self._cache.get(chunk)
         if z is None:
@@ -98,12 +108,20 @@ class _Sidecar:
             z["offsets"] = np.concatenate([[0], np.cumsum(z["counts"].reshape(-1))])
             self._cache[chunk] = z
         nplanes = z["counts"].shape[1]
-        planes = []
+        index, outputs = [], {str(n): [] for n in z["names"]}
         for p in range(nplanes):
             a, b = z["offsets"][row * nplanes + p], z["offsets"][row * nplanes + p + 1]
-            planes.append((z["index"][a:b], z["labels"][a:b], z["scores"][a:b]))
+            index.append(z["index"][a:b])
+            for name in outputs:
+                outputs[name].append(z[f"out_{name}"][a:b])
         metas = [ImageMeta.from_dict(d) for d in json.loads(str(z["metas"][row]))]
-        return tuple(z["event_ids"][row].tolist()), metas, planes
+        return tuple(z["event_ids"][row].tolist()), metas, index, outputs
+
+
+def product_names(out_producer: str, name: str, columns: int) -> list[str]:
+    """larcv3 sparse2d producers of an output: ``label`` is ``<out>``, others ``<out>_<name>`` (``_<k>`` per column)."""
+    base = out_producer if name == "label" else f"{out_producer}_{name}"
+    return [base] if columns == 1 else [f"{base}_{k}" for k in range(columns)]
 
 
 def _write_output(output: Path, n: int, side: _Sidecar, out_producer: str, compression: int) -> None:
@@ -111,13 +129,37 @@ def _write_output(output: Path, n: int, side: _Sidecar, out_producer: str, compr
 
     with Larcv3Writer(output, compression=compression) as writer:
         for entry in range(n):
-            eid, metas, planes = side.load(entry)
-            labels, scores = [], []
-            for meta, (index, lab, sc) in zip(metas, planes, strict=True):
-                labels.append(SparseProjection(meta, index, lab.astype(np.float32)))
-                scores.append(SparseProjection(meta, index, sc.astype(np.float32)))
-            writer.write(Event(EventID(*eid), {f"sparse2d/{out_producer}": labels,
-                                               f"sparse2d/{out_producer}_score": scores}, entry=entry))
+            eid, metas, index, outputs = side.load(entry)
+            products = {}
+            for name, per_plane in outputs.items():
+                columns = per_plane[0].shape[1] if per_plane else 1
+                for k, producer in enumerate(product_names(out_producer, name, columns)):
+                    products[f"sparse2d/{producer}"] = [SparseProjection(m, ix, v[:, k].copy())
+                                                       for m, ix, v in zip(metas, index, per_plane, strict=True)]
+            writer.write(Event(EventID(*eid), products, entry=entry))
+
+
+def _write_root_friend(path: Path, n: int, side: _Sidecar, out_producer: str) -> None:
+    """A flat ROOT TTree ``predictions`` (uproot): run, subrun, event, and per output and plane the
+    voxel indices and values as jagged branches, entry-aligned with the inputs (a friend tree)."""
+    import awkward as ak
+    import uproot
+
+    columns: dict[str, list] = {"run": [], "subrun": [], "event": []}
+    for entry in range(n):
+        eid, _metas, index, outputs = side.load(entry)
+        for key, v in zip(("run", "subrun", "event"), eid):
+            columns[key].append(v)
+        for p, ix in enumerate(index):
+            columns.setdefault(f"p{p}_index", []).append(ix.astype(np.uint64))
+        for name, per_plane in outputs.items():
+            for p, v in enumerate(per_plane):
+                for k, producer in enumerate(product_names(out_producer, name, v.shape[1])):
+                    columns.setdefault(f"{producer}_p{p}", []).append(v[:, k])
+    branches = {k: (np.asarray(v, np.int64) if k in ("run", "subrun", "event") else ak.Array(v))
+                for k, v in columns.items()}
+    with atomic.atomic_path(path) as tmp, uproot.recreate(tmp) as f:
+        f["predictions"] = branches
 
 
 def _progress_bar(enabled: bool, total: int, initial: int, service: str):
@@ -129,21 +171,22 @@ def _progress_bar(enabled: bool, total: int, initial: int, service: str):
 
 
 def _checked_result(entry: int, request: tuple, reply: list) -> tuple:
-    """``(entry, event_id, metas, index, labels, scores)`` of a reply, checked against its request.
+    """``(entry, event_id, metas, index, {output: per-plane values})`` of a reply, checked against its request.
 
     Raises
     ------
     ProtocolError
-        If the event id or the voxel counts differ from the request's.
+        If the event id, the plane count or the voxel counts differ from the request's.
     """
     eid, index, metas = request
-    r_eid, labels, scores = decode_reply(reply)
-    if (r_eid is not None and tuple(r_eid) != tuple(eid)) or [len(x) for x in labels] != [len(x) for x in index]:
-        raise ProtocolError(
-            f"reply for entry {entry} does not match its request: event id {r_eid} vs {eid}, "
-            f"voxels {[len(x) for x in labels]} vs {[len(x) for x in index]}"
-        )
-    return entry, eid, metas, index, [np.array(x) for x in labels], [np.array(x) for x in scores]
+    r_eid, outputs = decode_outputs(reply)
+    want = [len(x) for x in index]
+    for name, per_plane in outputs.items():
+        got = [len(x) for x in per_plane]
+        if (r_eid is not None and tuple(r_eid) != tuple(eid)) or got != want:
+            raise ProtocolError(f"reply for entry {entry} does not match its request: event id {r_eid} vs {eid}, "
+                                f"output {name!r} voxels {got} vs {want}")
+    return entry, eid, metas, index, {k: [np.array(x) for x in v] for k, v in outputs.items()}
 
 
 def _exchange(client, service: str, reader, entries: list[int], key: str, side: _Sidecar, bar, *, compression,
@@ -230,6 +273,7 @@ def submit_files(
     progress: bool = True,
     curve=None,
     context=None,
+    root_out=None,
 ) -> SubmitResult:
     """Send every entry of ``inputs`` to ``service`` and write ``output`` (see module docstring).
 
@@ -250,6 +294,14 @@ def submit_files(
     wait_service : float
         Seconds to wait for a worker of ``service``, asked through MMI ``mmi.service`` [s]; ``0``
         sends at once without asking (brokers without MMI, such as majortomo's).
+    root_out : path, optional
+        Also write a flat ROOT TTree ``predictions`` (run, subrun, event; per plane the voxel
+        indices ``p<k>_index`` and per output the values ``<producer>_p<k>``), entry-aligned with
+        the inputs: a friend tree for ROOT users.
+
+    Outputs: each output of the service's contract (:mod:`tpcflow.serve.mdp.contract`) becomes
+    the sparse2d product :func:`product_names` gives (CosmicTagger: ``<out_producer>`` for the
+    labels and ``<out_producer>_score``), float32 values at the input voxels, nothing re-normalised.
 
     Raises
     ------
@@ -288,6 +340,8 @@ def submit_files(
                     bar.close()
     finally:
         reader.close()
+    if root_out is not None:
+        _write_root_friend(Path(root_out), n, side, out_producer)
     _write_output(output, n, side, out_producer, h5_compression)
     shutil.rmtree(side.dir, ignore_errors=True)
     return SubmitResult(output, n, sent, skipped, time.monotonic() - t0)
