@@ -8,7 +8,10 @@ For the real MicroBooNE larcv1 file (3 wire planes of 1008 x 3456) and the larcv
 * peak memory (tracemalloc, numpy allocations included) of reading the file entry by entry
   (``step_size=1``) against the baseline, one whole-tree ``tree.arrays`` read;
 * bytes on the wire per event for the MDP codec: the dense float32 planes (baseline) against
-  sparse COO (non-zero pixels) and sparse COO compressed with lz4.
+  sparse COO (non-zero pixels) and sparse COO compressed with lz4;
+* the whole file through ``submit`` (a broker with a trivial module network as its local worker,
+  larcv3 output written) against the baseline: the same reader and network called in a plain
+  loop, no service and no output file (so the ratio is what the service path costs).
 
 Rates are events/s, best of N repeats (warm page cache).  Run:
 ``python benchmarks/bench_larcv_root.py [--quick]``.  Each figure ends with one line
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 import time
 import tracemalloc
 from pathlib import Path
@@ -87,6 +91,34 @@ def wire_bytes(path: Path, producer: str) -> tuple[float, float, float]:
     return dense / n, coo / n, lz4 / n
 
 
+TRIVIAL = "import numpy as np\ndef process_net(images):\n    return (np.asarray(images) > 10).astype(np.int64)\n"
+
+
+def submit_rate(path: Path, producer: str, n: int, repeats: int, tmp: Path) -> tuple[float, float]:
+    """(events/s through submit, events/s of the plain loop) for the whole file."""
+    from tpcflow.io.larcv_root import RootImageReader
+    from tpcflow.serve.mdp.inprocess import segment_via_broker
+
+    module = tmp / "trivial.py"
+    module.write_text(TRIVIAL)
+    ns: dict = {}
+    exec(TRIVIAL, ns)
+
+    def through_service():
+        out = tmp / "out.h5"
+        out.unlink(missing_ok=True)
+        segment_via_broker(module=module, inputs=[path], output=out, producer=producer, progress=False)
+
+    def plain_loop():
+        reader = RootImageReader([path], producer)
+        for e in range(len(reader)):
+            planes = reader.read(e).products[reader.keys[0]]
+            for p in planes:
+                ns["process_net"](p.to_dense()[None, None])
+
+    return best_rate(through_service, n, repeats), best_rate(plain_loop, n, repeats)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer repeats")
@@ -109,6 +141,9 @@ def main() -> None:
         dense, coo, lz4 = wire_bytes(path, producer)
         bench(f"wire_bytes_sparse_{tag}", coo / 1e6, "MB/event", dense / 1e6, higher_is_better=False)
         bench(f"wire_bytes_sparse_lz4_{tag}", lz4 / 1e6, "MB/event", dense / 1e6, higher_is_better=False)
+        with tempfile.TemporaryDirectory() as tmp:
+            ours, base = submit_rate(path, producer, n, repeats, Path(tmp))
+        bench(f"submit_{tag}", ours, "events/s", base)
 
 
 if __name__ == "__main__":

@@ -73,3 +73,42 @@ def test_root_reader_streams_entries_and_refuses_empty_planes(tmp_path):
     with pytest.raises(ConfigError, match="mix"):
         segment_via_broker(module=module, inputs=[empty, data_path("larcv3/cosmic_tagging_light.h5")],
                            output=tmp_path / "y.h5", producer="wire", progress=False)
+
+
+def test_several_products_per_request_and_larcv3_image2d(tmp_path):
+    """wire and infill of the MicroBooNE file in one request (6 planes); larcv3 image2d written by larcv 3.5.1."""
+    module = tmp_path / "net.py"
+    module.write_text(MODULE)
+    src = data_path("larcv1/out_larcv_test.root")
+    out = tmp_path / "two.h5"
+    res = segment_via_broker(module=module, inputs=[src], output=out, producer="wire,infill", out_producer="pred",
+                             progress=False)
+    assert res.sent == 1
+    (wire,) = list(iterate_image2d(src, "wire"))
+    (infill,) = list(iterate_image2d(src, "infill"))
+    with open_larcv3(out) as r:
+        labels = r.read(0).products["sparse2d/pred"]
+    assert len(labels) == 6
+    for image, lab in zip(wire.images + infill.images, labels, strict=True):
+        nz = np.flatnonzero(image.reshape(-1))
+        np.testing.assert_array_equal(lab.index, nz)
+        np.testing.assert_array_equal(lab.values, _expected(image.reshape(-1)[nz])[0])
+    # larcv3 dense image2d (Tensor2D) input: its non-zero pixels are sent
+    ref = data_path("larcv3/ref_tensor2d.h5")
+    out3 = tmp_path / "t2d.h5"
+    res = segment_via_broker(module=module, inputs=[ref], output=out3, producer="image2d/wire", out_producer="pred",
+                             progress=False)
+    with open_larcv3(ref) as src3, open_larcv3(out3) as r3:
+        assert res.entries == len(src3) == len(r3) == 4
+        np.testing.assert_array_equal(r3.event_ids, src3.event_ids)
+        for entry in range(4):
+            dense = src3.read(entry).products["image2d/wire"]
+            got = r3.read(entry).products["sparse2d/pred"]
+            for d, g in zip(dense, got, strict=True):
+                flat = d.data.reshape(-1)
+                nz = np.flatnonzero(flat)
+                np.testing.assert_array_equal(g.index, nz)
+                np.testing.assert_array_equal(g.values, _expected(flat[nz])[0])
+    with pytest.raises(ConfigError, match="not sparse2d or image2d"):
+        segment_via_broker(module=module, inputs=[ref], output=tmp_path / "z.h5", producer="cluster2d/x",
+                           progress=False)

@@ -59,6 +59,7 @@ __all__ = [
     "read_larcv2_event_ids",
     "read_larcv2_images",
     "read_larcv2_particles",
+    "sparse_from_dense",
 ]
 
 
@@ -387,29 +388,37 @@ class RootImageReader:
     Parameters
     ----------
     paths : path or list of paths
-    producer : str
+    producers : str or list of str
+        One or more image2d producers, read entry by entry side by side.
     tick_backward : bool
         As :func:`iterate_image2d`.
 
     Raises
     ------
     DataFormatError, ProductNotFoundError
-        As :func:`iterate_image2d`, when the reader is made (every file is checked for the tree).
+        As :func:`iterate_image2d`, when the reader is made (every file is checked for the trees);
+        also trees of one file with different entry counts.
     """
 
-    def __init__(self, paths, producer: str = "wire", *, tick_backward: bool = False):
+    def __init__(self, paths, producers="wire", *, tick_backward: bool = False):
         self.paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
-        self.producer = producer
-        self.key = f"image2d/{producer}"
+        self.producers = [producers] if isinstance(producers, str) else list(producers)
+        self.keys = [f"image2d/{p}" for p in self.producers]
         self.tick_backward = tick_backward
         counts = []
         for path in self.paths:
             with open_root_file(path) as f:
-                tree, _ = _image_tree(f, path, producer)
-                image2d_version(tree)
-                counts.append(int(tree.num_entries))
+                n = set()
+                for producer in self.producers:
+                    tree, _ = _image_tree(f, path, producer)
+                    image2d_version(tree)
+                    n.add(int(tree.num_entries))
+            if len(n) != 1:
+                raise DataFormatError(f"image2d trees {self.producers} have different entry counts {sorted(n)}",
+                                      file_path=path)
+            counts.append(n.pop())
         self._offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        self._stream = None  # (file index, next local entry, iterator)
+        self._streams: dict[str, tuple] = {}  # producer -> (file index, next local entry, iterator)
 
     @property
     def files(self) -> list[Path]:
@@ -426,30 +435,44 @@ class RootImageReader:
         k = int(np.searchsorted(self._offsets, entry, side="right") - 1)
         return self.paths[k], int(entry - self._offsets[k])
 
+    def _next(self, producer: str, k: int, local: int) -> Image2DEntry:
+        stream = self._streams.get(producer)
+        if stream is None or stream[0] != k or stream[1] != local:
+            it = iterate_image2d(self.paths[k], producer, entry_start=local, tick_backward=self.tick_backward)
+            stream = (k, local, it)
+        e = next(stream[2])
+        self._streams[producer] = (k, local + 1, stream[2])
+        return e
+
     def read(self, entry: int, products=None):
-        """The :class:`~tpcflow.io.products.Event` of ``entry`` with ``image2d/<producer>`` as sparse projections."""
-        from tpcflow.io.products import Event, EventID, SparseProjection
+        """The :class:`~tpcflow.io.products.Event` of ``entry`` with each ``image2d/<producer>`` as sparse projections."""
+        from tpcflow.io.products import Event, EventID
 
         path, local = self.locate(entry)
         k = self.paths.index(path)
-        if self._stream is None or self._stream[0] != k or self._stream[1] != local:
-            it = iterate_image2d(path, self.producer, entry_start=local, tick_backward=self.tick_backward)
-            self._stream = (k, local, it)
-        k, local, it = self._stream
-        e = next(it)
-        self._stream = (k, local + 1, it)
-        planes = []
-        for image, meta in zip(e.images, e.metas, strict=True):
-            flat = image.reshape(-1)
-            index = np.flatnonzero(flat)
-            planes.append(SparseProjection(meta, index.astype(np.uint64), flat[index]))
-        return Event(event_id=EventID(*e.event_id), products={self.key: planes}, entry=entry)
+        found, event_id = {}, None
+        for producer, key in zip(self.producers, self.keys):
+            if products is not None and key not in products:
+                continue
+            e = self._next(producer, k, local)
+            event_id = e.event_id
+            found[key] = [sparse_from_dense(image, meta) for image, meta in zip(e.images, e.metas, strict=True)]
+        return Event(event_id=EventID(*(event_id or (-1, -1, -1))), products=found, entry=entry)
 
     def close(self) -> None:
-        self._stream = None
+        self._streams.clear()
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def sparse_from_dense(image: np.ndarray, meta: ImageMeta):
+    """The non-zero pixels of ``image`` (shape ``meta.number_of_voxels``) as a SparseProjection, row-major index."""
+    from tpcflow.io.products import SparseProjection
+
+    flat = np.asarray(image, dtype=np.float32).reshape(-1)
+    index = np.flatnonzero(flat)
+    return SparseProjection(meta, index.astype(np.uint64), flat[index])

@@ -189,7 +189,7 @@ def _checked_result(entry: int, request: tuple, reply: list) -> tuple:
     return entry, eid, metas, index, {k: [np.array(x) for x in v] for k, v in outputs.items()}
 
 
-def _exchange(client, service: str, reader, entries: list[int], key: str, side: _Sidecar, bar, *, compression,
+def _exchange(client, service: str, reader, entries: list[int], keys: list[str], side: _Sidecar, bar, *, compression,
               max_in_flight: int, flush_every: int, flush_seconds: float) -> int:
     """Send ``entries``, keep up to ``max_in_flight`` outstanding, flush results to the sidecar; return the count.
 
@@ -199,11 +199,8 @@ def _exchange(client, service: str, reader, entries: list[int], key: str, side: 
 
     def bodies():
         for entry in entries:
-            ev = reader.read(entry, products=[key])
-            planes = ev.products.get(key)
-            if not planes:
-                raise DataFormatError(f"product {key!r} has no projection", file_path=reader.locate(entry)[0],
-                                      entry=entry)
+            ev = reader.read(entry, products=keys)
+            planes = _planes(ev, keys, reader, entry)
             pending[entry] = (ev.event_id.as_tuple(), [p.index for p in planes], [p.meta for p in planes])
             yield entry, encode_request(ev.event_id, planes, compression=compression)
 
@@ -225,33 +222,57 @@ def _exchange(client, service: str, reader, entries: list[int], key: str, side: 
 
 
 def open_inputs(paths: list[Path], producer: str):
-    """Open the inputs of :func:`submit_files`: larcv3 ``sparse2d/<producer>``, or larcv1/larcv2 ROOT
-    ``image2d_<producer>_tree`` (the non-zero pixels of each image are sent).
+    """Open the inputs of :func:`submit_files` and name the products sent.
+
+    ``producer`` is one or more comma-separated product names: for larcv3 files ``<producer>``
+    (sparse2d) or ``sparse2d/<producer>`` / ``image2d/<producer>``; for larcv1/larcv2 ROOT files
+    the image2d producers (``wire``).  Several products are sent in one request, their planes in
+    the order given.
 
     Returns
     -------
-    (reader, product key)
+    (reader, list of product keys)
 
     Raises
     ------
     ConfigError
-        If the inputs mix HDF5 and ROOT files.
+        If the inputs mix HDF5 and ROOT files, or a product type is not sparse2d/image2d.
     DataFormatError, ProductNotFoundError
         From the readers (missing file, missing product, not larcv).
     """
     from tpcflow.io import open_larcv3
     from tpcflow.io.summary import detect_format
 
+    names = [p.strip() for p in producer.split(",") if p.strip()]
+    if not names:
+        raise ConfigError("--producer: give at least one product")
     kinds = {detect_format(p) for p in paths}
     if len(kinds) > 1:
         raise ConfigError(f"inputs mix larcv3 (HDF5) and ROOT files: {[str(p) for p in paths]}; submit them separately")
     if kinds == {"root"}:
         from tpcflow.io.larcv_root import RootImageReader
 
-        reader = RootImageReader(paths, producer)
-        return reader, reader.key
-    key = f"sparse2d/{producer}"
-    return open_larcv3(paths, products=[key]), key
+        reader = RootImageReader(paths, [n.removeprefix("image2d/") for n in names])
+        return reader, reader.keys
+    keys = [n if "/" in n else f"sparse2d/{n}" for n in names]
+    bad = [k for k in keys if k.split("/", 1)[0] not in ("sparse2d", "image2d")]
+    if bad:
+        raise ConfigError(f"--producer: {bad} are not sparse2d or image2d products")
+    return open_larcv3(paths, products=keys), keys
+
+
+def _planes(event, keys: list[str], reader, entry: int) -> list:
+    """The planes sent for one entry: every product's projections in order, dense images as their non-zero pixels."""
+    from tpcflow.io.larcv_root import sparse_from_dense
+    from tpcflow.io.products import DenseImage
+
+    planes = []
+    for key in keys:
+        projections = event.products.get(key)
+        if not projections:
+            raise DataFormatError(f"product {key!r} has no projection", file_path=reader.locate(entry)[0], entry=entry)
+        planes += [sparse_from_dense(p.data, p.meta) if isinstance(p, DenseImage) else p for p in projections]
+    return planes
 
 
 def submit_files(
@@ -317,7 +338,7 @@ def submit_files(
     if output.exists():
         raise ConfigError(f"output: {str(output)!r} already exists; remove it or choose another -o")
     paths = [Path(p) for p in ([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)]
-    reader, key = open_inputs(paths, producer)
+    reader, keys = open_inputs(paths, producer)
     n = len(reader)
     manifest = {"inputs": [str(p.resolve()) for p in reader.files], "sizes": [p.stat().st_size for p in reader.files],
                 "entries": n, "producer": producer, "out_producer": out_producer, "sidecar_version": 2}
@@ -332,7 +353,7 @@ def submit_files(
             try:
                 if wait_service > 0:  # 0: brokers without MMI (majortomo) are not asked
                     client.wait_for_service(service, timeout=wait_service)
-                sent = _exchange(client, service, reader, todo, key, side, bar, compression=compression,
+                sent = _exchange(client, service, reader, todo, keys, side, bar, compression=compression,
                                  max_in_flight=max_in_flight, flush_every=flush_every, flush_seconds=flush_seconds)
             finally:
                 client.close()
