@@ -140,3 +140,34 @@ def test_events_match_reference_expectations(name, capsys):
                     n, total = proj["count_nonzero"], proj["sum_values"]
                 assert g["voxels"] == n, (group, ev["entry"])
                 assert g["sum"] == pytest.approx(total, rel=1e-6, abs=1e-9), (group, ev["entry"])
+
+
+def test_per_projection_summary_counts_and_sums_each_projection_on_its_own(tmp_path, capsys):
+    """An entry with 2 projections among entries with 3, and a value near FLT_MAX (issue 16, item 2)."""
+    import json
+
+    import numpy as np
+
+    from tpcflow.io import Event, EventID, ImageMeta, SparseProjection, open_larcv3, write_larcv3
+
+    def proj(p, values):
+        meta = ImageMeta(p, (16, 8), (16.0, 8.0), (0.0, 0.0))
+        return SparseProjection(meta, np.arange(len(values), dtype=np.uint64), np.asarray(values, np.float32))
+
+    huge = np.float32(3.4e38)
+    events = [
+        Event(EventID(1, 0, 0), {"sparse2d/q": [proj(0, [huge, 1.0]), proj(1, [2.0]), proj(2, [3.0, 4.0])]}),
+        Event(EventID(1, 0, 1), {"sparse2d/q": [proj(0, [5.0]), proj(1, [6.0, 7.0])]}),
+        Event(EventID(1, 0, 2), {"sparse2d/q": [proj(0, [8.0]), proj(1, []), proj(2, [9.0])]}),
+    ]
+    path = write_larcv3(tmp_path / "q.h5", events)
+    assert main(["info", "--json", "--events", str(path)]) == 0
+    got = json.loads(capsys.readouterr().out)["events"]
+    with open_larcv3(path) as r:
+        for e, ev in enumerate(got):
+            want = r.read(e).products["sparse2d/q"]
+            assert len(ev["products"]["sparse2d/q"]) == len(want)  # 2, not a padded third
+            for g, w in zip(ev["products"]["sparse2d/q"], want, strict=True):
+                assert g["voxels"] == len(w)
+                assert g["sum"] == pytest.approx(float(w.values.sum(dtype=np.float64)), rel=1e-12)
+    assert got[1]["products"]["sparse2d/q"][1]["sum"] == 13.0  # after the huge value, still exact

@@ -177,3 +177,26 @@ def test_values_are_converted_by_field_type():
     assert cfg.network.preset == "a21" and dict(cfg.network.overrides) == {"network_depth": 4}
     net = cfg.network.resolve()
     assert (net.name, net.n_initial_filters, net.network_depth) == ("a21", 8, 4)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("mode.checkpoint_iteration=0", "mode.checkpoint_iteration: 0 must be >= 1"),
+    ("mode.logging_iteration=0", "mode.logging_iteration: 0 must be >= 1"),
+    ("mode.optimizer.learning_rate=-1e-3", "learning_rate: -0.001 must be a finite number >= 0"),
+    ("mode.optimizer.learning_rate=nan", "learning_rate: nan must be a finite number >= 0"),
+    ("mode.optimizer.weight_decay=inf", "weight_decay: inf must be a finite number >= 0"),
+])
+def test_values_that_would_fail_later_fail_at_start_up(override, message):
+    """Issue 16, item 4: no ZeroDivisionError or torch error after the first iteration."""
+    with pytest.raises(ConfigError, match=message):
+        load_config([override])
+    with pytest.raises(ConfigError, match="data.downsample: 20 leaves no pixel"):
+        load_config(["data.synthetic=true", "data.downsample=20"])
+    assert load_config(["data.downsample=20"]).data.downsample == 20  # files: the loader checks their grid
+
+
+def test_a_non_utf8_config_file_is_a_config_error(tmp_path):
+    p = tmp_path / "latin1.yaml"
+    p.write_bytes("run:\n  id: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"(?s)not valid YAML.*utf-8.*latin1.yaml"):
+        load_config(base=p)

@@ -102,3 +102,39 @@ def test_setup_receives_device_and_precision_and_declarations_are_checked(tmp_pa
                      ({"outputs": [{"name": "a", "kind": "label"}]}, "classes"), ([1], "SERVICE must be")):
         with pytest.raises(ConfigError, match=msg):
             ServiceSpec.from_declaration(bad)
+
+
+SPARSE = '''
+import numpy as np
+SERVICE = {"inputs": {"products": ["wire"], "planes": 3, "form": "sparse"},
+           "outputs": [{"name": "double", "kind": "regression"}, {"name": "row", "kind": "label", "classes": 4000}]}
+
+def process_net(events):  # per event, per plane (coords [N, 2] = (h, w), values [N])
+    return {"double": [[2.0 * v for _, v in ev] for ev in events],
+            "row": [[c[:, 0] for c, _ in ev] for ev in events]}
+'''
+
+
+def test_sparse_form_and_declared_planes(tmp_path):
+    """form: sparse hands process_net the voxels themselves; a request with other planes is refused."""
+    from tpcflow.io.products import image_coordinates
+
+    module = tmp_path / "sparse.py"
+    module.write_text(SPARSE)
+    src = data_path("larcv1/out_larcv_test.root")
+    out = tmp_path / "s.h5"
+    segment_via_broker(module=module, inputs=[src], output=out, producer="wire", out_producer="s", progress=False)
+    (entry,) = list(iterate_image2d(src, "wire"))
+    with open_larcv3(out) as r:
+        ev = r.read(0)
+    for p, image in enumerate(entry.images):
+        q = image.reshape(-1)
+        nz = np.flatnonzero(q)
+        np.testing.assert_array_equal(ev.products["sparse2d/s_double"][p].values, 2.0 * q[nz])
+        h, _w = image_coordinates(nz, image.shape)  # the CosmicTagger layout of a (rows, cols) plane
+        np.testing.assert_array_equal(ev.products["sparse2d/s_row"][p].values, h.astype(np.float32))
+    with pytest.raises(ServiceError, match="request has 6 planes; this service takes 3"):
+        segment_via_broker(module=module, inputs=[src], output=tmp_path / "t.h5", producer="wire,infill",
+                           progress=False)
+    with pytest.raises(ConfigError, match="form 'csr'"):
+        ServiceSpec.from_declaration({"inputs": {"form": "csr"}, "outputs": [{"name": "a", "kind": "logits"}]})

@@ -19,6 +19,7 @@ whatever the order (Hydra's config-group idiom).  Hydra itself is not used: it w
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,16 +139,32 @@ def _check_choices(section: str, obj) -> None:
             raise ConfigError(f"{section}.{f.name}: {value!r} is not allowed\nAvailable: {', '.join(map(repr, allowed))}")
 
 
+#: the largest data.downsample of synthetic events (1280 ticks >> 10 = 1 row)
+MAX_SYNTHETIC_DOWNSAMPLE = 10
+
+
 def _check_ranges(cfg: Config) -> None:
-    for name in ("iterations", "aux_iterations", "num_threads"):
-        if getattr(cfg.run, name) < 0:
-            raise ConfigError(f"run.{name}: {getattr(cfg.run, name)} must be >= 0")
-    if cfg.run.minibatch_size < 1:
-        raise ConfigError(f"run.minibatch_size: {cfg.run.minibatch_size} must be >= 1")
-    if cfg.mode.optimizer.gradient_accumulation < 1:
-        raise ConfigError("mode.optimizer.gradient_accumulation must be >= 1")
-    if cfg.data.downsample < 0:
-        raise ConfigError("data.downsample must be >= 0")
+    """Every value that would fail later (a division by zero, torch refusing a rate) fails here, at start-up."""
+    low = {"run.iterations": 0, "run.aux_iterations": 0, "run.num_threads": 0, "run.minibatch_size": 1,
+           "run.aux_minibatch_size": 1, "mode.checkpoint_iteration": 1, "mode.logging_iteration": 1,
+           "mode.keep_checkpoints": 1, "mode.event_displays": 0, "mode.optimizer.gradient_accumulation": 1,
+           "data.downsample": 0, "data.synthetic_events": 1, "data.num_threads": 0}
+    for key, minimum in low.items():
+        section, _, name = key.rpartition(".")
+        obj = cfg
+        for part in section.split("."):
+            obj = getattr(obj, part)
+        if getattr(obj, name) < minimum:
+            raise ConfigError(f"{key}: {getattr(obj, name)} must be >= {minimum}")
+    opt = cfg.mode.optimizer
+    for name in ("learning_rate", "weight_decay", "momentum", "warmup_epochs", "decay_start_epoch", "decay_rate",
+                 "lr_floor"):
+        value = getattr(opt, name)
+        if not math.isfinite(value) or value < 0:  # torch refuses these only at the first step
+            raise ConfigError(f"mode.optimizer.{name}: {value!r} must be a finite number >= 0")
+    if cfg.data.synthetic and cfg.data.downsample > MAX_SYNTHETIC_DOWNSAMPLE:
+        raise ConfigError(f"data.downsample: {cfg.data.downsample} leaves no pixel of the synthetic 1280x2048 "
+                          f"planes; use 0..{MAX_SYNTHETIC_DOWNSAMPLE}")
 
 
 def _build(pairs: list[tuple[str, Any]]) -> Config:

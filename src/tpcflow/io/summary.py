@@ -80,13 +80,15 @@ def _sparse_summary(r, key: str, info: dict, events: list | None) -> None:
             vsum += float(b.values.sum(dtype=np.float64))
         total += int(b.values.size)
         if events is not None:
-            off = np.concatenate([[0], np.cumsum(b.counts.ravel())])
-            csum = np.concatenate([[0.0], np.cumsum(b.values, dtype=np.float64)])
-            sums = csum[off[1:]] - csum[off[:-1]]  # also right for empty projections
             E, P = b.counts.shape
+            # each projection's sum on its own (float64), never a difference of running sums, which
+            # loses every later sum after a value near FLT_MAX
+            segment = np.repeat(np.arange(E * P), b.counts.ravel())
+            sums = np.bincount(segment, weights=b.values.astype(np.float64), minlength=E * P)
+            held = b.projections if b.projections is not None else np.full(E, P)
             for e in range(E):
                 events[start + e]["products"][key] = [
-                    {"voxels": int(b.counts[e, p]), "sum": float(sums[e * P + p])} for p in range(P)
+                    {"voxels": int(b.counts[e, p]), "sum": float(sums[e * P + p])} for p in range(int(held[e]))
                 ]
     counts = np.concatenate(counts_all) if counts_all else np.zeros((0, 0), np.int64)
     info["voxels"] = total

@@ -33,6 +33,8 @@ class SparseBlock:
         Global entry of the first row of ``counts``.
     event_ids : (E, 3) int64
         run / subrun / event of each entry.
+    projections : (E,) int64 or None
+        Projections each entry really holds (``counts`` pads the missing ones with 0).
     """
 
     index: np.ndarray
@@ -41,6 +43,7 @@ class SparseBlock:
     metas: list[ImageMeta]
     start: int = 0
     event_ids: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.int64))
+    projections: np.ndarray | None = None
     _flat: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
 
     @property

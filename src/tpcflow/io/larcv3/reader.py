@@ -289,7 +289,8 @@ class Larcv3Reader:
                 )
         index = np.concatenate([p[2] for p in parts]) if len(parts) > 1 else (parts[0][2] if parts else np.zeros(0, np.uint64))
         values = np.concatenate([p[3] for p in parts]) if len(parts) > 1 else (parts[0][3] if parts else np.zeros(0, np.float32))
-        return SparseBlock(index, values, counts, metas, start, self._event_ids[start:stop].copy())
+        return SparseBlock(index, values, counts, metas, start, self._event_ids[start:stop].copy(),
+                           projections=n_proj.astype(np.int64))
 
 
 def open_larcv3(paths, products: Iterable[str] | None = None, *, direct: bool = True) -> Larcv3Reader:

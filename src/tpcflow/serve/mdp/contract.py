@@ -2,7 +2,8 @@
 
 A worker module (``tpcflow worker --module net.py``) may declare::
 
-    SERVICE = {"outputs": [{"name": "shower", "kind": "probabilities"},
+    SERVICE = {"inputs": {"products": ["wire"], "planes": 3, "form": "dense"},
+               "outputs": [{"name": "shower", "kind": "probabilities"},
                            {"name": "track", "kind": "probabilities"},
                            {"name": "cluster", "kind": "label", "classes": 300}]}
 
@@ -11,6 +12,16 @@ A worker module (``tpcflow worker --module net.py``) may declare::
 
     def process_net(images):             # images: float32 [B, P, H, W], CosmicTagger layout, 0 = no charge
         return {"shower": ..., "track": ..., "cluster": ...}   # each [B, P, H, W] (or [B, C, P, H, W])
+
+Inputs (all optional): ``products``, the product names a client should send (``tpcflow submit
+--producer``; informational); ``planes``, the number of planes per request (a request with
+another count gets an error reply); ``form``, what ``process_net`` receives:
+
+* ``dense`` (default): ``images`` float32 ``[B, P, H, W]`` in the CosmicTagger layout, 0 where
+  no charge was sent; outputs ``[B, P, H, W]`` or ``[B, C, P, H, W]``, gathered at the voxels;
+* ``sparse``: a list of B events, each a list of P planes ``(coords, values)``: ``coords`` int64
+  ``[N, 2]`` = (h, w) in the same layout, ``values`` float32 ``[N]``; outputs are
+  ``{name: [per event [per plane [N] or [N, C]]]}``, in the order of the voxels sent.
 
 Output kinds (every output is gathered at the request's voxels only, in their order):
 
@@ -46,7 +57,8 @@ import numpy as np
 from tpcflow.errors import ConfigError, ProtocolError
 from tpcflow.serve import codec
 
-__all__ = ["COSMIC_TAGGER", "KINDS", "Output", "ServiceSpec", "decode_outputs", "encode_outputs", "label_dtype"]
+__all__ = ["COSMIC_TAGGER", "FORMS", "KINDS", "Output", "ServiceSpec", "decode_outputs", "encode_outputs",
+           "label_dtype"]
 
 KINDS = ("label", "probabilities", "logits", "regression")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*[A-Za-z_]$|^[A-Za-z_]$")
@@ -106,16 +118,32 @@ class Output:
         return values
 
 
+FORMS = ("dense", "sparse")
+
+
 @dataclass(frozen=True)
 class ServiceSpec:
-    """The outputs of a service, in reply order."""
+    """The inputs (products, planes, form) and the outputs of a service, in reply order."""
 
     outputs: tuple[Output, ...]
+    products: tuple[str, ...] = ()
+    planes: int | None = None
+    form: str = "dense"
 
     def __post_init__(self):
         names = [o.name for o in self.outputs]
         if not names or len(set(names)) != len(names):
             raise ConfigError(f"SERVICE outputs must be one or more distinct names, got {names}")
+        if self.form not in FORMS:
+            raise ConfigError(f"SERVICE inputs: form {self.form!r} is not one of {', '.join(FORMS)}")
+        if self.planes is not None and not (isinstance(self.planes, int) and self.planes >= 1):
+            raise ConfigError(f"SERVICE inputs: planes {self.planes!r} must be an int >= 1")
+
+    def check_planes(self, n: int) -> None:
+        """Raise ProtocolError if a request with ``n`` planes does not fit the declared inputs."""
+        if self.planes is not None and n != self.planes:
+            raise ProtocolError(f"request has {n} planes; this service takes {self.planes}"
+                                + (f" (products {list(self.products)})" if self.products else ""))
 
     @classmethod
     def from_declaration(cls, decl: Any) -> ServiceSpec:
@@ -128,14 +156,21 @@ class ServiceSpec:
         """
         if isinstance(decl, ServiceSpec):
             return decl
-        if not isinstance(decl, dict) or not isinstance(decl.get("outputs"), (list, tuple)):
-            raise ConfigError("SERVICE must be a dict {'outputs': [{'name': ..., 'kind': ...}, ...]}")
+        if not isinstance(decl, dict) or not isinstance(decl.get("outputs"), (list, tuple)) \
+                or set(decl) - {"inputs", "outputs"}:
+            raise ConfigError("SERVICE must be a dict {'inputs': {...}, 'outputs': [{'name': ..., 'kind': ...}, ...]}")
         outs = []
         for o in decl["outputs"]:
             if not isinstance(o, dict) or set(o) - {"name", "kind", "classes"}:
                 raise ConfigError(f"SERVICE output {o!r}: keys are name, kind and classes")
             outs.append(Output(o.get("name"), o.get("kind"), o.get("classes")))
-        return cls(tuple(outs))
+        inputs = decl.get("inputs", {})
+        if not isinstance(inputs, dict) or set(inputs) - {"products", "planes", "form"}:
+            raise ConfigError(f"SERVICE inputs {inputs!r}: keys are products, planes and form")
+        products = inputs.get("products", ())
+        if isinstance(products, str) or not all(isinstance(p, str) for p in products):
+            raise ConfigError(f"SERVICE inputs: products {products!r} must be a list of names")
+        return cls(tuple(outs), tuple(products), inputs.get("planes"), inputs.get("form", "dense"))
 
 
 #: the CosmicTagger service: argmax label of 3 classes and its softmax probability

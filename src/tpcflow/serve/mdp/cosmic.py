@@ -177,10 +177,14 @@ class CosmicTaggerHandler:
         for i, body in enumerate(bodies):
             try:
                 eid, planes = decode_request(body)
+                self.spec.check_planes(len(planes))
             except ProtocolError as err:
                 replies[i] = err
                 continue
             groups.setdefault((len(planes), planes[0].shape), []).append((i, eid, planes))
+        if self.spec.form == "sparse":
+            self._sparse(groups, replies)
+            return replies
         for (nplanes, shape), items in groups.items():
             images = _scatter([planes for _, _, planes in items], shape)
             result = self.predict(images)
@@ -204,6 +208,42 @@ class CosmicTaggerHandler:
         return replies
 
 
+    def _sparse(self, groups: dict, replies: list) -> None:
+        """``form: sparse``: process_net takes per-event, per-plane (coords, values) and answers per voxel."""
+        items = [item for group in groups.values() for item in group]
+        if not items:
+            return
+        events = []
+        for _, _, planes in items:
+            per_plane = []
+            for t in planes:
+                h, w = image_coordinates(t.index, t.shape)
+                per_plane.append((np.stack([h, w], axis=1), np.asarray(t.values, np.float32)))
+            events.append(per_plane)
+        result = self.predict(events)
+        if not isinstance(result, dict):
+            if len(self.spec.outputs) != 1:
+                raise RuntimeError(f"process_net returned {type(result).__name__}; declared outputs "
+                                   f"{[o.name for o in self.spec.outputs]} need a dict")
+            result = {self.spec.outputs[0].name: result}
+        for b, (i, eid, planes) in enumerate(items):
+            try:
+                values = {}
+                for o in self.spec.outputs:
+                    per_plane = [_to_numpy(v) for v in result[o.name][b]]
+                    if [len(v) for v in per_plane] != [len(t.index) for t in planes]:
+                        raise ValueError(f"output {o.name!r}: {[len(v) for v in per_plane]} values for "
+                                         f"{[len(t.index) for t in planes]} voxels")
+                    values[o.name] = per_plane
+                replies[i] = encode_outputs(eid, values, self.spec)
+            except (KeyError, IndexError, ValueError) as err:
+                replies[i] = ValueError(f"process_net (sparse) reply for this event: {type(err).__name__}: {err}")
+
+
+def _to_numpy(a) -> np.ndarray:
+    return a.detach().to("cpu").numpy() if hasattr(a, "detach") else np.asarray(a)
+
+
 def _outputs(result, spec: ServiceSpec) -> dict[str, np.ndarray]:
     """The declared outputs of ``process_net``'s result as numpy arrays [B, P, H, W] or [B, C, P, H, W]."""
     if not isinstance(result, dict):
@@ -215,8 +255,7 @@ def _outputs(result, spec: ServiceSpec) -> dict[str, np.ndarray]:
     for o in spec.outputs:
         if o.name not in result:
             raise RuntimeError(f"process_net returned no output {o.name!r} (it returned {sorted(result)})")
-        arr = result[o.name]
-        arr = arr.detach().to("cpu").numpy() if hasattr(arr, "detach") else np.asarray(arr)
+        arr = _to_numpy(result[o.name])
         if arr.ndim not in (4, 5):
             raise RuntimeError(f"output {o.name!r} has shape {arr.shape}, expected [B, P, H, W] or [B, C, P, H, W]")
         out[o.name] = arr
