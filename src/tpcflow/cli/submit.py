@@ -6,7 +6,8 @@ HELP = "send larcv3 or larcv1/larcv2 ROOT events to an MDP service and write its
 DESCRIPTION = (
     "Read the sparse2d planes (larcv3) or the image2d planes (larcv1/larcv2 ROOT: their non-zero pixels) "
     "of every entry of the inputs, send them to SERVICE with many "
-    "requests in flight, and write per-voxel labels and scores as larcv3 sparse2d with the input's "
+    "requests in flight, and write each output of the service (CosmicTagger: labels and scores) at the "
+    "input voxels as larcv3 sparse2d with the input's "
     "event ids, in entry order. Interrupted runs resume: finished entries are kept in OUT.h5.partial/ "
     "and skipped when the same command is run again; OUT.h5 appears atomically at the end."
 )
@@ -18,9 +19,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--broker", default="tcp://127.0.0.1:5555", help="broker endpoint")
     parser.add_argument("--service", default="cosmic_tagger", help="service name")
     parser.add_argument("--producer", default="sbndwire",
-                        help="producer of the input planes: sparse2d (larcv3) or image2d (ROOT, e.g. wire)")
+                        help="product(s) sent, comma-separated, planes in that order: larcv3 PRODUCER (sparse2d), "
+                        "sparse2d/PRODUCER or image2d/PRODUCER; ROOT: image2d producers, e.g. wire,infill")
     parser.add_argument("--output-producer", default="cosmicseg_pred",
-                        help="sparse2d producer of the labels (scores go to <name>_score)")
+                        help="sparse2d producer of the outputs: labels here, every other output in <name>_<output> "
+                        "(CosmicTagger scores: <name>_score)")
     parser.add_argument("--root-out", default=None, metavar="FILE.root",
                         help="also write a flat ROOT TTree 'predictions' (a friend tree of the inputs, by entry)")
     parser.add_argument("--max-in-flight", type=int, default=16, help="requests outstanding at once")
