@@ -164,7 +164,8 @@ class CosmicTaggerHandler:
         logit tensors [B,C,H,W], or integer labels [B,P,H,W]; numpy or torch.  With a declared
         spec: ``{output: [B, P, H, W] or [B, C, P, H, W]}`` (one output may be returned bare).
     spec : ServiceSpec
-        The outputs (:mod:`tpcflow.serve.mdp.contract`).
+        The service contract, inputs and outputs (:mod:`tpcflow.serve.mdp.contract`); the
+        default is the CosmicTagger service, the one a checkpoint serves.
     """
 
     def __init__(self, predict, spec: ServiceSpec = COSMIC_TAGGER):
@@ -206,7 +207,6 @@ class CosmicTaggerHandler:
                 except ValueError as err:  # this request's reply breaks the contract: its own error reply
                     replies[i] = err
         return replies
-
 
     def _sparse(self, groups: dict, replies: list) -> None:
         """``form: sparse``: process_net takes per-event, per-plane (coords, values) and answers per voxel."""
