@@ -138,3 +138,11 @@ def test_sparse_form_and_declared_planes(tmp_path):
                            progress=False)
     with pytest.raises(ConfigError, match="form 'csr'"):
         ServiceSpec.from_declaration({"inputs": {"form": "csr"}, "outputs": [{"name": "a", "kind": "logits"}]})
+
+
+def test_a_dict_without_service_declaration_is_a_clear_error(tmp_path):
+    module = tmp_path / "undeclared.py"
+    module.write_text("def process_net(images):\n    return {'shower': images}\n")
+    with pytest.raises(ServiceError, match="declare its outputs in SERVICE"):
+        segment_via_broker(module=module, inputs=[data_path("larcv3/cosmic_tagging_light.h5")],
+                           output=tmp_path / "o.h5", progress=False)

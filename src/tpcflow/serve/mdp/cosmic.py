@@ -113,6 +113,12 @@ def _scatter(batch_planes: list, shape) -> np.ndarray:
 
 def _interpret(out, nplanes: int):
     """Return ("labels", [B,P,H,W]) or ("logits", [B,C,P,H,W]) from a network's output."""
+    if isinstance(out, dict):
+        raise RuntimeError(f"process_net returned a dict ({sorted(out)}): declare its outputs in SERVICE "
+                           "(see tpcflow.serve.mdp.contract); without SERVICE it must return logits or labels")
+    if not isinstance(out, (list, tuple)) and not hasattr(out, "shape"):
+        raise RuntimeError(f"process_net returned {type(out).__name__}: expected logits [B,C,P,H,W], a tuple of "
+                           "P [B,C,H,W] tensors, or labels [B,P,H,W]")
     if isinstance(out, (list, tuple)):
         if len(out) != nplanes:
             raise RuntimeError(f"network returned {len(out)} outputs for {nplanes} planes")
