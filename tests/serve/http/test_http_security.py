@@ -128,3 +128,46 @@ def test_onnx_without_onnxruntime_is_a_clean_400(server):
     http, _, _ = server
     r = _upload(http, model_bytes=b"\x08\x07", filename="model.onnx")
     assert r.status_code == 400 and "onnxruntime" in r.json()["detail"]
+
+
+def test_a_hostile_json_body_is_refused_fast_and_the_server_stays_live(tmp_path):
+    """Issue 16, item 1: 1M strings in /json were 2M validation errors on the event loop (minutes,
+    a 100 MB answer); now validation stops at the first bad element, off the event loop."""
+    import threading
+    import time
+
+    import httpx
+    from http_testutil import make_mlp, mlp_params, running_server
+
+    from tpcflow.serve.http.client import TFaaSClient
+    from tpcflow.serve.http.settings import Settings
+
+    model = tmp_path / "mlp.pt"
+    make_mlp(model)
+    settings = Settings(models_dir=tmp_path / "repo", api_token=TOKEN, max_request_bytes=32 << 20)
+    with running_server(settings) as (url, _app):
+        with TFaaSClient(url, token=TOKEN) as c:
+            c.upload("mlp", mlp_params("mlp"), model)
+        hostile = json.dumps({"model": "mlp", "values": [[1.0, 2.0, 3.0, 4.0]] * 3 + [[1.0, "x", 3.0, 4.0]]
+                              + [["x"] * 4] * 250_000}).encode()
+        answer: dict = {}
+
+        def send():
+            t0 = time.perf_counter()
+            r = httpx.post(f"{url}/json", content=hostile, headers={"content-type": "application/json"}, timeout=60)
+            answer.update(status=r.status_code, body=r.json(), size=len(r.content), seconds=time.perf_counter() - t0)
+
+        thread = threading.Thread(target=send)
+        thread.start()
+        worst = 0.0
+        with httpx.Client(base_url=url, timeout=10) as c:
+            while thread.is_alive():
+                t0 = time.perf_counter()
+                assert c.get("/v2/health/live").status_code == 200
+                worst = max(worst, time.perf_counter() - t0)
+        thread.join(60)
+    assert answer["status"] == 422 and answer["size"] < 2000, answer
+    locs = [e["loc"] for e in answer["body"]["detail"]]  # one error per form of the union, at the first bad element
+    assert ["body", "values", "list[list[float]]", 3, 1] in locs and len(locs) == 2
+    assert answer["seconds"] < 10
+    assert worst < 0.5, f"health check took {worst:.3f} s while the hostile request was in flight"
