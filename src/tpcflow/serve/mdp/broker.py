@@ -17,6 +17,7 @@ from collections import deque
 
 import zmq
 
+from tpcflow.errors import ServiceError
 from tpcflow.serve.mdp import protocol as P
 from tpcflow.serve.mdp.batching import Waker
 from tpcflow.serve.mdp.broker_state import BrokerState
@@ -98,9 +99,14 @@ class Broker(BrokerState, ThreadLoop):
         self.socket.rcvhwm = 0
         if curve is not None:
             curve.apply(self.socket)
+        P.check_endpoint(bind, "bind")
         if bind.endswith(":0"):
             bind = bind[:-2] + ":*"
-        self.socket.bind(bind)
+        try:
+            self.socket.bind(bind)
+        except zmq.ZMQError as err:
+            self.socket.close(0)
+            raise ServiceError(f"cannot bind the broker to {bind}: {err} (another process on that port?)") from None
         self.endpoint: str = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
         self._locals: list[LocalWorker] = []
         self._local_done: deque = deque()  # (identity, reply) of requests local workers completed

@@ -70,6 +70,7 @@ class Client:
         self.timeout = float(timeout)
         self.retries = int(retries)
         self.copy = copy
+        P.check_endpoint(broker, "broker")
         self._ctx = context or zmq.Context.instance()
         self.socket = self._ctx.socket(zmq.DEALER)
         self.socket.linger = 0

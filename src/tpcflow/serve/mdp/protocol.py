@@ -53,6 +53,7 @@ __all__ = [
     "RID_PREFIX",
     "WORKER_HEADER",
     "Inbound",
+    "check_endpoint",
     "error_body",
     "frame_bytes",
     "pack_rid",
@@ -180,6 +181,26 @@ def validate_service_name(name) -> bytes:
     if _SERVICE_NAME.fullmatch(raw) is None:
         raise ProtocolError(f"service name: {raw[:40]!r} must be 1-{MAX_SERVICE_NAME} printable ASCII characters")
     return raw
+
+
+_ENDPOINT = re.compile(r"^(tcp://(\*|\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\*|0|[1-9][0-9]{0,4})|ipc://.+|inproc://.+)$")
+
+
+def check_endpoint(endpoint, what: str = "endpoint") -> str:
+    """Return ``endpoint`` if it is a ZeroMQ ``tcp://host:port``, ``ipc://path`` or ``inproc://name``.
+
+    Raises
+    ------
+    ConfigError
+        Naming the option and an example, instead of ZeroMQ's "Invalid argument" later (or a
+        worker thread that dies while its process exits 0).
+    """
+    from tpcflow.errors import ConfigError
+
+    if not isinstance(endpoint, str) or not _ENDPOINT.match(endpoint):
+        raise ConfigError(f"{what}: {endpoint!r} is not a ZeroMQ endpoint; use tcp://HOST:PORT "
+                          "(e.g. tcp://127.0.0.1:5555), ipc://PATH or inproc://NAME")
+    return endpoint
 
 
 @dataclass

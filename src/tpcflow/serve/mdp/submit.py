@@ -28,6 +28,7 @@ from tpcflow import atomic
 from tpcflow.errors import ConfigError, DataFormatError, ProtocolError
 from tpcflow.io.products import ImageMeta
 from tpcflow.serve.mdp.client import Client
+from tpcflow.serve.mdp.protocol import check_endpoint
 from tpcflow.serve.mdp.contract import decode_outputs
 from tpcflow.serve.mdp.cosmic import encode_request
 
@@ -334,9 +335,12 @@ def submit_files(
         If a reply does not match its request (event id, voxel count).
     """
     t0 = time.monotonic()
+    check_endpoint(broker, "broker")
     output = Path(output)
     if output.exists():
         raise ConfigError(f"output: {str(output)!r} already exists; remove it or choose another -o")
+    if not output.parent.is_dir():
+        raise ConfigError(f"output: the folder {str(output.parent)!r} does not exist")
     paths = [Path(p) for p in ([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)]
     reader, keys = open_inputs(paths, producer)
     n = len(reader)
@@ -346,6 +350,7 @@ def submit_files(
     todo = [e for e in range(n) if e not in side.where]
     skipped = n - len(todo)
     sent = 0
+    ok = False
     try:
         if todo:
             client = Client(broker, timeout=timeout, retries=retries, copy=False, context=context, curve=curve)
@@ -359,8 +364,11 @@ def submit_files(
                 client.close()
                 if bar is not None:
                     bar.close()
+        ok = True
     finally:
         reader.close()
+        if not ok and not side.where:  # nothing finished: leave no resume folder behind
+            shutil.rmtree(side.dir, ignore_errors=True)
     if root_out is not None:
         _write_root_friend(Path(root_out), n, side, out_producer)
     _write_output(output, n, side, out_producer, h5_compression)

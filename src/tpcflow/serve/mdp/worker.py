@@ -87,7 +87,7 @@ class Worker(ThreadLoop):
         context: zmq.Context | None = None,
         curve=None,
     ):
-        self.broker = broker
+        self.broker = P.check_endpoint(broker, "broker")
         self.service = P.validate_service_name(service)
         self.handler = handler
         self.slots_n = int(slots if slots is not None else max(1, max_batch))
