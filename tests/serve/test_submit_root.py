@@ -112,3 +112,28 @@ def test_several_products_per_request_and_larcv3_image2d(tmp_path):
     with pytest.raises(ConfigError, match="not sparse2d or image2d"):
         segment_via_broker(module=module, inputs=[ref], output=tmp_path / "z.h5", producer="cluster2d/x",
                            progress=False)
+
+
+def test_a_resumed_submit_refuses_another_service(tmp_path):
+    """Issue 16, item 3 (in part): the resume record names the service; another one is refused."""
+    from tpcflow.errors import ServiceError
+    from tpcflow.serve.mdp.submit import _Sidecar
+
+    module = tmp_path / "flaky.py"
+    module.write_text("import numpy as np\nCALLS = [0]\n"
+                      "def process_net(images):\n    CALLS[0] += 1\n"
+                      "    if CALLS[0] > 2:\n        raise RuntimeError('GPU fell over')\n"
+                      "    return (np.asarray(images) > 0).astype(np.int64)\n")
+    src = data_path("larcv3/cosmic_tagging_light.h5")
+    out = tmp_path / "o.h5"
+    with pytest.raises(ServiceError, match="GPU fell over"):
+        segment_via_broker(module=module, inputs=[src], output=out, service="tagger_a", max_batch=1,
+                           progress=False)
+    partial = out.with_name(out.name + ".partial")
+    assert partial.is_dir()  # the finished entries are kept for a resume
+    import json
+
+    manifest = json.loads((partial / "manifest.json").read_text())
+    assert manifest["service"] == "tagger_a"
+    with pytest.raises(ConfigError, match=r"service differ: service='tagger_a' before"):
+        _Sidecar(out, dict(manifest, service="tagger_b"))

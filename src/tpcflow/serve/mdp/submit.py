@@ -58,9 +58,11 @@ class _Sidecar:
         if mpath.exists():
             old = json.loads(mpath.read_text())
             if old != manifest:
+                differ = sorted(k for k in set(old) | set(manifest) if old.get(k) != manifest.get(k))
                 raise ConfigError(
                     f"resume directory {str(self.dir)!r} belongs to a different submission "
-                    f"(inputs/producer differ); remove it to start again"
+                    f"({', '.join(differ)} differ: {', '.join(f'{k}={old.get(k)!r}' for k in differ)} before); "
+                    "resume with the same settings, or remove it to start again"
                 )
         else:
             atomic.write_bytes(mpath, json.dumps(manifest, indent=1).encode())
@@ -345,7 +347,8 @@ def submit_files(
     reader, keys = open_inputs(paths, producer)
     n = len(reader)
     manifest = {"inputs": [str(p.resolve()) for p in reader.files], "sizes": [p.stat().st_size for p in reader.files],
-                "entries": n, "producer": producer, "out_producer": out_producer, "sidecar_version": 2}
+                "entries": n, "producer": producer, "out_producer": out_producer, "service": service,
+                "sidecar_version": 3}
     side = _Sidecar(output, manifest)
     todo = [e for e in range(n) if e not in side.where]
     skipped = n - len(todo)
