@@ -88,12 +88,17 @@ def list_larcv2_trees(path) -> dict[str, int]:
         return {name: int(f[name].num_entries) for name in _trees(f)}
 
 
-def _image_tree(f, path, producer: str):
-    name = f"image2d_{producer}_tree"
+def _product_tree(f, path, ptype: str, producer: str):
+    """``(tree, branch name)`` of ``<ptype>_<producer>_tree``; ProductNotFoundError lists the trees."""
+    name = f"{ptype}_{producer}_tree"
     trees = _trees(f)
     if name not in trees:
         raise ProductNotFoundError(name, available=trees, file_path=path)
-    return f[name], f"image2d_{producer}_branch"
+    return f[name], f"{ptype}_{producer}_branch"
+
+
+def _image_tree(f, path, producer: str):
+    return _product_tree(f, path, "image2d", producer)
 
 
 def read_larcv2_event_ids(path, producer: str = "wire", *, ptype: str = "image2d") -> np.ndarray:
@@ -111,12 +116,9 @@ def read_larcv2_event_ids(path, producer: str = "wire", *, ptype: str = "image2d
     ProductNotFoundError
         No ``<ptype>_<producer>_tree``; the message lists the trees.
     """
-    name = f"{ptype}_{producer}_tree"
     with open_root_file(path) as f:
-        trees = _trees(f)
-        if name not in trees:
-            raise ProductNotFoundError(name, available=trees, file_path=path)
-        tree = f[name]
+        tree, _ = _product_tree(f, path, ptype, producer)
+        name = tree.name
         base = f"{ptype}_{producer}_branch/larcv::EventBase/"
         try:
             cols = [tree[base + k].array(library="np").astype(np.int64) for k in ("_run", "_subrun", "_event")]
@@ -318,12 +320,9 @@ def read_chstatus(path, producer: str = "wire", entry: int = 0) -> dict[int, np.
     DataFormatError, ProductNotFoundError
         As :func:`iterate_image2d`; also an entry out of range.
     """
-    name = f"chstatus_{producer}_tree"
     with open_root_file(path) as f:
-        trees = _trees(f)
-        if name not in trees:
-            raise ProductNotFoundError(name, available=trees, file_path=path)
-        tree = f[name]
+        tree, _ = _product_tree(f, path, "chstatus", producer)
+        name = tree.name
         if not 0 <= entry < tree.num_entries:
             raise DataFormatError(f"entry {entry} is out of range: the tree has {tree.num_entries} entries",
                                   file_path=path, object_path=name, entry=entry)
@@ -353,12 +352,9 @@ def read_larcv2_particles(path, producer: str, *, ptype: str = "particle") -> li
         As :func:`read_larcv2_images`.
     """
     import awkward as ak
-    name = f"{ptype}_{producer}_tree"
     with open_root_file(path) as f:
-        trees = _trees(f)
-        if name not in trees:
-            raise ProductNotFoundError(name, available=trees, file_path=path)
-        tree = f[name]
+        tree, _ = _product_tree(f, path, ptype, producer)
+        name = tree.name
         keys = {k.rsplit(".", 1)[-1]: k for k in tree.keys() if k.endswith(("_part_v._pdg", "_part_v._energy_init"))}
         if set(keys) != {"_pdg", "_energy_init"}:
             raise DataFormatError("no _part_v._pdg / _part_v._energy_init branches", file_path=path,
