@@ -200,3 +200,16 @@ def test_refused_event_leaves_writer_usable(tmp_path):
     with open_larcv3(out) as r:
         assert len(r) == 2 and [p.key for p in r.products] == ["sparse2d/wire"]
         assert r.read(1).products["sparse2d/wire"][0].index.tolist() == [4]
+
+
+def test_a_reversed_range_says_so(tmp_path):
+    """Issue 16, item 10: read_range(3, 2) used to say 'entry 1 is out of range'."""
+    from tpcflow.errors import ConfigError
+    from tpcflow.io import open_larcv3
+    from tpcflow.sim.sbnd import generate_file
+
+    path = generate_file(tmp_path / "e.h5", 4, 1, downsample=4)
+    with open_larcv3(path) as r:
+        with pytest.raises(ConfigError, match=r"(?s)entry range \[3, 2\): stop must not be below start.*e.h5"):
+            r.read_range(3, 2)
+        assert len(r.read_range(2, 2)) == 0

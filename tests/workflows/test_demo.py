@@ -106,6 +106,7 @@ def test_demo_cli_short_run(tmp_path, capsys):
     assert main(args) == 0
     text = capsys.readouterr().out
     assert "untrained (held-out)" in text and "trained (held-out)" in text and "mIoU" in text
+    assert "real file: skipped (--real-file none)" in text and "not found" not in text
     assert (out / "summary.json").exists() and (out / "run" / "config.yaml").exists()
     assert len(list((out / "inference_synthetic" / "displays").glob("*.png"))) == 1
     # the served stage: the trained network behind an MDP broker + worker, the held-out file through submit

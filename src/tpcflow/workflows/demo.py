@@ -241,8 +241,12 @@ def stage_inference(state: DemoState) -> None:
     real = find_real_file() if s.real_file == "auto" else (Path(s.real_file) if s.real_file else None)
     if real is not None and real.is_file():
         _infer(state, "real", real, s.downsample)
-    else:
+    elif s.real_file is None:
+        state.echo("[inference] real file: skipped (--real-file none)")
+    elif s.real_file == "auto":
         state.echo("[inference] real cosmic_tagging_light.h5 not found ($TPCFLOW_DATA or ../shared/data): skipped")
+    else:
+        state.echo(f"[inference] real file {str(real)!r} does not exist: skipped")
 
 
 def stage_serve(state: DemoState) -> None:

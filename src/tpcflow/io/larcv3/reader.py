@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tpcflow.errors import DataFormatError, EntryOutOfRangeError, ProductNotFoundError
+from tpcflow.errors import ConfigError, DataFormatError, EntryOutOfRangeError, ProductNotFoundError, context_lines
 from tpcflow.io.products import Event, EventID, ImageMeta, ProductInfo, product_key, split_key
 
 from ._decode import decode_range, sparse_arrays
@@ -186,7 +186,10 @@ class Larcv3Reader:
         start, stop = operator.index(start), operator.index(stop)
         if not 0 <= start <= len(self):
             raise EntryOutOfRangeError(start, len(self), file_path=self._where())
-        if not start <= stop <= len(self):
+        if stop < start:
+            raise ConfigError(f"entry range [{start}, {stop}): stop must not be below start"
+                              f"{context_lines(file_path=self._where())}")
+        if stop > len(self):
             raise EntryOutOfRangeError(stop - 1, len(self), file_path=self._where())
         return start, stop
 
