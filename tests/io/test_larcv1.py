@@ -133,3 +133,11 @@ def test_rois_read_and_unreadable_bounding_boxes_named():
     (roi,) = d["products"]
     assert d["format"] == "larcv1" and roi["particles"] == 4325
     assert any(u.startswith("_part_v._bb_v") for u in roi["unreadable"])
+
+
+def test_every_unreadable_field_is_named_not_only_the_roi_boxes():
+    """larcv2 particles carry memberwise-serialised boxes too (_bb2d_v); info names them and reads the rest."""
+    d = summarize_file(data_path("larcv2/example_larcv.root"))
+    (part,) = [p for p in d["products"] if p["type"] == "particle"]
+    assert part["particles"] == 5
+    assert any(u.startswith("_part_v._bb2d_v: ") for u in part["unreadable"])

@@ -88,18 +88,26 @@ def _particles(path: Path, ptype: str, producer: str, info: dict, evs: list | No
             evs[e]["products"][f"{ptype}/{producer}"] = [
                 {"pdg": int(a), "energy_init": float(b)} for a, b in zip(p["pdg"], p["energy_init"], strict=True)
             ]
-    with open_root_file(path) as f:  # name the members uproot cannot deserialise
-        tree = f[f"{ptype}_{producer}_tree"]
-        bad = []
-        for key in tree.keys():
-            if key.endswith("._bb_v"):
-                try:
-                    tree[key].array(entry_stop=1)
-                except Exception as err:  # uproot: NotImplementedError / DeserializationError
-                    bad.append(f"{key.rsplit('/', 1)[-1]}: {type(err).__name__} "
-                               f"({str(err).splitlines()[0][:120] if str(err) else 'not readable by uproot'})")
-        if bad:
-            info["unreadable"] = bad
+    with open_root_file(path) as f:
+        bad = _unreadable_fields(f[f"{ptype}_{producer}_tree"])
+    if bad:
+        info["unreadable"] = bad
+
+
+def _unreadable_fields(tree) -> list[str]:
+    """``"<field>: <reason>"`` for every leaf branch whose first entry uproot cannot deserialise
+    (for example the ROIs' memberwise-serialised ``_bb_v``)."""
+    bad = []
+    for key in tree.keys(recursive=True):
+        branch = tree[key]
+        if branch.branches or branch.num_entries == 0:
+            continue
+        try:
+            branch.array(entry_stop=1)
+        except Exception as err:  # uproot: NotImplementedError, DeserializationError, ...
+            reason = str(err).splitlines()[0][:120] if str(err) else "not readable by uproot"
+            bad.append(f"{key.rsplit('/', 1)[-1]}: {type(err).__name__} ({reason})")
+    return bad
 
 
 def _chstatus(path: Path, producer: str, info: dict) -> None:
