@@ -96,7 +96,7 @@ TRIVIAL = "import numpy as np\ndef process_net(images):\n    return (np.asarray(
 
 def submit_rate(path: Path, producer: str, n: int, repeats: int, tmp: Path) -> tuple[float, float]:
     """(events/s through submit, events/s of the plain loop) for the whole file."""
-    from tpcflow.io.larcv_root import RootImageReader
+    from tpcflow.io.larcv_root_reader import RootImageReader
     from tpcflow.serve.mdp.inprocess import segment_via_broker
 
     module = tmp / "trivial.py"

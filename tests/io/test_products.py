@@ -55,3 +55,17 @@ def test_cosmic_tagger_layout_is_the_transpose_of_the_native_plane(w_n, h_n, dat
     image[h, w] = values
     np.testing.assert_array_equal(image, proj.to_dense().T)  # image[h, w] = dense[w, h]
     np.testing.assert_array_equal(image_index(h, w, nv), index)
+
+
+@given(st.integers(1, 12), st.integers(1, 12), st.data())
+def test_dense_image_to_sparse_inverts_to_dense(rows, cols, data):
+    from tpcflow.io.products import DenseImage
+
+    values = data.draw(st.lists(st.sampled_from([0.0, 0.0, -1.5, 2.0, 7.25]), min_size=rows * cols,
+                                max_size=rows * cols))
+    image = DenseImage(ImageMeta(0, (rows, cols), (float(rows), float(cols)), (0.0, 0.0)),
+                       np.asarray(values, np.float32).reshape(rows, cols))
+    sparse = image.to_sparse()
+    assert sparse.index.dtype == np.uint64 and sparse.values.dtype == np.float32
+    assert np.all(sparse.values != 0) and np.all(np.diff(sparse.index.astype(np.int64)) > 0)
+    np.testing.assert_array_equal(sparse.to_dense(), image.data)

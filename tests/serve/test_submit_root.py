@@ -9,7 +9,8 @@ from conftest import data_path
 
 from tpcflow.errors import ConfigError, DataFormatError
 from tpcflow.io import open_larcv3
-from tpcflow.io.larcv_root import RootImageReader, iterate_image2d
+from tpcflow.io.larcv_root import iterate_image2d
+from tpcflow.io.larcv_root_reader import RootImageReader
 from tpcflow.serve.mdp.inprocess import segment_via_broker
 
 MODULE = '''

@@ -50,16 +50,15 @@ from tpcflow.io.products import ImageMeta
 
 __all__ = [
     "Image2DEntry",
-    "RootImageReader",
     "image2d_version",
     "iterate_image2d",
     "list_larcv2_trees",
     "open_root_file",
+    "product_tree",
     "read_chstatus",
     "read_larcv2_event_ids",
     "read_larcv2_images",
     "read_larcv2_particles",
-    "sparse_from_dense",
 ]
 
 
@@ -88,7 +87,7 @@ def list_larcv2_trees(path) -> dict[str, int]:
         return {name: int(f[name].num_entries) for name in _trees(f)}
 
 
-def _product_tree(f, path, ptype: str, producer: str):
+def product_tree(f, path, ptype: str, producer: str):
     """``(tree, branch name)`` of ``<ptype>_<producer>_tree``; ProductNotFoundError lists the trees."""
     name = f"{ptype}_{producer}_tree"
     trees = _trees(f)
@@ -96,9 +95,6 @@ def _product_tree(f, path, ptype: str, producer: str):
         raise ProductNotFoundError(name, available=trees, file_path=path)
     return f[name], f"{ptype}_{producer}_branch"
 
-
-def _image_tree(f, path, producer: str):
-    return _product_tree(f, path, "image2d", producer)
 
 
 def read_larcv2_event_ids(path, producer: str = "wire", *, ptype: str = "image2d") -> np.ndarray:
@@ -117,7 +113,7 @@ def read_larcv2_event_ids(path, producer: str = "wire", *, ptype: str = "image2d
         No ``<ptype>_<producer>_tree``; the message lists the trees.
     """
     with open_root_file(path) as f:
-        tree, _ = _product_tree(f, path, ptype, producer)
+        tree, _ = product_tree(f, path, ptype, producer)
         name = tree.name
         base = f"{ptype}_{producer}_branch/larcv::EventBase/"
         try:
@@ -221,7 +217,7 @@ def iterate_image2d(path, producer: str = "wire", *, entry_start: int = 0, entry
     if step_size < 1:
         raise ValueError(f"step_size must be >= 1, but got {step_size}")
     with open_root_file(path) as f:
-        tree, branch = _image_tree(f, path, producer)
+        tree, branch = product_tree(f, path, "image2d", producer)
         version = image2d_version(tree)
         pre = f"{branch}/_image_v/_image_v."
         names = ("_img", *_META_MEMBERS[version])
@@ -321,7 +317,7 @@ def read_chstatus(path, producer: str = "wire", entry: int = 0) -> dict[int, np.
         As :func:`iterate_image2d`; also an entry out of range.
     """
     with open_root_file(path) as f:
-        tree, _ = _product_tree(f, path, "chstatus", producer)
+        tree, _ = product_tree(f, path, "chstatus", producer)
         name = tree.name
         if not 0 <= entry < tree.num_entries:
             raise DataFormatError(f"entry {entry} is out of range: the tree has {tree.num_entries} entries",
@@ -353,7 +349,7 @@ def read_larcv2_particles(path, producer: str, *, ptype: str = "particle") -> li
     """
     import awkward as ak
     with open_root_file(path) as f:
-        tree, _ = _product_tree(f, path, ptype, producer)
+        tree, _ = product_tree(f, path, ptype, producer)
         name = tree.name
         keys = {k.rsplit(".", 1)[-1]: k for k in tree.keys() if k.endswith(("_part_v._pdg", "_part_v._energy_init"))}
         if set(keys) != {"_pdg", "_energy_init"}:
@@ -368,107 +364,3 @@ def read_larcv2_particles(path, producer: str, *, ptype: str = "particle") -> li
         {"pdg": ak.to_numpy(pdg[e]).astype(np.int32), "energy_init": ak.to_numpy(energy[e]).astype(np.float64)}
         for e in range(len(pdg))
     ]
-
-
-class RootImageReader:
-    """Entries of larcv1/larcv2 ``image2d_<producer>_tree`` in one or more files, as sparse events.
-
-    The interface of :class:`~tpcflow.io.larcv3.Larcv3Reader` that ``tpcflow submit`` uses
-    (``files``, ``len``, ``read(entry)``, ``locate(entry)``, ``close``), so that ROOT images go
-    through the same request path as larcv3 files.  Each image becomes a
-    :class:`~tpcflow.io.products.SparseProjection` of its non-zero pixels under the key
-    ``image2d/<producer>``: ``index = row * cols + col`` (row-major over ``number_of_voxels =
-    (rows, cols)``), float32 values.  Entries are streamed: reading them in increasing order
-    reads each basket once; a jump backwards restarts the stream there.
-
-    Parameters
-    ----------
-    paths : path or list of paths
-    producers : str or list of str
-        One or more image2d producers, read entry by entry side by side.
-    tick_backward : bool
-        As :func:`iterate_image2d`.
-
-    Raises
-    ------
-    DataFormatError, ProductNotFoundError
-        As :func:`iterate_image2d`, when the reader is made (every file is checked for the trees);
-        also trees of one file with different entry counts.
-    """
-
-    def __init__(self, paths, producers="wire", *, tick_backward: bool = False):
-        self.paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
-        self.producers = [producers] if isinstance(producers, str) else list(producers)
-        self.keys = [f"image2d/{p}" for p in self.producers]
-        self.tick_backward = tick_backward
-        counts = []
-        for path in self.paths:
-            with open_root_file(path) as f:
-                n = set()
-                for producer in self.producers:
-                    tree, _ = _image_tree(f, path, producer)
-                    image2d_version(tree)
-                    n.add(int(tree.num_entries))
-            if len(n) != 1:
-                raise DataFormatError(f"image2d trees {self.producers} have different entry counts {sorted(n)}",
-                                      file_path=path)
-            counts.append(n.pop())
-        self._offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        self._streams: dict[str, tuple] = {}  # producer -> (file index, next local entry, iterator)
-
-    @property
-    def files(self) -> list[Path]:
-        return list(self.paths)
-
-    def __len__(self) -> int:
-        return int(self._offsets[-1])
-
-    def locate(self, entry: int) -> tuple[Path, int]:
-        """(file, entry in that file) of a global entry."""
-        if not 0 <= entry < len(self):
-            raise DataFormatError(f"entry {entry} is out of range: the dataset has {len(self)} entries",
-                                  file_path=self.paths[0] if self.paths else None, entry=entry)
-        k = int(np.searchsorted(self._offsets, entry, side="right") - 1)
-        return self.paths[k], int(entry - self._offsets[k])
-
-    def _next(self, producer: str, k: int, local: int) -> Image2DEntry:
-        stream = self._streams.get(producer)
-        if stream is None or stream[0] != k or stream[1] != local:
-            it = iterate_image2d(self.paths[k], producer, entry_start=local, tick_backward=self.tick_backward)
-            stream = (k, local, it)
-        e = next(stream[2])
-        self._streams[producer] = (k, local + 1, stream[2])
-        return e
-
-    def read(self, entry: int, products=None):
-        """The :class:`~tpcflow.io.products.Event` of ``entry`` with each ``image2d/<producer>`` as sparse projections."""
-        from tpcflow.io.products import Event, EventID
-
-        path, local = self.locate(entry)
-        k = self.paths.index(path)
-        found, event_id = {}, None
-        for producer, key in zip(self.producers, self.keys):
-            if products is not None and key not in products:
-                continue
-            e = self._next(producer, k, local)
-            event_id = e.event_id
-            found[key] = [sparse_from_dense(image, meta) for image, meta in zip(e.images, e.metas, strict=True)]
-        return Event(event_id=EventID(*(event_id or (-1, -1, -1))), products=found, entry=entry)
-
-    def close(self) -> None:
-        self._streams.clear()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-def sparse_from_dense(image: np.ndarray, meta: ImageMeta):
-    """The non-zero pixels of ``image`` (shape ``meta.number_of_voxels``) as a SparseProjection, row-major index."""
-    from tpcflow.io.products import SparseProjection
-
-    flat = np.asarray(image, dtype=np.float32).reshape(-1)
-    index = np.flatnonzero(flat)
-    return SparseProjection(meta, index.astype(np.uint64), flat[index])

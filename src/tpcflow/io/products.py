@@ -257,6 +257,15 @@ class DenseImage:
     meta: ImageMeta
     data: np.ndarray
 
+    def to_sparse(self) -> "SparseProjection":
+        """The non-zero voxels as a :class:`SparseProjection` (row-major index, float32 values).
+
+        The inverse of :meth:`SparseProjection.to_dense` for images whose empty voxels are 0.
+        """
+        flat = np.asarray(self.data, dtype=np.float32).reshape(-1)
+        index = np.flatnonzero(flat)
+        return SparseProjection(self.meta, index.astype(np.uint64), flat[index])
+
 
 @dataclass
 class ParticleSet:

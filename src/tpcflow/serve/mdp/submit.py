@@ -28,9 +28,9 @@ from tpcflow import atomic
 from tpcflow.errors import ConfigError, DataFormatError, ProtocolError
 from tpcflow.io.products import ImageMeta
 from tpcflow.serve.mdp.client import Client
-from tpcflow.serve.mdp.protocol import check_endpoint
 from tpcflow.serve.mdp.contract import decode_outputs
 from tpcflow.serve.mdp.cosmic import encode_request
+from tpcflow.serve.mdp.protocol import check_endpoint
 
 __all__ = ["SubmitResult", "submit_files"]
 
@@ -253,7 +253,7 @@ def open_inputs(paths: list[Path], producer: str):
     if len(kinds) > 1:
         raise ConfigError(f"inputs mix larcv3 (HDF5) and ROOT files: {[str(p) for p in paths]}; submit them separately")
     if kinds == {"root"}:
-        from tpcflow.io.larcv_root import RootImageReader
+        from tpcflow.io.larcv_root_reader import RootImageReader
 
         reader = RootImageReader(paths, [n.removeprefix("image2d/") for n in names])
         return reader, reader.keys
@@ -266,7 +266,6 @@ def open_inputs(paths: list[Path], producer: str):
 
 def _planes(event, keys: list[str], reader, entry: int) -> list:
     """The planes sent for one entry: every product's projections in order, dense images as their non-zero pixels."""
-    from tpcflow.io.larcv_root import sparse_from_dense
     from tpcflow.io.products import DenseImage
 
     planes = []
@@ -274,7 +273,7 @@ def _planes(event, keys: list[str], reader, entry: int) -> list:
         projections = event.products.get(key)
         if not projections:
             raise DataFormatError(f"product {key!r} has no projection", file_path=reader.locate(entry)[0], entry=entry)
-        planes += [sparse_from_dense(p.data, p.meta) if isinstance(p, DenseImage) else p for p in projections]
+        planes += [p.to_sparse() if isinstance(p, DenseImage) else p for p in projections]
     return planes
 
 
