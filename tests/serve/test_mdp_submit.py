@@ -17,7 +17,7 @@ from tpcflow.errors import ConfigError, ServiceError  # noqa: E402
 from tpcflow.io import EventID, open_larcv3, write_larcv3  # noqa: E402
 from tpcflow.serve import codec  # noqa: E402
 from tpcflow.serve.mdp import Broker, Worker  # noqa: E402
-from tpcflow.serve.mdp.cosmic import CosmicTaggerHandler, encode_request, load_predictor  # noqa: E402
+from tpcflow.serve.mdp.cosmic import CosmicTaggerHandler, encode_request, load_service  # noqa: E402
 from tpcflow.serve.mdp.submit import submit_files  # noqa: E402
 
 KEY = "sparse2d/sbndwire"
@@ -138,7 +138,8 @@ def test_checkpoint_and_torchscript_workers_match_direct_inference(tmp_path):
         warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.13 deprecates jit.trace; users still have files
         torch.jit.save(torch.jit.trace(model, torch.zeros(1, 3, h, w), check_trace=False), str(traced))
     for path, precision in ((ckpt, None), (traced, None), (ckpt, "bf16")):
-        replies = CosmicTaggerHandler(load_predictor(model_path=path, device="cpu", precision=precision))(bodies)
+        predict, spec = load_service(model_path=path, device="cpu", precision=precision)
+        replies = CosmicTaggerHandler(predict, spec)(bodies)
         for ev, reply in zip(events, replies):
             planes = ev.products[KEY]
             ts = codec.decode_all(reply)

@@ -34,9 +34,7 @@ __all__ = [
     "CosmicTaggerHandler",
     "decode_reply",
     "decode_request",
-    "encode_reply",
     "encode_request",
-    "load_predictor",
     "load_service",
 ]
 
@@ -72,17 +70,6 @@ def decode_request(frames) -> tuple[tuple | None, list]:
         if t.shape != planes[0].shape:
             raise ProtocolError(f"cosmic-tagger request: plane {k} has shape {t.shape}, plane 0 has {planes[0].shape}")
     return planes[0].event_id, planes
-
-
-def encode_reply(event_id, labels: list, scores: list) -> list:
-    """Encode per-plane labels and scores at the request's voxels: the :data:`COSMIC_TAGGER` contract.
-
-    Raises
-    ------
-    ValueError
-        A label outside [0, 3) or a NaN score (never wrapped or passed on).
-    """
-    return encode_outputs(event_id, {"label": labels, "score": scores}, COSMIC_TAGGER)
 
 
 def decode_reply(frames) -> tuple[tuple | None, list, list]:
@@ -339,8 +326,3 @@ def load_service(*, model_path=None, module_path=None, device=None, precision=No
 
     model, _config = load_model(model_path, map_location="cpu")
     return torch_predictor(model, device=device, precision=precision), COSMIC_TAGGER
-
-
-def load_predictor(*, model_path=None, module_path=None, device=None, precision=None):
-    """``predict(images)`` of :func:`load_service` (the CosmicTagger contract)."""
-    return load_service(model_path=model_path, module_path=module_path, device=device, precision=precision)[0]
