@@ -138,3 +138,30 @@ def test_a_resumed_submit_refuses_another_service(tmp_path):
     assert manifest["service"] == "tagger_a"
     with pytest.raises(ConfigError, match=r"service differ: service='tagger_a' before"):
         _Sidecar(out, dict(manifest, service="tagger_b"))
+
+
+def test_friend_tree_agrees_with_the_larcv3_output_over_chunks(tmp_path, monkeypatch):
+    """The two outputs of one submit, the larcv3 file and the ROOT friend tree, agree entry by entry,
+    also when the tree is written in several chunks."""
+    import uproot
+
+    from tpcflow.serve.mdp import submit as submit_module
+
+    module = tmp_path / "net.py"
+    module.write_text(MODULE)
+    src = data_path("larcv3/cosmic_tagging_light.h5")
+    out, friend = tmp_path / "o.h5", tmp_path / "f.root"
+    real = submit_module._friend_tree
+    monkeypatch.setattr(submit_module, "_friend_tree", lambda path, producer: real(path, producer, chunk=2))  # 3 chunks
+    segment_via_broker(module=module, inputs=[src], output=out, out_producer="pred", progress=False, root_out=friend)
+    with open_larcv3(out) as r, uproot.open(friend) as f:
+        cols = f["predictions"].arrays(library="np")
+        assert len(cols["run"]) == len(r) == 5
+        np.testing.assert_array_equal(np.stack([cols["run"], cols["subrun"], cols["event"]], 1), r.event_ids)
+        for e in range(len(r)):
+            ev = r.read(e)
+            for p, (lab, sc) in enumerate(zip(ev.products["sparse2d/pred"], ev.products["sparse2d/pred_score"],
+                                              strict=True)):
+                np.testing.assert_array_equal(cols[f"p{p}_index"][e], lab.index)
+                np.testing.assert_array_equal(cols[f"pred_p{p}"][e], lab.values)
+                np.testing.assert_array_equal(cols[f"pred_score_p{p}"][e], sc.values)

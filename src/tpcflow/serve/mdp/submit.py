@@ -19,6 +19,7 @@ import os
 import shutil
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,10 +128,11 @@ def product_names(out_producer: str, name: str, columns: int) -> list[str]:
     return [base] if columns == 1 else [f"{base}_{k}" for k in range(columns)]
 
 
-def _write_output(output: Path, n: int, side: _Sidecar, out_producer: str, compression: int) -> None:
+def _write_outputs(output: Path, n: int, side: _Sidecar, out_producer: str, compression: int, root_out=None) -> None:
+    """One pass over the finished entries: the larcv3 file, and the ROOT friend tree when asked."""
     from tpcflow.io import Event, EventID, Larcv3Writer, SparseProjection
 
-    with Larcv3Writer(output, compression=compression) as writer:
+    with Larcv3Writer(output, compression=compression) as writer, _friend_tree(root_out, out_producer) as friend:
         for entry in range(n):
             eid, metas, index, outputs = side.load(entry)
             products = {}
@@ -140,29 +142,52 @@ def _write_output(output: Path, n: int, side: _Sidecar, out_producer: str, compr
                     products[f"sparse2d/{producer}"] = [SparseProjection(m, ix, v[:, k].copy())
                                                        for m, ix, v in zip(metas, index, per_plane, strict=True)]
             writer.write(Event(EventID(*eid), products, entry=entry))
+            friend(eid, index, outputs)
 
 
-def _write_root_friend(path: Path, n: int, side: _Sidecar, out_producer: str) -> None:
-    """A flat ROOT TTree ``predictions`` (uproot): run, subrun, event, and per output and plane the
-    voxel indices and values as jagged branches, entry-aligned with the inputs (a friend tree)."""
+@contextmanager
+def _friend_tree(path, out_producer: str, chunk: int = 64):
+    """Yield ``add(event_id, index, outputs)`` filling a flat ROOT TTree ``predictions`` (uproot).
+
+    Branches: run, subrun, event; per plane ``p<k>_index`` and per output and plane the values,
+    jagged; entry-aligned with the inputs, so it is a friend tree.  Written ``chunk`` entries at a
+    time (memory bounded), atomically.  With ``path`` None, ``add`` does nothing.
+    """
+    if path is None:
+        yield lambda *args: None
+        return
     import awkward as ak
     import uproot
 
-    columns: dict[str, list] = {"run": [], "subrun": [], "event": []}
-    for entry in range(n):
-        eid, _metas, index, outputs = side.load(entry)
-        for key, v in zip(("run", "subrun", "event"), eid):
-            columns[key].append(v)
-        for p, ix in enumerate(index):
-            columns.setdefault(f"p{p}_index", []).append(ix.astype(np.uint64))
-        for name, per_plane in outputs.items():
-            for p, v in enumerate(per_plane):
-                for k, producer in enumerate(product_names(out_producer, name, v.shape[1])):
-                    columns.setdefault(f"{producer}_p{p}", []).append(v[:, k])
-    branches = {k: (np.asarray(v, np.int64) if k in ("run", "subrun", "event") else ak.Array(v))
-                for k, v in columns.items()}
-    with atomic.atomic_path(path) as tmp, uproot.recreate(tmp) as f:
-        f["predictions"] = branches
+    with atomic.atomic_path(Path(path)) as tmp, uproot.recreate(tmp) as f:
+        buffer: dict[str, list] = {}
+
+        def flush() -> None:
+            if not buffer or not buffer["run"]:
+                return
+            data = {k: (np.asarray(v, np.int64) if k in ("run", "subrun", "event") else ak.Array(v))
+                    for k, v in buffer.items()}
+            if "predictions" in f:
+                f["predictions"].extend(data)
+            else:
+                f["predictions"] = data
+            for v in buffer.values():
+                v.clear()
+
+        def add(eid, index, outputs) -> None:
+            for key, v in zip(("run", "subrun", "event"), eid):
+                buffer.setdefault(key, []).append(v)
+            for p, ix in enumerate(index):
+                buffer.setdefault(f"p{p}_index", []).append(ix.astype(np.uint64))
+            for name, per_plane in outputs.items():
+                for p, v in enumerate(per_plane):
+                    for k, producer in enumerate(product_names(out_producer, name, v.shape[1])):
+                        buffer.setdefault(f"{producer}_p{p}", []).append(v[:, k])
+            if len(buffer["run"]) >= chunk:
+                flush()
+
+        yield add
+        flush()
 
 
 def _progress_bar(enabled: bool, total: int, initial: int, service: str):
@@ -371,8 +396,6 @@ def submit_files(
         reader.close()
         if not ok and not side.where:  # nothing finished: leave no resume folder behind
             shutil.rmtree(side.dir, ignore_errors=True)
-    if root_out is not None:
-        _write_root_friend(Path(root_out), n, side, out_producer)
-    _write_output(output, n, side, out_producer, h5_compression)
+    _write_outputs(output, n, side, out_producer, h5_compression, root_out)
     shutil.rmtree(side.dir, ignore_errors=True)
     return SubmitResult(output, n, sent, skipped, time.monotonic() - t0)
