@@ -72,14 +72,14 @@ def test_train_then_inference_on_files(tmp_path, capsys):
         np.testing.assert_array_equal(pred.event_ids, src.event_ids)
         for entry in range(len(src)):
             a = src.read(entry).products["sparse2d/sbndwire"]
-            b = pred.read(entry).products["sparse2d/sbndwire"]
-            labels = pred.read(entry).products["sparse2d/cosmictagger"]
-            for pa, pb, pl in zip(a, b, labels):
-                keep = pa.values != 0
-                np.testing.assert_array_equal(pa.index[keep], pb.index)
-                np.testing.assert_array_equal(pa.values[keep], pb.values)
-                np.testing.assert_array_equal(pl.index, pb.index)
-                assert pb.meta.number_of_voxels == pa.meta.number_of_voxels
+            labels = pred.read(entry).products["sparse2d/cosmicseg_pred"]
+            scores = pred.read(entry).products["sparse2d/cosmicseg_pred_score"]
+            for pa, pl, ps in zip(a, labels, scores, strict=True):
+                np.testing.assert_array_equal(pl.index, pa.index)
+                np.testing.assert_array_equal(ps.index, pa.index)
+                assert pl.meta == pa.meta
+                assert set(np.unique(pl.values)) <= {0.0, 1.0, 2.0}
+                assert np.all((ps.values > 1 / 3 - 1e-6) & (ps.values <= 1))
     # a checkpoint of another network configuration: the error names the setting to change
     code = main(["inference", f"data.file={test_file}", *common, "network.n_initial_filters=8"])
     assert code == 1

@@ -120,8 +120,32 @@ def test_shape_not_divisible_says_what_to_change(tmp_path):
     assert "80x128" in str(info.value)
 
 
-def test_resume_with_other_network_is_a_clear_error(tmp_path):
+def test_resume_with_other_settings_is_refused_with_both_ways_out(tmp_path):
     train(cfg_of(tmp_path, "run.id=net", "run.iterations=1", "run.aux_iterations=0"), echo=quiet)
+    saved = (tmp_path / "net" / "config.yaml").read_text()
+    for change in (["network.n_initial_filters=6"], ["mode.optimizer.learning_rate=0.1"], ["network=a21"]):
+        with pytest.raises(ConfigError) as info:
+            train(cfg_of(tmp_path, "run.id=net", "run.iterations=2", "run.aux_iterations=0", *change), echo=quiet)
+        msg = str(info.value)
+        key = change[0].split("=")[0]
+        assert f"{key}:" in msg and "run.id=net-2" in msg and "run.resume=false" in msg, msg
+        # the failed run leaves the saved configuration as it was
+        assert (tmp_path / "net" / "config.yaml").read_text() == saved
+    # more iterations, another logging interval: the same experiment, resumed
+    res = train(cfg_of(tmp_path, "run.id=net", "run.iterations=2", "run.aux_iterations=0", "mode.logging_iteration=2"),
+                echo=quiet)
+    assert res.start_iteration == 1 and len(res.losses) == 1
+    # starting over on purpose deletes the earlier checkpoints, so none is later taken for this run's
+    res = train(cfg_of(tmp_path, "run.id=net", "run.iterations=1", "run.aux_iterations=0", "run.resume=false",
+                       "network.n_initial_filters=6"), echo=quiet)
+    assert res.start_iteration == 0
+    assert [p.name for p in (tmp_path / "net" / "checkpoints").iterdir()] == ["checkpoint-00000001.pt"]
+    assert "n_initial_filters: 6" in (tmp_path / "net" / "config.yaml").read_text()
+
+
+def test_resume_of_a_run_without_config_yaml_names_the_network_setting(tmp_path):
+    train(cfg_of(tmp_path, "run.id=net", "run.iterations=1", "run.aux_iterations=0"), echo=quiet)
+    (tmp_path / "net" / "config.yaml").unlink()
     with pytest.raises(ConfigError, match=r"network.n_initial_filters=4") as info:
         train(cfg_of(tmp_path, "run.id=net", "run.iterations=2", "network.n_initial_filters=6"), echo=quiet)
     assert "checkpoint" in str(info.value)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 HELP = "run a trained UResNet over data.file: larcv3 predictions, per-event metrics CSV, event displays"
 DESCRIPTION = (
-    "Load mode.weights_location (or the newest checkpoint of run.id) and label every voxel of data.file. "
-    "Writes mode.output_file (default <run dir>/predictions.h5: sparse2d cosmictagger labels and "
-    "cosmictagger_score, with the input's event ids), <run dir>/inference_metrics.csv and "
-    "<run dir>/displays/*.png. run.iterations>0 limits the minibatches."
+    "Load mode.weights_location (or the newest checkpoint of run.id) and label every voxel of every entry of "
+    "data.file, with or without truth labels. Writes mode.output_file (default <run dir>/predictions.h5: "
+    "sparse2d cosmicseg_pred labels and cosmicseg_pred_score, on the input's voxels, with its event ids, as "
+    "tpcflow submit writes them), <run dir>/inference_metrics.csv (metrics only when the file has labels) and "
+    "<run dir>/displays/*.png. data.downsample must give the checkpoint's training resolution. "
+    "run.iterations=N limits it to N minibatches."
 )
 
 

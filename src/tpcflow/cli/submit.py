@@ -14,6 +14,8 @@ DESCRIPTION = (
 
 
 def add_arguments(parser) -> None:
+    from tpcflow.io.products import PREDICTION_PRODUCER
+
     parser.add_argument("inputs", nargs="+", metavar="IN", help="larcv3 (.h5) or larcv1/larcv2 ROOT input files")
     parser.add_argument("-o", "--output", required=True, metavar="OUT.h5", help="larcv3 file to write")
     parser.add_argument("--broker", default="tcp://127.0.0.1:5555", help="broker endpoint")
@@ -21,7 +23,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--producer", default="sbndwire",
                         help="product(s) sent, comma-separated, planes in that order: larcv3 PRODUCER (sparse2d), "
                         "sparse2d/PRODUCER or image2d/PRODUCER; ROOT: image2d producers, e.g. wire,infill")
-    parser.add_argument("--output-producer", default="cosmicseg_pred",
+    parser.add_argument("--output-producer", default=PREDICTION_PRODUCER,
                         help="sparse2d producer of the outputs: labels here, every other output in <name>_<output> "
                         "(CosmicTagger scores: <name>_score)")
     parser.add_argument("--root-out", default=None, metavar="FILE.root",

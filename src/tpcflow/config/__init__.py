@@ -13,9 +13,11 @@ from tpcflow.config.overrides import (
     config_from_dict,
     config_to_dict,
     describe_options,
+    experiment_differences,
     format_options,
     load_config,
     parse_override,
+    read_yaml,
     save_yaml,
 )
 from tpcflow.config.schema import Config, DataConfig, ModeConfig, NetworkSection, OptimizerConfig, RunConfig
@@ -34,10 +36,12 @@ __all__ = [
     "config_from_dict",
     "config_to_dict",
     "describe_options",
+    "experiment_differences",
     "format_options",
     "get_preset",
     "load_config",
     "network_config_from_dict",
     "parse_override",
+    "read_yaml",
     "save_yaml",
 ]

@@ -36,15 +36,22 @@ from tpcflow.config.schema import Config, DataConfig, ModeConfig, NetworkSection
 from tpcflow.errors import ConfigError, closest
 
 __all__ = [
+    "RESUMABLE_KEYS",
     "OptionInfo",
     "config_from_dict",
     "config_to_dict",
     "describe_options",
+    "experiment_differences",
     "format_options",
     "load_config",
     "parse_override",
+    "read_yaml",
     "save_yaml",
 ]
+
+#: defaults of a sub-command, applied after ``base`` (a run's config.yaml) and before the overrides:
+#: inference covers the whole file unless ``run.iterations`` is given on the command line
+MODE_DEFAULTS: dict[str, tuple[tuple[str, Any], ...]] = {"inference": (("run.iterations", 0),)}
 
 DEFAULT_PRESET = "uresnet"
 
@@ -221,7 +228,10 @@ def load_config(
     base: Config | Mapping | str | Path | None = None,
     mode: str | None = None,
 ) -> Config:
-    """Return the configuration: defaults, then ``base``, then ``overrides``, then ``mode``.
+    """Return the configuration: defaults, then ``base``, then the mode's defaults, then ``overrides``.
+
+    ``mode="inference"`` sets ``run.iterations=0`` (the whole file) over a training ``base``;
+    an explicit ``run.iterations=N`` override still limits it to N minibatches.
 
     Parameters
     ----------
@@ -244,6 +254,7 @@ def load_config(
         pairs += _flatten(config_to_dict(base))
     elif base is not None:
         pairs += _flatten(base)
+    pairs += list(MODE_DEFAULTS.get(mode or "", ()))
     pairs += [parse_override(o) for o in overrides]
     if mode is not None:
         pairs.append(("mode.name", mode))
@@ -269,6 +280,33 @@ def config_to_dict(cfg: Config, network: Mapping[str, Any] | None = None) -> dic
 def save_yaml(cfg: Config, path: str | Path, network: Mapping[str, Any] | None = None) -> Path:
     """Write ``config_to_dict(cfg, network)`` as YAML, atomically."""
     return atomic.write_text(path, yaml.safe_dump(config_to_dict(cfg, network), sort_keys=False))
+
+
+#: keys a resumed run may change: how long it runs and how it reports, not what it trains
+RESUMABLE_KEYS = (
+    "run.iterations", "run.aux_iterations", "run.output_dir", "run.compute_mode", "run.num_threads",
+    "run.progress", "run.resume", "run.compile", "mode.name", "mode.checkpoint_iteration",
+    "mode.keep_checkpoints", "mode.logging_iteration", "mode.weights_location", "mode.output_file",
+    "mode.event_displays", "data.data_directory", "data.num_threads",
+)
+
+
+def experiment_differences(saved: Mapping, current: Mapping) -> list[tuple[str, Any, Any]]:
+    """``(key, saved value, current value)`` for every experiment-defining key that differs.
+
+    ``saved`` and ``current`` are nested dicts in the layout of ``config.yaml``
+    (:func:`config_to_dict` with the resolved network).  Keys in :data:`RESUMABLE_KEYS` may
+    differ on resume; any other difference (network, data, optimizer, minibatch size, seed,
+    precision...) means another experiment.
+    """
+    a, b = dict(_flatten(saved)), dict(_flatten(current))
+    return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b))
+            if k not in RESUMABLE_KEYS and a.get(k) != b.get(k)]
+
+
+def read_yaml(path: str | Path) -> Mapping:
+    """Read a YAML config file as a mapping (:class:`ConfigError` naming the file when it is not one)."""
+    return _read_yaml(Path(path))
 
 
 def _read_yaml(path: Path) -> Mapping:

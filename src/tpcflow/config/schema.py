@@ -57,7 +57,7 @@ class RunConfig:
     """``run.*``: what to run, for how long, where to write, on which device."""
 
     id: str = _f("test", "run name; outputs go to <output_dir>/<id>/")
-    iterations: int = _f(50, "training iterations (optimizer steps); iotest/inference: minibatches (0 = whole file)")
+    iterations: int = _f(50, "training iterations (optimizer steps); iotest/inference: minibatches (0 = whole file; inference default 0)")
     minibatch_size: int = _f(2, "GLOBAL minibatch size (split across distributed ranks)")
     aux_iterations: int = _f(10, "validate on data.aux_file every this many iterations (0 = never)")
     aux_minibatch_size: int = _f(2, "minibatch size of the validation set")

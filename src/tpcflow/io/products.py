@@ -29,6 +29,7 @@ import numpy as np
 from tpcflow.errors import DataFormatError
 
 __all__ = [
+    "PREDICTION_PRODUCER",
     "PRODUCT_TYPES",
     "BBoxSet",
     "ClusterProjection",
@@ -42,6 +43,7 @@ __all__ = [
     "image_coordinates",
     "image_index",
     "image_shape",
+    "prediction_producers",
     "product_key",
     "split_key",
 ]
@@ -364,6 +366,20 @@ def image_coordinates(index: np.ndarray, number_of_voxels) -> tuple[np.ndarray, 
     h_n, _ = image_shape(number_of_voxels)
     w, h = np.divmod(np.asarray(index).astype(np.int64), h_n)
     return h, w
+
+
+#: producer of the predicted labels, as ``tpcflow submit`` and ``tpcflow inference`` write them
+PREDICTION_PRODUCER = "cosmicseg_pred"
+
+
+def prediction_producers(out_producer: str, name: str, columns: int = 1) -> list[str]:
+    """larcv3 sparse2d producers of one network output, the one naming rule of submit and inference.
+
+    The ``label`` output is ``<out_producer>``; any other output ``<out_producer>_<name>``
+    (``cosmicseg_pred_score``), with ``_<k>`` appended per column when it has several.
+    """
+    base = out_producer if name == "label" else f"{out_producer}_{name}"
+    return [base] if columns == 1 else [f"{base}_{k}" for k in range(columns)]
 
 
 def image_index(h: np.ndarray, w: np.ndarray, number_of_voxels) -> np.ndarray:

@@ -246,7 +246,7 @@ def cosmic_tagger_config(
     *,
     downsample: int = 1,
     image_producer: str = "sbndwire",
-    label_producer: str = "sbnd_cosmicseg",
+    label_producer: str | None = "sbnd_cosmicseg",
     random_access: int = 2,
     num_threads: int = 2,
     num_storage: int | None = None,
@@ -259,9 +259,13 @@ def cosmic_tagger_config(
     H = number_of_voxels[1] >> downsample, W = number_of_voxels[0] >> downsample
     (1280 x 2048 for SBND at downsample 0).  Source: CosmicTagger ``src/utils/core/larcvio``
     (sparse2d ``sbndwire`` / ``sbnd_cosmicseg``, densified, downsample by pooling).
+    ``label_producer=None`` fills ``image`` only (files without truth labels).
     """
     files = _as_list(files, "files")
     fill = {"Channels": [0, 1, 2], "Downsample": int(downsample)}
+    process = {"image": {"Producer": image_producer, "Pooling": "mean", "DataType": "float32", **fill}}
+    if label_producer is not None:
+        process["label"] = {"Producer": label_producer, "Pooling": "max", "DataType": "int64", **fill}
     return {
         "ThreadProcessor": {
             "Verbosity": 2,
@@ -269,14 +273,11 @@ def cosmic_tagger_config(
             "RandomAccess": int(random_access),
             "RandomSeed": int(seed),
             "InputFiles": [str(f) for f in files],
-            "ProcessType": ["BatchFillerSparseToDense2D", "BatchFillerSparseToDense2D"],
-            "ProcessName": ["image", "label"],
+            "ProcessType": ["BatchFillerSparseToDense2D"] * len(process),
+            "ProcessName": list(process),
             "NumThreads": int(num_threads),
             "NumStorage": int(num_storage if num_storage is not None else max(2, 2 * num_threads)),
-            "ProcessList": {
-                "image": {"Producer": image_producer, "Pooling": "mean", "DataType": "float32", **fill},
-                "label": {"Producer": label_producer, "Pooling": "max", "DataType": "int64", **fill},
-            },
+            "ProcessList": process,
         }
     }
 

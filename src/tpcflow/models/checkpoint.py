@@ -5,7 +5,8 @@ Format (``torch.save`` of a dict, version 1)::
     {"format": "tpcflow-checkpoint", "version": 1,
      "network": dataclasses.asdict(NetworkConfig), "model": state_dict, **extra}
 
-``extra`` holds what the trainer adds ("optimizer", "scheduler", "rng", "loader", "iteration").
+``extra`` holds what the trainer adds ("optimizer", "scheduler", "rng", "loader", "iteration")
+and ``"data"``, the resolution the network was trained at (:func:`data_section`).
 State-dict keys never carry the ``module.`` (DDP) or ``_orig_mod.`` (torch.compile) prefixes:
 they are removed as whole prefixes (CosmicTagger strips them with a character-set ``lstrip``,
 reference spec section 6, item 9).
@@ -33,6 +34,8 @@ __all__ = [
     "FORMAT",
     "VERSION",
     "check_compatible",
+    "data_section",
+    "input_pooling",
     "config_differences",
     "is_torchscript",
     "load_model",
@@ -78,6 +81,44 @@ def strip_prefixes(state: Mapping[str, Any]) -> dict[str, Any]:
                     changed = True
         out[key] = value
     return out
+
+
+def data_section(downsample: int, image_shape: tuple[int, int]) -> dict[str, Any]:
+    """The checkpoint's ``"data"`` entry: ``{"downsample": int, "image_shape": [H, W]}``.
+
+    ``downsample`` is the run's ``data.downsample`` (images average-pooled by ``2**downsample``
+    from the detector's grid); ``image_shape`` the per-plane size the network was trained on,
+    CosmicTagger layout [pixels].  Inference and the MDP worker read it to feed the network
+    images of the same resolution (:func:`input_pooling`).
+    """
+    h, w = (int(v) for v in image_shape)
+    return {"downsample": int(downsample), "image_shape": [h, w]}
+
+
+def input_pooling(data: Mapping[str, Any] | None, native_shape: tuple[int, int]) -> int | None:
+    """The pooling ``k`` (images pooled by ``2**k``) that turns ``native_shape`` into the training shape.
+
+    Parameters
+    ----------
+    data : the checkpoint's ``"data"`` entry (:func:`data_section`), or None (older checkpoints)
+    native_shape : (H, W) of the images to run on, CosmicTagger layout, before any pooling
+
+    Returns
+    -------
+    int or None
+        The ``k >= 0`` with ``(H >> k, W >> k) == data["image_shape"]``; None when the checkpoint
+        has no ``data`` entry or no power of two maps one shape onto the other (another grid).
+    """
+    if not data or "image_shape" not in data:
+        return None
+    th, tw = (int(v) for v in data["image_shape"])
+    h, w = (int(v) for v in native_shape)
+    for k in range(0, 16):
+        if (h >> k, w >> k) == (th, tw) and h % (1 << k) == 0 and w % (1 << k) == 0:
+            return k
+        if (h >> k) < th or (w >> k) < tw:
+            break
+    return None
 
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, config: NetworkConfig,
@@ -291,7 +332,8 @@ def restore_model(model: nn.Module, config: NetworkConfig, checkpoint: Mapping[s
 
 
 def load_model(path: str | os.PathLike, map_location: Any = "cpu", *,
-               expected: NetworkConfig | None = None) -> tuple[nn.Module, NetworkConfig | None]:
+               expected: NetworkConfig | None = None,
+               data: dict[str, Any] | None = None) -> tuple[nn.Module, NetworkConfig | None]:
     """Load a network from a tpcflow checkpoint or a TorchScript file.
 
     Parameters
@@ -302,6 +344,8 @@ def load_model(path: str | os.PathLike, map_location: Any = "cpu", *,
         Where to put the tensors.
     expected : NetworkConfig, optional
         If given, a checkpoint written by another configuration raises :class:`ConfigError`.
+    data : dict, optional
+        Filled with the checkpoint's ``"data"`` entry (:func:`data_section`) when it has one.
 
     Returns
     -------
@@ -324,6 +368,8 @@ def load_model(path: str | os.PathLike, map_location: Any = "cpu", *,
             raise DataFormatError(f"not a loadable TorchScript file: {err}", file_path=path) from None
         return module.eval(), None
     ckpt = read_checkpoint(path, map_location)
+    if data is not None and isinstance(ckpt.get("data"), Mapping):
+        data.update(ckpt["data"])
     try:
         config = network_config_from_dict(ckpt["network"])
     except ConfigError as err:

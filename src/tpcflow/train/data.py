@@ -1,7 +1,7 @@
 """Minibatch sources for train / iotest / inference, with resumable positions.
 
 A source yields dicts ``{"image": float32 [b,3,H,W], "label": int64 [b,3,H,W],
-"event_ids": int64 (b,3), "entries": int64 (b,)}`` as numpy arrays, where ``b`` is this
+"event_ids": int64 (b,3), "entries": int64 (b,)}`` (no ``"label"`` when made with ``labels=False``) as numpy arrays, where ``b`` is this
 rank's share of the global minibatch.  ``state_dict()`` / ``load_state_dict()`` capture the
 position (epoch, batch within the epoch), so that a resumed run sees the same minibatches.
 
@@ -21,7 +21,7 @@ import numpy as np
 from tpcflow.config import DataConfig
 from tpcflow.errors import ConfigError, DataFormatError, ProductNotFoundError
 
-__all__ = ["FileSource", "Source", "check_products", "resolve_files", "synthetic_file"]
+__all__ = ["FileSource", "Source", "check_products", "has_product", "resolve_files", "synthetic_file"]
 
 
 class Source(Protocol):
@@ -87,8 +87,16 @@ def resolve_files(spec: str, data_directory: str = "", *, what: str = "data.file
     return out
 
 
-def check_products(files: list[Path], cfg: DataConfig) -> list:
-    """Check the files hold the charge and label sparse2d products; return the charge metas.
+def has_product(files: list[Path], producer: str) -> bool:
+    """Whether the files hold the sparse2d product of ``producer`` (inference runs without labels)."""
+    from tpcflow.io import open_larcv3
+
+    with open_larcv3(files) as reader:
+        return f"sparse2d/{producer}" in [p.key for p in reader.products]
+
+
+def check_products(files: list[Path], cfg: DataConfig, *, labels: bool = True) -> list:
+    """Check the files hold the charge (and, with ``labels``, the label) sparse2d products; return the charge metas.
 
     Raises
     ------
@@ -99,7 +107,10 @@ def check_products(files: list[Path], cfg: DataConfig) -> list:
 
     with open_larcv3(files) as reader:
         keys = [p.key for p in reader.products]
-        for opt, producer in (("data.image_producer", cfg.image_producer), ("data.label_producer", cfg.label_producer)):
+        wanted = [("data.image_producer", cfg.image_producer)]
+        if labels:
+            wanted.append(("data.label_producer", cfg.label_producer))
+        for opt, producer in wanted:
             key = f"sparse2d/{producer}"
             if key not in keys:
                 err = ProductNotFoundError(key, available=keys, file_path=files[0])
@@ -118,13 +129,16 @@ class FileSource:
     the current epoch without reading them.
     """
 
-    def __init__(self, files, cfg: DataConfig, batch_size: int, *, seed=0, rank=0, world_size=1, cycle=True, shuffle=None):
+    def __init__(self, files, cfg: DataConfig, batch_size: int, *, seed=0, rank=0, world_size=1, cycle=True, shuffle=None,
+                 labels: bool = True):
         from tpcflow.loader import BatchLoader, cosmic_tagger_config
 
         if batch_size % world_size:
             raise ConfigError(f"run.minibatch_size={batch_size} must be a multiple of the {world_size} ranks")
         self.files = list(files)
-        self.metas = check_products(self.files, cfg)
+        self.data = cfg
+        self.labels = labels
+        self.metas = check_products(self.files, cfg, labels=labels)
         nx, ny = self.metas[0].number_of_voxels
         k = cfg.downsample
         self.shape = (int(ny) >> k, int(nx) >> k)
@@ -132,7 +146,7 @@ class FileSource:
             self.files,
             downsample=k,
             image_producer=cfg.image_producer,
-            label_producer=cfg.label_producer,
+            label_producer=cfg.label_producer if labels else None,
             num_threads=cfg.num_threads,
         )
         self.cycle = cycle
@@ -173,7 +187,10 @@ class FileSource:
         self.batch_in_epoch += 1
         ids = np.asarray(self.loader.last_event_ids, dtype=np.int64).reshape(-1, 3)
         entries = np.asarray(getattr(self.loader, "last_entries", np.full(len(ids), -1)), dtype=np.int64)
-        return {"image": np.asarray(batch["image"]), "label": np.asarray(batch["label"]), "event_ids": ids, "entries": entries}
+        out = {"image": np.asarray(batch["image"]), "event_ids": ids, "entries": entries}
+        if self.labels:
+            out["label"] = np.asarray(batch["label"])
+        return out
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch}

@@ -1,23 +1,29 @@
-"""Inference: predictions as larcv3 sparse2d, per-event metrics CSV, event displays.
+"""Inference: predictions on the input's own voxels, per-event metrics CSV, event displays.
 
-Output file (larcv3, written atomically by :class:`tpcflow.io.Larcv3Writer`), one entry per
-input event with the input's event id, 3 projections each, on the voxels where the (pooled)
-input charge is non-zero:
+The network runs over every entry of ``data.file`` (``run.iterations=N`` limits it to N
+minibatches), with or without truth labels.  Output file (larcv3, written atomically by
+:class:`tpcflow.io.Larcv3Writer`), one entry per input entry with its event id, the products
+``tpcflow submit`` writes (:func:`tpcflow.io.products.prediction_producers`):
 
-* ``sparse2d/<image_producer>``: the input charge the network saw [ADC];
-* ``sparse2d/<prediction_producer>``: the predicted label (0 background, 1 cosmic, 2 neutrino);
-* ``sparse2d/<prediction_producer>_score``: the softmax probability of that label.
+* ``sparse2d/cosmicseg_pred``: the predicted label (0 background, 1 cosmic, 2 neutrino);
+* ``sparse2d/cosmicseg_pred_score``: the softmax probability of that label;
 
-The metas are the input's with ``number_of_voxels`` divided by ``2**data.downsample``.
-Per-event metrics (CosmicTagger definitions, :func:`tpcflow.models.metrics.segmentation_metrics`)
-go to ``<run dir>/inference_metrics.csv``.
+on the input's own grid and metas: projection ``p`` holds exactly the voxels of the input's
+``sparse2d/<data.image_producer>`` projection ``p``, in the same order, so that
+``pred.values[i]`` is the label of ``input.index[i]``.  The network sees the images pooled by
+``2**data.downsample``; each voxel gets the label of the pooled pixel it falls in.
+
+Per-event rows go to ``<run dir>/inference_metrics.csv``: ``entry, run, subrun, event, voxels,
+cosmic_fraction, neutrino_fraction`` (of the predicted labels over the voxels), then, when the
+file has labels, the CosmicTagger metrics on the pooled grid
+(:func:`tpcflow.models.metrics.segmentation_metrics`).
 """
 
 from __future__ import annotations
 
 import csv
-import dataclasses
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,17 +33,23 @@ import torch
 from tpcflow import atomic
 from tpcflow.config import Config
 from tpcflow.errors import ConfigError
-from tpcflow.io.products import Event, EventID, ImageMeta, SparseProjection, image_index
-from tpcflow.models.checkpoint import check_compatible, read_checkpoint, restore_model
+from tpcflow.io.products import (
+    PREDICTION_PRODUCER,
+    Event,
+    EventID,
+    SparseProjection,
+    image_coordinates,
+    image_shape,
+    prediction_producers,
+)
+from tpcflow.models.checkpoint import check_compatible, input_pooling, read_checkpoint, restore_model
 from tpcflow.models.runtime import pick_device
 from tpcflow.train.checkpoint import CheckpointManager
 from tpcflow.train.displays import draw_event
 from tpcflow.train.network import TrainNetwork, batch_to_device
 from tpcflow.train.resolve import make_source, resolve_network, run_directory
 
-__all__ = ["PREDICTION_PRODUCER", "InferenceResult", "infer", "load_weights", "sparse_planes"]
-
-PREDICTION_PRODUCER = "cosmictagger"
+__all__ = ["InferenceResult", "check_resolution", "infer", "load_weights", "voxel_predictions"]
 
 
 @dataclass
@@ -86,60 +98,98 @@ def load_weights(cfg: Config, netcfg, device) -> tuple[dict, Path, object]:
     return ckpt, path, netcfg
 
 
-def sparse_planes(image: np.ndarray, values: list[np.ndarray], metas: list[ImageMeta]) -> list[list[SparseProjection]]:
-    """Turn CosmicTagger-layout planes into sparse2d projections on the non-zero charge voxels.
+def check_resolution(data: dict | None, native_shape: tuple[int, int], cfg: Config, where) -> None:
+    """Refuse to run a checkpoint on images of another resolution than it was trained on.
 
     Parameters
     ----------
-    image : (P, H, W) charge; voxels with ``image != 0`` are kept
-    values : list of (P, H, W) arrays, one per product
-    metas : P ImageMeta with ``number_of_voxels = (W, H)``
+    data : the checkpoint's ``"data"`` entry (:func:`tpcflow.models.checkpoint.data_section`) or None
+    native_shape : (H, W) of the file's images before pooling, CosmicTagger layout
+    cfg : the run's Config (``data.downsample``; synthetic files are already pooled)
+    where : the checkpoint's path, for messages
+
+    Raises
+    ------
+    ConfigError
+        ``data.downsample`` makes images of another size than the training images from the same
+        grid, or another pixel size on another grid; the message names the value to set.
+    """
+    if not data:
+        warnings.warn(f"checkpoint {where} stores no training resolution (data.downsample): it cannot be checked",
+                      UserWarning, stacklevel=3)
+        return
+    k_eff = 0 if cfg.data.synthetic else cfg.data.downsample
+    got = (native_shape[0] >> k_eff, native_shape[1] >> k_eff)
+    trained, ds = tuple(int(v) for v in data["image_shape"]), int(data["downsample"])
+    if got == trained:
+        return
+    k = input_pooling(data, native_shape)
+    size = f"{trained[0]}x{trained[1]} images (data.downsample={ds})"
+    if k is not None:
+        fix = ds if cfg.data.synthetic else k
+        raise ConfigError(f"checkpoint {where} was trained on {size}; data.downsample={cfg.data.downsample} makes "
+                          f"{got[0]}x{got[1]} images of this data: set data.downsample={fix}")
+    if cfg.data.downsample != ds:
+        raise ConfigError(f"checkpoint {where} was trained on {size}; this data's {native_shape[0]}x"
+                          f"{native_shape[1]} grid is another one, and its pixels have the training size only "
+                          f"with data.downsample={ds}")
+
+
+def voxel_predictions(projections: list[SparseProjection], pred: np.ndarray, score: np.ndarray,
+                      downsample: int) -> tuple[list[SparseProjection], list[SparseProjection]]:
+    """Labels and scores of a pooled prediction at the voxels of the input projections.
+
+    Parameters
+    ----------
+    projections : P input SparseProjection (the charge product), their own grid and metas
+    pred, score : (P, h, w) predicted label and its probability on the pooled grid
+    downsample : k; voxel (H, W) fell in pooled pixel (H >> k, W >> k) (clipped to the grid)
 
     Returns
     -------
-    list (one per product) of lists of P SparseProjection, indices ascending
-    (``index = w * H + h``, the transpose of larcv3's row-major (W, H) grid).
+    (labels, scores): P SparseProjection each, with the input's metas and indices, float32 values.
     """
-    out = [[] for _ in values]
-    n_planes, h, w = image.shape
-    for p in range(n_planes):
-        hh, ww = np.nonzero(image[p])  # (h, w) of the non-zero voxels
-        index = image_index(hh, ww, (w, h))
-        order = np.argsort(index, kind="stable")
-        index = index[order]
-        for k, arr in enumerate(values):
-            out[k].append(SparseProjection(metas[p], index.copy(), arr[p][hh[order], ww[order]].astype(np.float32)))
-    return out
-
-
-def _output_metas(metas, shape) -> list[ImageMeta]:
-    h, w = shape
-    return [dataclasses.replace(m, number_of_voxels=(int(w), int(h))) for m in metas]
+    labels, scores = [], []
+    for p, proj in enumerate(projections):
+        h, w = image_coordinates(proj.index, proj.meta.number_of_voxels)
+        hh = np.minimum(h >> downsample, pred.shape[1] - 1)
+        ww = np.minimum(w >> downsample, pred.shape[2] - 1)
+        labels.append(SparseProjection(proj.meta, proj.index, pred[p][hh, ww].astype(np.float32)))
+        scores.append(SparseProjection(proj.meta, proj.index, score[p][hh, ww].astype(np.float32)))
+    return labels, scores
 
 
 def infer(cfg: Config, *, echo=print, max_events: int | None = None) -> InferenceResult:
     """Run the trained network over ``data.file`` (or synthetic events) and write the outputs.
 
-    ``run.iterations`` > 0 limits the number of minibatches.
+    Every entry is processed unless ``run.iterations`` > 0 (minibatches) or ``max_events`` limit
+    it.  Truth labels are used for metrics when the file has ``data.label_producer``.
 
     Raises
     ------
     ConfigError
-        Missing weights, mismatched network configuration, missing product, bad shape.
+        Missing weights, mismatched network configuration or resolution, missing charge product.
     """
-    from tpcflow.io import Larcv3Writer
+    from tqdm.auto import tqdm
+
+    from tpcflow.io import Larcv3Writer, open_larcv3
+    from tpcflow.train.data import has_product, resolve_files
 
     device = pick_device(cfg.run.compute_mode, setting="run.compute_mode")
     if cfg.run.num_threads:
         torch.set_num_threads(cfg.run.num_threads)
     ckpt, wpath, netcfg = load_weights(cfg, resolve_network(cfg), device)
-    source = make_source(cfg, "train", cycle=False, shuffle=False)
-    out_metas = _output_metas(source.metas, source.shape)
+    labels = cfg.data.synthetic or has_product(resolve_files(cfg.data.file, cfg.data.data_directory),
+                                               cfg.data.label_producer)
+    source = make_source(cfg, "train", cycle=False, shuffle=False, labels=labels)
+    native = image_shape(source.metas[0].number_of_voxels)
+    check_resolution(ckpt.get("data"), native, cfg, wpath)
+    k = source.data.downsample
     runner = TrainNetwork(cfg, netcfg, device, source.shape)
     restore_model(runner.model, netcfg, ckpt, file_path=wpath)
     runner.model.eval()
     runner.compile()
-    echo(f"{runner.describe()}; weights {wpath}")
+    echo(f"{runner.describe()}; weights {wpath}" + ("" if labels else "; no truth labels: no metrics"))
 
     run_dir = run_directory(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -147,50 +197,63 @@ def infer(cfg: Config, *, echo=print, max_events: int | None = None) -> Inferenc
     out_path.parent.mkdir(parents=True, exist_ok=True)
     csv_path = run_dir / "inference_metrics.csv"
     result = InferenceResult(output_file=out_path, metrics_csv=csv_path)
-    image_key = f"sparse2d/{cfg.data.image_producer}"
+    image_key = f"sparse2d/{source.data.image_producer}"
+    label_key, score_key = (f"sparse2d/{p}" for p in (prediction_producers(PREDICTION_PRODUCER, "label")
+                                                     + prediction_producers(PREDICTION_PRODUCER, "score")))
     t0 = time.perf_counter()
-    with Larcv3Writer(out_path) as writer, torch.no_grad():
+    with open_larcv3(source.files) as reader, Larcv3Writer(out_path) as writer, torch.no_grad():
+        total = len(reader) if max_events is None else min(len(reader), max_events)
+        if cfg.run.iterations:
+            total = min(total, cfg.run.iterations * cfg.run.minibatch_size)
+        bar = tqdm(total=total, unit="event", desc="inference", disable=not cfg.run.progress)
         for i, batch in enumerate(source):
             if cfg.run.iterations and i >= cfg.run.iterations:
                 break
             x, y = batch_to_device(batch, device, cfg.run.channels_last)
             logits = runner.forward(x)  # [B, C, P, H, W]
-            prob = torch.softmax(logits, dim=1)
-            score, pred = prob.max(dim=1)
+            score, pred = torch.softmax(logits, dim=1).max(dim=1)
             pred_np, score_np = pred.cpu().numpy(), score.cpu().numpy()
             for b in range(x.shape[0]):
-                if max_events is not None and result.events >= max_events:
+                if result.events >= total:
                     break
+                entry = int(batch["entries"][b])
                 eid = EventID(*(int(v) for v in batch["event_ids"][b]))
-                image = batch["image"][b]
-                charge, labels, scores = sparse_planes(image, [image, pred_np[b], score_np[b]], out_metas)
-                writer.write(
-                    Event(
-                        event_id=eid,
-                        products={
-                            image_key: charge,
-                            f"sparse2d/{PREDICTION_PRODUCER}": labels,
-                            f"sparse2d/{PREDICTION_PRODUCER}_score": scores,
-                        },
-                    )
-                )
-                m = runner.metrics(logits[b : b + 1], y[b : b + 1])
-                entry = int(batch["entries"][b]) if "entries" in batch else result.events
-                result.rows.append({"entry": entry, "run": eid.run, "subrun": eid.subrun, "event": eid.event, **m})
+                planes = reader.read(entry, products=[image_key]).products[image_key]
+                lab, sc = voxel_predictions(planes, pred_np[b], score_np[b], k)
+                writer.write(Event(event_id=eid, products={label_key: lab, score_key: sc}, entry=entry))
+                row = {"entry": entry, "run": eid.run, "subrun": eid.subrun, "event": eid.event,
+                       **_label_fractions(lab)}
+                m = runner.metrics(logits[b : b + 1], y[b : b + 1]) if y is not None else {}
+                result.rows.append({**row, **m})
                 if len(result.displays) < cfg.mode.event_displays:
                     # the entry keeps names unique when event ids are unset (-1), as in cosmic_tagging_light.h5
                     png = run_dir / "displays" / f"entry{entry:06d}_run{eid.run}_subrun{eid.subrun}_event{eid.event}.png"
-                    title = f"entry {entry}: run {eid.run} subrun {eid.subrun} event {eid.event}  mIoU {m.get('Average/mIoU', m.get('mIoU', float('nan'))):.3f}"
-                    result.displays.append(draw_event(png, image, batch["label"][b], pred_np[b], title))
+                    miou = m.get("Average/mIoU", m.get("mIoU"))
+                    title = f"entry {entry}: run {eid.run} subrun {eid.subrun} event {eid.event}" + (
+                        f"  mIoU {miou:.3f}" if miou is not None else "")
+                    truth = batch["label"][b] if "label" in batch else None
+                    result.displays.append(draw_event(png, batch["image"][b], truth, pred_np[b], title))
                 result.events += 1
-            if max_events is not None and result.events >= max_events:
+                bar.update(1)
+            if result.events >= total:
                 break
+        bar.close()
+    source.close()
     result.images_per_second = result.events / max(time.perf_counter() - t0, 1e-9)
     _write_csv(csv_path, result.rows)
     keys = [k for k in (result.rows[0] if result.rows else {}) if k not in ("entry", "run", "subrun", "event")]
     result.metrics = {k: float(np.nanmean([r[k] for r in result.rows])) for k in keys}
     echo(f"inference: {result.events} events, {result.images_per_second:.2f} img/s -> {out_path}")
     return result
+
+
+def _label_fractions(labels: list[SparseProjection]) -> dict:
+    """Voxel count and the fractions predicted cosmic (1) and neutrino (2), over all planes."""
+    values = np.concatenate([p.values for p in labels]) if labels else np.zeros(0, np.float32)
+    n = len(values)
+    return {"voxels": n,
+            "cosmic_fraction": float(np.count_nonzero(values == 1)) / n if n else float("nan"),
+            "neutrino_fraction": float(np.count_nonzero(values == 2)) / n if n else float("nan")}
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:

@@ -16,8 +16,9 @@ from pathlib import Path
 import torch
 import yaml
 
-from tpcflow.config import Config, save_yaml
-from tpcflow.models.checkpoint import restore_model
+from tpcflow.config import Config, config_to_dict, experiment_differences, read_yaml, save_yaml
+from tpcflow.errors import ConfigError
+from tpcflow.models.checkpoint import data_section, restore_model
 from tpcflow.models.runtime import pick_device
 from tpcflow.train import distributed
 from tpcflow.train.checkpoint import CheckpointManager, get_rng_state, require_keys, set_rng_state
@@ -128,8 +129,6 @@ def _build(cfg: Config, info: distributed.DistInfo, echo) -> _Run:
     resolved = net.resolved_dict()
     echo("-- CONFIG --\n" + yaml.safe_dump(resolved, sort_keys=False).rstrip())
     echo(net.describe())
-    if info.is_main:
-        save_yaml(cfg, run_dir / "config.yaml", resolved["network"])
     ocfg = cfg.mode.optimizer
     optimizer = build_optimizer(net.model.parameters(), ocfg)
     steps_per_epoch = len(source) / cfg.run.minibatch_size / ocfg.gradient_accumulation
@@ -139,10 +138,48 @@ def _build(cfg: Config, info: distributed.DistInfo, echo) -> _Run:
     return _Run(cfg, info, netcfg, net, source, aux, optimizer, scheduler, scaler, manager)
 
 
+def _check_same_experiment(run: _Run) -> None:
+    """Refuse to resume a run directory that holds another experiment (its config.yaml differs).
+
+    Raises
+    ------
+    ConfigError
+        Listing the differing keys and the two ways out: the same settings, or a new ``run.id``.
+    """
+    saved_path = run_directory(run.cfg) / "config.yaml"
+    if not saved_path.is_file():
+        return
+    current = config_to_dict(run.cfg, run.net.resolved_dict()["network"])
+    diffs = experiment_differences(read_yaml(saved_path), current)
+    if not diffs:
+        return
+    shown = "\n".join(f"  {k}: {a!r} in the saved run, {b!r} now" for k, a, b in diffs[:12])
+    more = f"\n  ... and {len(diffs) - 12} more" if len(diffs) > 12 else ""
+    cid = run.cfg.run.id
+    raise ConfigError(
+        f"run.id={cid} already holds a run with other settings ({run.manager.latest()}):\n{shown}{more}\n"
+        f"Either resume it: run with the settings of {saved_path} (only run.iterations, logging and checkpoint "
+        f"intervals may change), or start a new experiment: run.id={cid}-2 (any new name). "
+        f"run.resume=false starts over in this directory and deletes its checkpoints."
+    )
+
+
 def _resume(run: _Run, echo) -> int:
-    """Restore the newest checkpoint's full training state; return the iteration to start at."""
+    """Restore the newest checkpoint's full training state; return the iteration to start at.
+
+    With ``run.resume=false`` the run starts over: the directory's earlier checkpoints are
+    deleted first, so that none of them is taken later for this run's newest.
+    """
     if not run.cfg.run.resume:
+        old = run.manager.list()
+        if old and run.info.is_main:
+            echo(f"run.resume=false: deleting the {len(old)} checkpoint(s) of the earlier run in {run.manager.directory}")
+            for path in old:
+                path.unlink(missing_ok=True)
         return 0
+    if run.manager.latest() is None:
+        return 0
+    _check_same_experiment(run)
     ckpt = run.manager.load_latest(run.netcfg, map_location=run.info.device)
     if ckpt is None:
         return 0
@@ -198,12 +235,15 @@ def _training_state(run: _Run) -> dict:
         "rng": get_rng_state(),
         "loader": run.source.state_dict(),
         "aux_loader": run.aux.state_dict() if run.aux is not None else {},
+        "data": data_section(run.cfg.data.downsample, run.source.shape),
     }
 
 
 def _train(cfg: Config, info: distributed.DistInfo, echo, stop_at=None) -> TrainResult:
     run = _build(cfg, info, echo)
     start = _resume(run, echo)
+    if info.is_main:  # written once the run is known to be new or the same experiment resumed
+        save_yaml(cfg, run_directory(cfg) / "config.yaml", run.net.resolved_dict()["network"])
     net = run.net
     net.forward_model = distributed.wrap_model(net.model, info)
     net.compile()

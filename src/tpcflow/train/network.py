@@ -19,9 +19,9 @@ __all__ = ["MeanAccumulator", "TrainNetwork", "batch_to_device", "evaluate"]
 
 
 def batch_to_device(batch: dict, device: torch.device, channels_last: bool = False):
-    """Return (image float32 [B,3,H,W], label int64 [B,3,H,W]) tensors on ``device``."""
+    """Return (image float32 [B,3,H,W], label int64 [B,3,H,W] or None without labels) tensors on ``device``."""
     x = torch.as_tensor(batch["image"]).to(device, non_blocking=True)
-    y = torch.as_tensor(batch["label"]).to(device, non_blocking=True).long()
+    y = torch.as_tensor(batch["label"]).to(device, non_blocking=True).long() if "label" in batch else None
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     return x, y

@@ -50,15 +50,19 @@ def run_directory(cfg: Config) -> Path:
     return Path(cfg.run.output_dir) / cfg.run.id
 
 
-def make_source(cfg: Config, which: str, *, rank=0, world_size=1, cycle=True, shuffle=None):
+def make_source(cfg: Config, which: str, *, rank=0, world_size=1, cycle=True, shuffle=None, labels=True):
     """Return the :class:`~tpcflow.train.data.Source` of ``data.file`` (``which="train"``) or ``data.aux_file`` ("aux").
 
     With ``data.synthetic=true`` the events are generated once into ``<run dir>/synthetic/`` and read
-    through the same loader as files.  Returns None for "aux" when no validation data is configured.
+    through the same loader as files; ``data.file`` must then be empty (never silently ignored).
+    Returns None for "aux" when no validation data is configured.  ``labels=False`` reads the charge only (files without truth labels).
     """
     from tpcflow.train.data import FileSource, resolve_files, synthetic_file
 
     d = cfg.data
+    if d.synthetic and d.file:
+        raise ConfigError(f"data.synthetic=true and data.file={d.file} are both set (a run's config.yaml as --config "
+                          "brings data.synthetic=true): set data.synthetic=false to read the file, or drop data.file")
     batch = cfg.run.minibatch_size if which == "train" else cfg.run.aux_minibatch_size
     shuffle = d.shuffle if shuffle is None else shuffle
     if d.synthetic:  # written once at the asked resolution, then read like any file
@@ -68,11 +72,12 @@ def make_source(cfg: Config, which: str, *, rank=0, world_size=1, cycle=True, sh
         d = dataclasses.replace(d, file=str(path), downsample=0, image_producer="sbndwire",
                                 label_producer="sbnd_cosmicseg")
         return FileSource([path], d, batch, seed=cfg.run.seed, rank=rank, world_size=world_size, cycle=cycle,
-                          shuffle=shuffle)
+                          shuffle=shuffle, labels=labels)
     if which == "aux":
         if not d.aux_file:
             return None
         files = resolve_files(d.aux_file, d.data_directory, what="data.aux_file")
     else:
         files = resolve_files(d.file, d.data_directory, what="data.file")
-    return FileSource(files, d, batch, seed=cfg.run.seed, rank=rank, world_size=world_size, cycle=cycle, shuffle=shuffle)
+    return FileSource(files, d, batch, seed=cfg.run.seed, rank=rank, world_size=world_size, cycle=cycle, shuffle=shuffle,
+                      labels=labels)

@@ -223,6 +223,7 @@ def _infer(state: DemoState, name: str, file: Path, downsample: int) -> None:
         f"data.file={file}",
         f"data.downsample={downsample}",
         "run.channels_last=true",
+        f"run.progress={str(bool(s.progress)).lower()}",
         f"mode.optimizer.loss_balance_scheme={state.config.mode.optimizer.loss_balance_scheme}",
         *s.network,
         *(e for e in s.extra if e.startswith("run.num_threads=")),
@@ -265,6 +266,7 @@ def stage_serve(state: DemoState) -> None:
     import numpy as np
 
     from tpcflow.io import open_larcv3
+    from tpcflow.io.products import PREDICTION_PRODUCER
     from tpcflow.serve.mdp.inprocess import segment_via_broker
 
     out = state.settings.out / "served_predictions.h5"
@@ -276,8 +278,9 @@ def stage_serve(state: DemoState) -> None:
     same = total = 0
     with open_larcv3(out) as served, open_larcv3(direct) as ref:
         for entry in range(len(served)):
-            got = served.read(entry, ["sparse2d/cosmicseg_pred"]).products["sparse2d/cosmicseg_pred"]
-            want = ref.read(entry, ["sparse2d/cosmictagger"]).products["sparse2d/cosmictagger"]
+            key = f"sparse2d/{PREDICTION_PRODUCER}"
+            got = served.read(entry, [key]).products[key]
+            want = ref.read(entry, [key]).products[key]
             for g, w in zip(got, want, strict=True):
                 if not np.array_equal(g.index, w.index):
                     raise RuntimeError(f"served and direct predictions cover different voxels at entry {entry}")

@@ -32,6 +32,7 @@ from tpcflow.serve.mdp.contract import COSMIC_TAGGER, ServiceSpec, decode_output
 
 __all__ = [
     "CosmicTaggerHandler",
+    "PooledPredictor",
     "decode_reply",
     "decode_request",
     "encode_request",
@@ -255,6 +256,62 @@ def _outputs(result, spec: ServiceSpec) -> dict[str, np.ndarray]:
     return out
 
 
+class PooledPredictor:
+    """A checkpoint's network fed images at the resolution it was trained at.
+
+    ``predict(images [B, P, H, W])``: the images are average-pooled by ``2**k`` (window sum /
+    window size, what the batch loader's ``Pooling: mean`` gives from sparse voxels), the network
+    runs, and its logits [B, C, P, H >> k, W >> k] are repeated back to [B, C, P, H, W], so that every
+    voxel sent gets the label of the pooled pixel it fell in, as ``tpcflow inference`` writes it.
+
+    ``k`` comes from the checkpoint's ``data`` entry (:func:`tpcflow.models.checkpoint.input_pooling`):
+    the power of two that maps the request's grid onto the training images; for another grid, the
+    training ``data.downsample`` (logged once per grid).  Checkpoints without a ``data`` entry
+    (written before it existed) run unpooled, with a warning at start-up.
+    """
+
+    def __init__(self, runner, data: dict | None):
+        self.runner = runner
+        self.device = getattr(runner, "device", None)
+        self.data = data or None
+        self._seen: dict[tuple, int] = {}
+        if self.data is None:
+            log.warning("the checkpoint stores no training resolution (data.downsample): images are fed to the "
+                        "network at the resolution they are sent; retrain or re-save it to store it")
+
+    def pooling(self, shape: tuple[int, int]) -> int:
+        """The pooling power ``k`` for images of ``shape`` (H, W)."""
+        from tpcflow.models.checkpoint import input_pooling
+
+        if self.data is None:
+            return 0
+        if shape not in self._seen:
+            k = input_pooling(self.data, shape)
+            if k is None:
+                k = int(self.data.get("downsample", 0))
+                log.warning("requests of %dx%d pixels do not pool onto the training images %s by a power of two; "
+                            "pooling them by 2**%d (the training data.downsample)", shape[0], shape[1],
+                            "x".join(str(v) for v in self.data["image_shape"]), k)
+            self._seen[shape] = k
+        return self._seen[shape]
+
+    def __call__(self, images):
+        import torch
+
+        b, p, h, w = images.shape
+        k = self.pooling((h, w))
+        if k == 0:
+            return self.runner(images)
+        f = 1 << k
+        x = torch.from_numpy(np.ascontiguousarray(images)) if isinstance(images, np.ndarray) else images
+        pooled = torch.nn.functional.avg_pool2d(x.reshape(b * p, 1, h, w), f).reshape(b, p, h // f, w // f)
+        out = self.runner(pooled)
+        _, hh, ww = out.shape[-3:]
+        rows = torch.clamp(torch.arange(h, device=out.device) >> k, max=hh - 1)
+        cols = torch.clamp(torch.arange(w, device=out.device) >> k, max=ww - 1)
+        return out[..., rows[:, None], cols[None, :]]
+
+
 def torch_predictor(model, *, device: str | None = None, precision: str | None = None):
     """Wrap a torch module as ``predict(images ndarray) -> output`` on ``device`` with autocast.
 
@@ -324,5 +381,9 @@ def load_service(*, model_path=None, module_path=None, device=None, precision=No
         raise ConfigError(f"--model: {str(model_path)!r} does not exist")
     from tpcflow.models.checkpoint import load_model
 
-    model, _config = load_model(model_path, map_location="cpu")
-    return torch_predictor(model, device=device, precision=precision), COSMIC_TAGGER
+    data: dict = {}
+    model, config = load_model(model_path, map_location="cpu", data=data)
+    runner = torch_predictor(model, device=device, precision=precision)
+    if config is None:  # TorchScript: no stored resolution, run as sent
+        return runner, COSMIC_TAGGER
+    return PooledPredictor(runner, data), COSMIC_TAGGER

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import zmq
 
+from tpcflow.io.products import PREDICTION_PRODUCER
 from tpcflow.serve.mdp.broker import Broker
 from tpcflow.serve.mdp.cosmic import CosmicTaggerHandler, load_service
 from tpcflow.serve.mdp.submit import SubmitResult, submit_files
@@ -28,7 +29,7 @@ def segment_via_broker(
     device: str | None = None,
     precision: str | None = None,
     producer: str = "sbndwire",
-    out_producer: str = "cosmicseg_pred",
+    out_producer: str = PREDICTION_PRODUCER,
     progress: bool = True,
     root_out=None,
 ) -> SubmitResult:

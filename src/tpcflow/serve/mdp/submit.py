@@ -27,7 +27,7 @@ import numpy as np
 
 from tpcflow import atomic
 from tpcflow.errors import ConfigError, DataFormatError, ProtocolError
-from tpcflow.io.products import ImageMeta
+from tpcflow.io.products import PREDICTION_PRODUCER, ImageMeta, prediction_producers
 from tpcflow.serve.mdp.client import Client
 from tpcflow.serve.mdp.contract import decode_outputs
 from tpcflow.serve.mdp.cosmic import encode_request
@@ -122,12 +122,6 @@ class _Sidecar:
         return tuple(z["event_ids"][row].tolist()), metas, index, outputs
 
 
-def product_names(out_producer: str, name: str, columns: int) -> list[str]:
-    """larcv3 sparse2d producers of an output: ``label`` is ``<out>``, others ``<out>_<name>`` (``_<k>`` per column)."""
-    base = out_producer if name == "label" else f"{out_producer}_{name}"
-    return [base] if columns == 1 else [f"{base}_{k}" for k in range(columns)]
-
-
 def _write_outputs(output: Path, n: int, side: _Sidecar, out_producer: str, compression: int, root_out=None) -> None:
     """One pass over the finished entries: the larcv3 file, and the ROOT friend tree when asked."""
     from tpcflow.io import Event, EventID, Larcv3Writer, SparseProjection
@@ -138,7 +132,7 @@ def _write_outputs(output: Path, n: int, side: _Sidecar, out_producer: str, comp
             products = {}
             for name, per_plane in outputs.items():
                 columns = per_plane[0].shape[1] if per_plane else 1
-                for k, producer in enumerate(product_names(out_producer, name, columns)):
+                for k, producer in enumerate(prediction_producers(out_producer, name, columns)):
                     products[f"sparse2d/{producer}"] = [SparseProjection(m, ix, v[:, k].copy())
                                                        for m, ix, v in zip(metas, index, per_plane, strict=True)]
             writer.write(Event(EventID(*eid), products, entry=entry))
@@ -181,7 +175,7 @@ def _friend_tree(path, out_producer: str, chunk: int = 64):
                 buffer.setdefault(f"p{p}_index", []).append(ix.astype(np.uint64))
             for name, per_plane in outputs.items():
                 for p, v in enumerate(per_plane):
-                    for k, producer in enumerate(product_names(out_producer, name, v.shape[1])):
+                    for k, producer in enumerate(prediction_producers(out_producer, name, v.shape[1])):
                         buffer.setdefault(f"{producer}_p{p}", []).append(v[:, k])
             if len(buffer["run"]) >= chunk:
                 flush()
@@ -309,7 +303,7 @@ def submit_files(
     output,
     *,
     producer: str = "sbndwire",
-    out_producer: str = "cosmicseg_pred",
+    out_producer: str = PREDICTION_PRODUCER,
     max_in_flight: int = 16,
     timeout: float = 60.0,
     retries: int = 2,
@@ -348,7 +342,7 @@ def submit_files(
         the inputs: a friend tree for ROOT users.
 
     Outputs: each output of the service's contract (:mod:`tpcflow.serve.mdp.contract`) becomes
-    the sparse2d product :func:`product_names` gives (CosmicTagger: ``<out_producer>`` for the
+    the sparse2d product :func:`~tpcflow.io.products.prediction_producers` gives (CosmicTagger: ``<out_producer>`` for the
     labels and ``<out_producer>_score``), float32 values at the input voxels, nothing re-normalised.
 
     Raises
