@@ -122,3 +122,22 @@ def test_curve_broker_hosts_an_in_process_worker_without_keys(keys, curve_broker
         with Client(broker.endpoint, timeout=0.5, retries=0, context=peer_ctx) as plain:
             with pytest.raises(ServiceError, match="no reply within"):
                 plain.request("local", [b"plain text"])
+
+
+def test_a_refused_worker_gives_up_with_a_clear_error_and_the_broker_logs_it_once(keys, curve_broker, caplog):
+    """A worker whose key may not serve stops after max_refusals instead of retrying forever looking healthy."""
+    import logging
+
+    k = keys[0]
+    broker, peer_ctx = curve_broker
+    refused = Worker(broker.endpoint, "sneaky", per_request(echo), heartbeat_interval=HB, context=peer_ctx,
+                     curve=CurveClient(k["client"][1], k["broker"][0]), max_refusals=3, slots=2)
+    caplog.set_level(logging.WARNING, logger="tpcflow.serve.mdp.broker_state")
+    with running(broker):
+        thread = refused.start()
+        thread.join(15 * HB + 10)
+        assert not thread.is_alive(), "the refused worker kept retrying"
+    assert isinstance(refused.error, ConfigError)
+    assert "refused to register" in str(refused.error) and "docs/security.md" in str(refused.error)
+    assert broker.counters["refused_workers"] >= 3
+    assert sum("refused READY" in r.getMessage() for r in caplog.records) == 1

@@ -108,4 +108,7 @@ def run(args) -> int:
         pass
     finally:
         server.stop()
+    error = getattr(server, "error", None)
+    if error is not None:  # the broker refused it: say so and fail, never idle looking healthy
+        raise error
     return 0

@@ -12,6 +12,7 @@ Source: ZeroMQ RFC 18 (MDP/0.2), RFC 8 (MMI); wire dialect of majortomo 0.2.0 (s
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 
 from tpcflow.errors import ProtocolError
@@ -51,6 +52,7 @@ class BrokerState:
         self.workers: dict[bytes, WorkerState] = {}
         self.counters: Counter = Counter()
         self._curve = curve
+        self._refusal_logged: dict = {}  # worker key -> when its refusal was last logged
 
     def handle(self, frames: list, now: float) -> None:
         """Process one multipart message; malformed ones are counted, logged and dropped."""
@@ -146,7 +148,12 @@ class BrokerState:
             user = self._user_id(frames[-1])
             if self._curve is not None and not self._curve.may_serve(user):
                 self.counters["refused_workers"] += 1
-                log.warning("refused READY for %r: key %s is not an allowed worker key", msg.service, user)
+                # one warning per key a minute: a refused worker retrying must not flood the log
+                if now - self._refusal_logged.get(user, -math.inf) >= 60.0:
+                    self._refusal_logged[user] = now
+                    log.warning("refused READY for %r: key %s is not an allowed worker key (%d refusals so far; "
+                                "repeats of this key are logged once a minute)", msg.service, user,
+                                self.counters["refused_workers"])
                 self._send_worker(msg.sender, P.DISCONNECT, msg.rfc)
                 return
             w = WorkerState(msg.sender, msg.service, now + self.heartbeat_expiry, now + self.heartbeat_interval, user,

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import zmq
 
+from tpcflow.errors import ConfigError
 from tpcflow.serve.mdp import protocol as P
 from tpcflow.serve.mdp.batching import Batcher, Job, Waker, run_batch
 from tpcflow.serve.mdp.lifecycle import ThreadLoop
@@ -39,6 +40,7 @@ class _Slot:
     last_send: float = 0.0
     reconnect_at: float | None = None
     backoff: float = 0.0
+    heard: bool = False  # a HEARTBEAT or REQUEST came since the last connect: the broker took READY
 
 
 class Worker(ThreadLoop):
@@ -69,6 +71,10 @@ class Worker(ThreadLoop):
         heartbeat interval; no heartbeats while it runs).
     context : zmq.Context, optional
     curve : tpcflow.serve.mdp.curve.CurveClient, optional
+    max_refusals : int
+        READYs the broker may refuse in a row (answered by DISCONNECT, as a broker does for a key
+        that may not serve) before the worker gives up: :attr:`error` is set and :meth:`run`
+        returns, instead of retrying forever while looking healthy.
     """
 
     def __init__(
@@ -86,6 +92,7 @@ class Worker(ThreadLoop):
         inline: bool = False,
         context: zmq.Context | None = None,
         curve=None,
+        max_refusals: int = 5,
     ):
         self.broker = P.check_endpoint(broker, "broker")
         self.service = P.validate_service_name(service)
@@ -108,6 +115,10 @@ class Worker(ThreadLoop):
         self._next_timers = 0.0
         self.registrations = 0  # READY messages sent (grows on every reconnect)
         self.served = 0
+        self.max_refusals = int(max_refusals)
+        self.refusals = 0  # READYs refused in a row
+        #: set when the worker gave up (ConfigError); :meth:`run` then returns
+        self.error: Exception | None = None
 
     # ------------------------------------------------------------------ lifecycle
     # start() / stop(): ThreadLoop's; stop makes the loop send DISCONNECT and exit
@@ -175,17 +186,20 @@ class Worker(ThreadLoop):
             except zmq.Again:
                 return
             slot.last_recv = now
-            slot.backoff = 0.0
             if len(frames) < 3 or len(frames[0]) or frames[1].bytes != P.WORKER_HEADER:
                 log.warning("slot %d: dropped a malformed message from the broker (%d frames)", i, len(frames))
                 continue
             cmd = frames[2].bytes
-            if cmd == P.HEARTBEAT:
-                continue
             if cmd == P.DISCONNECT:
+                if not slot.heard:  # DISCONNECT answering READY: the broker refused this worker
+                    self._refused(i, now)
+                    return
                 log.info("slot %d: broker sent DISCONNECT; reconnecting", i)
                 self._reconnect(i, now, delay=0.0)
                 return
+            slot.heard, slot.backoff, self.refusals = True, 0.0, 0
+            if cmd == P.HEARTBEAT:
+                continue
             if cmd != P.REQUEST or len(frames) < 5 or len(frames[4]):
                 # RFC 18: treat the peer as invalid; a new connection makes the broker re-dispatch
                 log.warning("slot %d: invalid command %r from the broker; reconnecting", i, cmd)
@@ -234,6 +248,23 @@ class Worker(ThreadLoop):
             if now - slot.last_send >= self.heartbeat_interval:
                 self._send(slot, P.HEARTBEAT)
 
+    def _refused(self, i: int, now: float) -> None:
+        """The broker answered READY with DISCONNECT: retry with backoff, give up after ``max_refusals``."""
+        self.refusals += 1
+        if self.refusals >= self.max_refusals:
+            self.error = ConfigError(
+                f"the broker at {self.broker} refused to register this worker for service "
+                f"{self.service.decode()!r} {self.refusals} times in a row (READY answered by DISCONNECT): with "
+                "CurveZMQ, this worker's public key is not in the broker's worker keys folder (docs/security.md); "
+                "without it, the service name is one the broker reserves (mmi.*)"
+            )
+            log.error("%s", self.error)
+            self._stop.set()
+            return
+        log.warning("slot %d: the broker refused this worker's READY (%d of %d); retrying", i, self.refusals,
+                    self.max_refusals)
+        self._reconnect(i, now, delay=None)
+
     # ------------------------------------------------------------------ connections
     def _connect(self, i: int, now: float) -> None:
         slot = self._slots[i]
@@ -248,6 +279,7 @@ class Worker(ThreadLoop):
         self._poll_dirty = True
         slot.generation += 1
         slot.busy = False
+        slot.heard = False
         slot.reconnect_at = None
         slot.last_recv = now
         self._send(slot, P.READY, self.service)
