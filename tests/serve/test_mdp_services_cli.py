@@ -37,10 +37,10 @@ def test_services_table_and_json(capsys):
         ctx.destroy(linger=0)
     header = table[0].split()
     rows = {line.split()[0]: dict(zip(header, line.split())) for line in table[1:]}
-    assert header[:4] == ["service", "workers", "idle", "busy"]
+    assert header[:4] == ["service", "slots", "idle", "busy"]
     assert set(rows) == {"echo", "local"}
-    assert rows["echo"]["workers"] == "2" and rows["echo"]["served"] == "1" and rows["echo"]["errors"] == "0"
-    assert rows["local"]["workers"] == "3" and rows["local"]["idle"] == "3"
+    assert rows["echo"]["slots"] == "2" and rows["echo"]["served"] == "1" and rows["echo"]["errors"] == "0"
+    assert rows["local"]["slots"] == "3" and rows["local"]["idle"] == "3"
     assert list(only_local["services"]) == ["local"] and only_local["broker"]["messages"] >= 1
 
 

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-HELP = "list the services of an MDP broker with their workers, queue and request counts (MMI)"
+HELP = "list the services of an MDP broker with their worker slots, queue and request counts (MMI)"
 DESCRIPTION = (
     "Ask a tpcflow broker (`tpcflow broker`, `tpcflow worker --bind`) for its MMI statistics "
-    "(mmi.stats) and print one row per service: workers (idle/busy), queued requests, requests, "
-    "served, errors, re-dispatched and expired. --json prints the raw statistics. Exit status 1 if "
+    "(mmi.stats) and print one row per service: slots (idle/busy), queued requests, requests, "
+    "served, errors, re-dispatched and expired. The broker counts MDP connections: one tpcflow worker "
+    "process holds --slots of them (2 x --max-batch by default), a majortomo worker one; the JSON key "
+    "stays 'workers', MDP's name for a connection. --json prints the raw statistics. Exit status 1 if "
     "the broker does not answer within --timeout."
 )
 
 COLUMNS = ("workers", "idle", "busy", "queue", "requests", "served", "errors", "redispatched", "expired")
+#: table headers: the broker's "workers" are MDP connections, which a tpcflow worker holds several of
+HEADERS = {"workers": "slots"}
 
 
 def add_arguments(parser) -> None:
@@ -27,7 +31,7 @@ def format_table(stats: dict) -> str:
     services = stats.get("services", {})
     if not services:
         return "no services"
-    rows = [("service", *COLUMNS)] + [(name, *(str(s.get(c, "")) for c in COLUMNS))
+    rows = [("service", *(HEADERS.get(c, c) for c in COLUMNS))] + [(name, *(str(s.get(c, "")) for c in COLUMNS))
                                       for name, s in sorted(services.items())]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths)))
