@@ -21,7 +21,7 @@ import numpy as np
 from tpcflow.config import DataConfig
 from tpcflow.errors import ConfigError, DataFormatError, ProductNotFoundError
 
-__all__ = ["FileSource", "Source", "check_products", "has_product", "resolve_files", "synthetic_file"]
+__all__ = ["FileSource", "Source", "check_products", "resolve_files", "synthetic_file"]
 
 
 class Source(Protocol):
@@ -87,16 +87,11 @@ def resolve_files(spec: str, data_directory: str = "", *, what: str = "data.file
     return out
 
 
-def has_product(files: list[Path], producer: str) -> bool:
-    """Whether the files hold the sparse2d product of ``producer`` (inference runs without labels)."""
-    from tpcflow.io import open_larcv3
+def check_products(files: list[Path], cfg: DataConfig, *, labels: bool | None = True) -> tuple[list, bool]:
+    """Check the files hold the charge and label sparse2d products; return the charge metas and whether labels are read.
 
-    with open_larcv3(files) as reader:
-        return f"sparse2d/{producer}" in [p.key for p in reader.products]
-
-
-def check_products(files: list[Path], cfg: DataConfig, *, labels: bool = True) -> list:
-    """Check the files hold the charge (and, with ``labels``, the label) sparse2d products; return the charge metas.
+    ``labels``: True requires the label product, False ignores it, None reads it when the files
+    have it (inference on unlabelled data).
 
     Raises
     ------
@@ -107,6 +102,8 @@ def check_products(files: list[Path], cfg: DataConfig, *, labels: bool = True) -
 
     with open_larcv3(files) as reader:
         keys = [p.key for p in reader.products]
+        if labels is None:
+            labels = f"sparse2d/{cfg.label_producer}" in keys
         wanted = [("data.image_producer", cfg.image_producer)]
         if labels:
             wanted.append(("data.label_producer", cfg.label_producer))
@@ -118,7 +115,7 @@ def check_products(files: list[Path], cfg: DataConfig, *, labels: bool = True) -
         if len(reader) == 0:
             raise DataFormatError("the dataset has no entries", file_path=files[0])
         key = f"sparse2d/{cfg.image_producer}"
-        return [proj.meta for proj in reader.read(0, products=[key]).products[key]]
+        return [proj.meta for proj in reader.read(0, products=[key]).products[key]], labels
 
 
 class FileSource:
@@ -130,15 +127,14 @@ class FileSource:
     """
 
     def __init__(self, files, cfg: DataConfig, batch_size: int, *, seed=0, rank=0, world_size=1, cycle=True, shuffle=None,
-                 labels: bool = True):
+                 labels: bool | None = True):
         from tpcflow.loader import BatchLoader, cosmic_tagger_config
 
         if batch_size % world_size:
             raise ConfigError(f"run.minibatch_size={batch_size} must be a multiple of the {world_size} ranks")
         self.files = list(files)
         self.data = cfg
-        self.labels = labels
-        self.metas = check_products(self.files, cfg, labels=labels)
+        self.metas, self.labels = check_products(self.files, cfg, labels=labels)
         nx, ny = self.metas[0].number_of_voxels
         k = cfg.downsample
         self.shape = (int(ny) >> k, int(nx) >> k)
@@ -146,7 +142,7 @@ class FileSource:
             self.files,
             downsample=k,
             image_producer=cfg.image_producer,
-            label_producer=cfg.label_producer if labels else None,
+            label_producer=cfg.label_producer if self.labels else None,
             num_threads=cfg.num_threads,
         )
         self.cycle = cycle

@@ -170,18 +170,23 @@ def infer(cfg: Config, *, echo=print, max_events: int | None = None) -> Inferenc
     ConfigError
         Missing weights, mismatched network configuration or resolution, missing charge product.
     """
-    from tqdm.auto import tqdm
-
-    from tpcflow.io import Larcv3Writer, open_larcv3
-    from tpcflow.train.data import has_product, resolve_files
-
     device = pick_device(cfg.run.compute_mode, setting="run.compute_mode")
     if cfg.run.num_threads:
         torch.set_num_threads(cfg.run.num_threads)
     ckpt, wpath, netcfg = load_weights(cfg, resolve_network(cfg), device)
-    labels = cfg.data.synthetic or has_product(resolve_files(cfg.data.file, cfg.data.data_directory),
-                                               cfg.data.label_producer)
-    source = make_source(cfg, "train", cycle=False, shuffle=False, labels=labels)
+    source = make_source(cfg, "train", cycle=False, shuffle=False, labels=None)  # labels when the file has them
+    try:
+        return _infer(cfg, source, ckpt, wpath, netcfg, device, echo, max_events)
+    finally:
+        source.close()
+
+
+def _infer(cfg: Config, source, ckpt, wpath, netcfg, device, echo, max_events) -> InferenceResult:
+    """The body of :func:`infer` once the checkpoint is read and the source open (closed by the caller)."""
+    from tqdm.auto import tqdm
+
+    from tpcflow.io import Larcv3Writer, open_larcv3
+
     native = image_shape(source.metas[0].number_of_voxels)
     check_resolution(ckpt.get("data"), native, cfg, wpath)
     k = source.data.downsample
@@ -189,7 +194,7 @@ def infer(cfg: Config, *, echo=print, max_events: int | None = None) -> Inferenc
     restore_model(runner.model, netcfg, ckpt, file_path=wpath)
     runner.model.eval()
     runner.compile()
-    echo(f"{runner.describe()}; weights {wpath}" + ("" if labels else "; no truth labels: no metrics"))
+    echo(f"{runner.describe()}; weights {wpath}" + ("" if source.labels else "; no truth labels: no metrics"))
 
     run_dir = run_directory(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -198,8 +203,8 @@ def infer(cfg: Config, *, echo=print, max_events: int | None = None) -> Inferenc
     csv_path = run_dir / "inference_metrics.csv"
     result = InferenceResult(output_file=out_path, metrics_csv=csv_path)
     image_key = f"sparse2d/{source.data.image_producer}"
-    label_key, score_key = (f"sparse2d/{p}" for p in (prediction_producers(PREDICTION_PRODUCER, "label")
-                                                     + prediction_producers(PREDICTION_PRODUCER, "score")))
+    label_key = f"sparse2d/{prediction_producers(PREDICTION_PRODUCER, 'label')[0]}"
+    score_key = f"sparse2d/{prediction_producers(PREDICTION_PRODUCER, 'score')[0]}"
     t0 = time.perf_counter()
     with open_larcv3(source.files) as reader, Larcv3Writer(out_path) as writer, torch.no_grad():
         total = len(reader) if max_events is None else min(len(reader), max_events)
@@ -238,7 +243,6 @@ def infer(cfg: Config, *, echo=print, max_events: int | None = None) -> Inferenc
             if result.events >= total:
                 break
         bar.close()
-    source.close()
     result.images_per_second = result.events / max(time.perf_counter() - t0, 1e-9)
     _write_csv(csv_path, result.rows)
     keys = [k for k in (result.rows[0] if result.rows else {}) if k not in ("entry", "run", "subrun", "event")]

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from tpcflow.config import Config, config_to_dict, experiment_differences, read_yaml, save_yaml
+from tpcflow.config import Config, experiment_differences, read_yaml, save_yaml
 from tpcflow.errors import ConfigError
 from tpcflow.models.checkpoint import data_section, restore_model
 from tpcflow.models.runtime import pick_device
@@ -149,8 +149,7 @@ def _check_same_experiment(run: _Run) -> None:
     saved_path = run_directory(run.cfg) / "config.yaml"
     if not saved_path.is_file():
         return
-    current = config_to_dict(run.cfg, run.net.resolved_dict()["network"])
-    diffs = experiment_differences(read_yaml(saved_path), current)
+    diffs = experiment_differences(read_yaml(saved_path), run.net.resolved_dict())
     if not diffs:
         return
     shown = "\n".join(f"  {k}: {a!r} in the saved run, {b!r} now" for k, a, b in diffs[:12])
