@@ -114,3 +114,15 @@ def test_explicit_run_iterations_still_limits_inference(trained):
     out, ckpt = trained
     res = _infer(out, ckpt, data_path("larcv3/cosmic_tagging_light.h5"), "data.downsample=4", "run.iterations=1")
     assert res.events == 2
+
+
+def test_a_validation_file_smaller_than_its_minibatch_names_the_option(trained, tmp_path):
+    out, _ = trained
+    real = data_path("larcv3/cosmic_tagging_light.h5")
+    with open_larcv3(real) as r:
+        write_larcv3(tmp_path / "val.h5", r.read_range(0, 1))
+    cfg = load_config([f"data.file={real}", f"data.aux_file={tmp_path / 'val.h5'}", "data.downsample=4",
+                       "run.aux_minibatch_size=2", "run.iterations=1", "run.progress=false",
+                       f"run.output_dir={tmp_path}", *TINY_NETWORK])
+    with pytest.raises(ConfigError, match=r"no batch would be made\n\(reading data.aux_file=.*run.aux_minibatch_size=2"):
+        train(cfg, echo=quiet)

@@ -1,9 +1,10 @@
 """Minibatch sources for train / iotest / inference, with resumable positions.
 
 A source yields dicts ``{"image": float32 [b,3,H,W], "label": int64 [b,3,H,W],
-"event_ids": int64 (b,3), "entries": int64 (b,)}`` (no ``"label"`` when made with ``labels=False``) as numpy arrays, where ``b`` is this
-rank's share of the global minibatch.  ``state_dict()`` / ``load_state_dict()`` capture the
-position (epoch, batch within the epoch), so that a resumed run sees the same minibatches.
+"event_ids": int64 (b,3), "entries": int64 (b,)}`` as numpy arrays (no ``"label"`` when the
+source reads no labels), where ``b`` is this rank's share of the global minibatch.
+``state_dict()`` / ``load_state_dict()`` capture the position (epoch, batch within the epoch),
+so that a resumed run sees the same minibatches.
 
 * :class:`Source`: the protocol every consumer takes.
 * :class:`FileSource`: larcv3 files through :class:`tpcflow.loader.BatchLoader`; synthetic events
@@ -126,8 +127,8 @@ class FileSource:
     the current epoch without reading them.
     """
 
-    def __init__(self, files, cfg: DataConfig, batch_size: int, *, seed=0, rank=0, world_size=1, cycle=True, shuffle=None,
-                 labels: bool | None = True):
+    def __init__(self, files, cfg: DataConfig, batch_size: int, *, seed=0, rank=0, world_size=1, cycle=True,
+                 shuffle=None, labels: bool | None = True):
         from tpcflow.loader import BatchLoader, cosmic_tagger_config
 
         if batch_size % world_size:

@@ -172,7 +172,8 @@ def _resume(run: _Run, echo) -> int:
     if not run.cfg.run.resume:
         old = run.manager.list()
         if old and run.info.is_main:
-            echo(f"run.resume=false: deleting the {len(old)} checkpoint(s) of the earlier run in {run.manager.directory}")
+            echo(f"run.resume=false: deleting the {len(old)} checkpoint(s) of the earlier run in "
+                 f"{run.manager.directory}")
             for path in old:
                 path.unlink(missing_ok=True)
         return 0

@@ -55,7 +55,8 @@ def make_source(cfg: Config, which: str, *, rank=0, world_size=1, cycle=True, sh
 
     With ``data.synthetic=true`` the events are generated once into ``<run dir>/synthetic/`` and read
     through the same loader as files; ``data.file`` must then be empty (never silently ignored).
-    Returns None for "aux" when no validation data is configured.  ``labels=False`` reads the charge only (files without truth labels).
+    Returns None for "aux" when no validation data is configured.  ``labels=False`` reads the charge only;
+    ``labels=None`` reads the labels when the files have them.
     """
     from tpcflow.train.data import FileSource, resolve_files, synthetic_file
 
@@ -73,11 +74,13 @@ def make_source(cfg: Config, which: str, *, rank=0, world_size=1, cycle=True, sh
                                 label_producer="sbnd_cosmicseg")
         return FileSource([path], d, batch, seed=cfg.run.seed, rank=rank, world_size=world_size, cycle=cycle,
                           shuffle=shuffle, labels=labels)
-    if which == "aux":
-        if not d.aux_file:
-            return None
-        files = resolve_files(d.aux_file, d.data_directory, what="data.aux_file")
-    else:
-        files = resolve_files(d.file, d.data_directory, what="data.file")
-    return FileSource(files, d, batch, seed=cfg.run.seed, rank=rank, world_size=world_size, cycle=cycle, shuffle=shuffle,
-                      labels=labels)
+    spec, key, batch_key = ((d.aux_file, "data.aux_file", "run.aux_minibatch_size") if which == "aux"
+                            else (d.file, "data.file", "run.minibatch_size"))
+    if not spec and which == "aux":
+        return None
+    files = resolve_files(spec, d.data_directory, what=key)
+    try:
+        return FileSource(files, d, batch, seed=cfg.run.seed, rank=rank, world_size=world_size, cycle=cycle,
+                          shuffle=shuffle, labels=labels)
+    except ConfigError as err:  # name the options behind it: a message from the loader knows neither
+        raise ConfigError(f"{err}\n(reading {key}={spec} with {batch_key}={batch})") from None
