@@ -141,3 +141,25 @@ def test_a_refused_worker_gives_up_with_a_clear_error_and_the_broker_logs_it_onc
     assert "refused to register" in str(refused.error) and "docs/security.md" in str(refused.error)
     assert broker.counters["refused_workers"] >= 3
     assert sum("refused READY" in r.getMessage() for r in caplog.records) == 1
+
+
+@pytest.mark.parametrize("case", ["unknown key", "plain broker"])
+def test_a_worker_whose_handshake_fails_gives_up_with_the_reason(keys, curve_broker, case):
+    """A key the broker's authenticator does not know, or a broker without CURVE: libzmq drops the
+    connection without a word to the application; the worker watches its handshake, says why, and stops."""
+    k = keys[0]
+    broker, peer_ctx = curve_broker
+    if case == "plain broker":
+        broker = Broker("tcp://127.0.0.1:0", heartbeat_interval=HB, context=peer_ctx)
+    secret = k["intruder"][1] if case == "unknown key" else k["worker"][1]
+    worker = Worker(broker.endpoint, "echo", per_request(echo), heartbeat_interval=HB, context=peer_ctx,
+                    curve=CurveClient(secret, k["broker"][0]), max_refusals=3, slots=2)
+    with running(broker):
+        thread = worker.start()
+        thread.join(15 * HB + 10)
+        alive = thread.is_alive()
+        worker.stop()
+    assert not alive, "the worker kept retrying"
+    assert isinstance(worker.error, ConfigError)
+    expected = "allowed keys folder" if case == "unknown key" else "does not speak CurveZMQ"
+    assert expected in str(worker.error), str(worker.error)

@@ -41,6 +41,7 @@ class _Slot:
     reconnect_at: float | None = None
     backoff: float = 0.0
     heard: bool = False  # a HEARTBEAT or REQUEST came since the last connect: the broker took READY
+    monitor: zmq.Socket | None = None  # CURVE only: the socket's handshake events
 
 
 class Worker(ThreadLoop):
@@ -147,6 +148,7 @@ class Worker(ThreadLoop):
                         self._send(slot, P.DISCONNECT)
                     except zmq.ZMQError:
                         pass
+                    self._close_monitor(slot)
                     slot.socket.close(linger=200)
                     slot.socket = None
             if batcher is not None:
@@ -155,13 +157,14 @@ class Worker(ThreadLoop):
 
     # ------------------------------------------------------------------ socket loop
     def _loop(self, waker: Waker, batcher: Batcher | None) -> None:
-        poller, owners = None, {}
+        poller, owners, monitors = None, {}, {}
         while not self._stop.is_set():
             if poller is None or self._poll_dirty:  # rebuilt only when a slot (re)connects
                 poller = zmq.Poller()
                 poller.register(waker.rx, zmq.POLLIN)
                 owners = {s.socket: i for i, s in enumerate(self._slots) if s.socket is not None}
-                for sock in owners:
+                monitors = {s.monitor: i for i, s in enumerate(self._slots) if s.monitor is not None}
+                for sock in [*owners, *monitors]:
                     poller.register(sock, zmq.POLLIN)
                 self._poll_dirty = False
             events = dict(poller.poll(min(100.0, self.heartbeat_interval * 500)))
@@ -174,6 +177,9 @@ class Worker(ThreadLoop):
             for sock, i in owners.items():
                 if sock in events:
                     self._drain(i, batcher, now)
+            for sock, i in monitors.items():
+                if sock in events and self._slots[i].monitor is sock:
+                    self._handshake_events(i, now)
             if now >= self._next_timers:
                 self._timers(now)
                 self._next_timers = now + min(0.05, self.heartbeat_interval / 4)
@@ -248,22 +254,50 @@ class Worker(ThreadLoop):
             if now - slot.last_send >= self.heartbeat_interval:
                 self._send(slot, P.HEARTBEAT)
 
-    def _refused(self, i: int, now: float) -> None:
-        """The broker answered READY with DISCONNECT: retry with backoff, give up after ``max_refusals``."""
+    def _handshake_events(self, i: int, now: float) -> None:
+        """CURVE handshake events of slot ``i``: a refused key or a failed handshake is a refusal."""
+        from zmq.utils.monitor import recv_monitor_message
+
+        slot = self._slots[i]
+        while slot.monitor is not None:
+            try:
+                event = recv_monitor_message(slot.monitor, zmq.NOBLOCK)["event"]
+            except zmq.Again:
+                return
+            if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                self._refused(i, now, "the broker's authenticator refused this worker's CURVE key: its public "
+                                      "key is not in the broker's allowed keys folder (docs/security.md)")
+            elif event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+                self._refused(i, now, "the CURVE handshake failed: the broker does not speak CurveZMQ "
+                                      "(start it with --curve-secret)")
+
+    def _refused(self, i: int, now: float, why: str | None = None) -> None:
+        """The broker refused this worker: retry with backoff, give up after ``max_refusals``.
+
+        ``why`` None: READY answered by DISCONNECT (a key that may connect but not serve).
+        """
         self.refusals += 1
+        if why is None:
+            why = ("READY answered by DISCONNECT: with CurveZMQ, this worker's public key is not in the broker's "
+                   "worker keys folder (docs/security.md); without it, the service name is one the broker "
+                   "reserves (mmi.*)")
         if self.refusals >= self.max_refusals:
             self.error = ConfigError(
                 f"the broker at {self.broker} refused to register this worker for service "
-                f"{self.service.decode()!r} {self.refusals} times in a row (READY answered by DISCONNECT): with "
-                "CurveZMQ, this worker's public key is not in the broker's worker keys folder (docs/security.md); "
-                "without it, the service name is one the broker reserves (mmi.*)"
+                f"{self.service.decode()!r} {self.refusals} times in a row ({why})"
             )
             log.error("%s", self.error)
             self._stop.set()
             return
-        log.warning("slot %d: the broker refused this worker's READY (%d of %d); retrying", i, self.refusals,
-                    self.max_refusals)
+        log.warning("slot %d: the broker refused this worker (%d of %d: %s); retrying", i, self.refusals,
+                    self.max_refusals, why)
         self._reconnect(i, now, delay=None)
+
+    def _close_monitor(self, slot: _Slot) -> None:
+        if slot.monitor is not None:
+            slot.socket.disable_monitor()
+            slot.monitor.close(linger=0)
+            slot.monitor = None
 
     # ------------------------------------------------------------------ connections
     def _connect(self, i: int, now: float) -> None:
@@ -274,6 +308,8 @@ class Worker(ThreadLoop):
         sock.rcvhwm = 0
         if self._curve is not None:
             self._curve.apply(sock)
+            events = zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+            slot.monitor = sock.get_monitor_socket(events)
         sock.connect(self.broker)
         slot.socket = sock
         self._poll_dirty = True
@@ -288,6 +324,7 @@ class Worker(ThreadLoop):
     def _reconnect(self, i: int, now: float, delay: float | None) -> None:
         slot = self._slots[i]
         if slot.socket is not None:
+            self._close_monitor(slot)
             slot.socket.close(linger=0)
             slot.socket = None
             self._poll_dirty = True
