@@ -49,6 +49,19 @@ def test_resume_reproduces_uninterrupted_losses(tmp_path):
     assert len(set(full.losses)) > 1
 
 
+def test_a_resumed_run_logs_each_iteration_once(tmp_path):
+    """Rows written after the last checkpoint of a killed run are computed again on resume, not repeated."""
+    import csv
+
+    common = ["run.id=kill", "run.iterations=5", "mode.checkpoint_iteration=2", "run.aux_iterations=0"]
+    train(cfg_of(tmp_path, *common), echo=quiet, stop_at=3)  # killed after iteration 3, checkpoint at 2
+    second = train(cfg_of(tmp_path, *common), echo=quiet)
+    assert second.start_iteration == 2
+    rows = list(csv.DictReader((tmp_path / "kill" / "metrics.csv").open()))
+    assert [int(r["iteration"]) for r in rows if r["split"] == "train"] == [1, 2, 3, 4, 5]
+    assert float(rows[2]["loss"]) == pytest.approx(second.losses[0], rel=1e-6)  # iteration 3 as the resumed run computed it
+
+
 def test_gradient_accumulation_averages(tmp_path):
     """One step over 2 images equals 2 accumulated steps of 1 image (no BatchNorm, plain mean CE)."""
     common = [

@@ -23,7 +23,10 @@ class MetricsLogger:
     progress_total : int or None
         Length of the tqdm bar; None disables the bar.
     initial : int
-        Start position of the bar (resumed runs).
+        The iteration the run starts at (0, or the checkpoint it resumed from).  Rows of a
+        previous run after it (written after its last checkpoint, and about to be computed
+        again) are removed from ``metrics.csv`` and purged from TensorBoard, so that no
+        iteration appears twice.
     tensorboard : bool
         Also write TensorBoard event files.
     """
@@ -39,16 +42,31 @@ class MetricsLogger:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self._csv_path.exists() and self._csv_path.stat().st_size:
-            with self._csv_path.open() as fh:
-                self._columns = next(csv.reader(fh), None)
+            self._columns = self._keep_rows_up_to(int(initial))
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+            self._writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=int(initial) + 1)
         if progress_total is not None:
             from tqdm import tqdm
 
             self._bar = tqdm(total=progress_total, initial=initial, desc=desc, unit="it", dynamic_ncols=True)
+
+    def _keep_rows_up_to(self, iteration: int) -> list[str] | None:
+        """Rewrite metrics.csv (atomically) without the rows after ``iteration``; return its header."""
+        from tpcflow import atomic
+
+        with self._csv_path.open(newline="") as fh:
+            rows = list(csv.reader(fh))
+        if not rows:
+            return None
+        header, body = rows[0], rows[1:]
+        col = header.index("iteration") if "iteration" in header else None
+        kept = [r for r in body if col is None or not r or int(float(r[col])) <= iteration]
+        if len(kept) != len(body):
+            with atomic.atomic_path(self._csv_path) as tmp, tmp.open("w", newline="") as out:
+                csv.writer(out).writerows([header, *kept])
+        return header
 
     def log(self, iteration: int, split: str, metrics: dict[str, float]) -> None:
         """Write one row (``iteration``, ``split`` and the metrics) to CSV and TensorBoard."""
