@@ -21,6 +21,7 @@ __all__ = [
     "ConfigError",
     "DataFormatError",
     "EntryOutOfRangeError",
+    "OutputError",
     "ProductNotFoundError",
     "ProtocolError",
     "ServiceError",
@@ -122,6 +123,10 @@ class EntryOutOfRangeError(TpcflowError, IndexError):
         return f"entry {self.entry} is out of range: the dataset has {self.entries} entries" + context_lines(
             file_path=self.file_path
         )
+
+
+class OutputError(TpcflowError, OSError):
+    """An output file or folder cannot be written: permissions, a file in the way, a full disk."""
 
 
 class ProtocolError(TpcflowError, ValueError):

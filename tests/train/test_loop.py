@@ -10,7 +10,7 @@ import yaml
 from conftest import TINY_NETWORK
 
 from tpcflow.config import load_config
-from tpcflow.errors import ConfigError
+from tpcflow.errors import ConfigError, OutputError
 from tpcflow.models.checkpoint import read_checkpoint
 from tpcflow.train.loop import train
 
@@ -212,3 +212,35 @@ def test_file_source_hands_out_loader_views_without_copies(tmp_path):
         assert batch["image"].shape == (2, 3, *source.shape) and float(batch["image"].sum()) > 0
     finally:
         source.close()
+
+
+def test_an_output_dir_that_is_a_file_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "runs"
+    blocker.write_text("not a folder")
+    with pytest.raises(OutputError, match=r"cannot write the run directory .*run.output_dir=.*runs"):
+        train(load_config(TINY + [f"run.output_dir={blocker}", "run.iterations=1"]), echo=quiet)
+
+
+def test_a_checkpoint_the_disk_refuses_does_not_lose_the_run(tmp_path, monkeypatch):
+    """The first checkpoint fails to write: training goes on and the next one is written; a failing
+    last checkpoint is an error naming the last good one."""
+    from tpcflow.train.checkpoint import CheckpointManager
+
+    real_save = CheckpointManager.save
+    failures = {"left": 1}
+
+    def flaky_save(self, iteration, *args, **kwargs):
+        if failures["left"]:
+            failures["left"] -= 1
+            raise OSError(28, "No space left on device")
+        return real_save(self, iteration, *args, **kwargs)
+
+    monkeypatch.setattr(CheckpointManager, "save", flaky_save)
+    lines = []
+    common = ["run.id=disk", "mode.checkpoint_iteration=1", "run.aux_iterations=0"]
+    res = train(cfg_of(tmp_path, *common, "run.iterations=2"), echo=lines.append)
+    assert len(res.losses) == 2 and res.checkpoint.name == "checkpoint-00000002.pt"
+    assert any("iteration 1 could not be written" in str(line) and "No space left" in str(line) for line in lines)
+    failures["left"] = 1
+    with pytest.raises(OutputError, match=r"iteration 3 .*last good checkpoint is .*checkpoint-00000002.pt"):
+        train(cfg_of(tmp_path, *common, "run.iterations=3"), echo=quiet)

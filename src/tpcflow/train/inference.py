@@ -47,7 +47,7 @@ from tpcflow.models.runtime import pick_device
 from tpcflow.train.checkpoint import CheckpointManager
 from tpcflow.train.displays import draw_event
 from tpcflow.train.network import TrainNetwork, batch_to_device
-from tpcflow.train.resolve import make_source, resolve_network, run_directory
+from tpcflow.train.resolve import make_run_directory, make_source, resolve_network, run_directory
 
 __all__ = ["InferenceResult", "check_resolution", "infer", "load_weights", "voxel_predictions"]
 
@@ -174,6 +174,7 @@ def infer(cfg: Config, *, echo=print, max_events: int | None = None) -> Inferenc
     if cfg.run.num_threads:
         torch.set_num_threads(cfg.run.num_threads)
     ckpt, wpath, netcfg = load_weights(cfg, resolve_network(cfg), device)
+    make_run_directory(cfg)
     source = make_source(cfg, "train", cycle=False, shuffle=False, labels=None)  # labels when the file has them
     try:
         return _infer(cfg, source, ckpt, wpath, netcfg, device, echo, max_events)
@@ -197,7 +198,6 @@ def _infer(cfg: Config, source, ckpt, wpath, netcfg, device, echo, max_events) -
     echo(f"{runner.describe()}; weights {wpath}" + ("" if source.labels else "; no truth labels: no metrics"))
 
     run_dir = run_directory(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
     out_path = Path(cfg.mode.output_file) if cfg.mode.output_file else run_dir / "predictions.h5"
     out_path.parent.mkdir(parents=True, exist_ok=True)
     csv_path = run_dir / "inference_metrics.csv"

@@ -17,7 +17,7 @@ import torch
 import yaml
 
 from tpcflow.config import Config, experiment_differences, read_yaml, save_yaml
-from tpcflow.errors import ConfigError
+from tpcflow.errors import ConfigError, OutputError
 from tpcflow.models.checkpoint import data_section, restore_model
 from tpcflow.models.runtime import pick_device
 from tpcflow.train import distributed
@@ -25,7 +25,7 @@ from tpcflow.train.checkpoint import CheckpointManager, get_rng_state, require_k
 from tpcflow.train.logging import MetricsLogger
 from tpcflow.train.network import MeanAccumulator, TrainNetwork, batch_to_device, evaluate
 from tpcflow.train.optim import build_optimizer, build_scheduler
-from tpcflow.train.resolve import make_source, resolve_network, run_directory
+from tpcflow.train.resolve import make_run_directory, make_source, resolve_network, run_directory
 
 __all__ = ["TrainResult", "train"]
 
@@ -122,6 +122,7 @@ def _build(cfg: Config, info: distributed.DistInfo, echo) -> _Run:
         torch.set_num_threads(cfg.run.num_threads)
     _seed_all(cfg.run.seed)
     netcfg = resolve_network(cfg)
+    make_run_directory(cfg)
     source = make_source(cfg, "train", rank=info.rank, world_size=info.world_size)
     aux = make_source(cfg, "aux", rank=info.rank, world_size=info.world_size) if cfg.run.aux_iterations else None
     net = TrainNetwork(cfg, netcfg, info.device, source.shape)
@@ -239,6 +240,25 @@ def _training_state(run: _Run) -> dict:
     }
 
 
+def _save_checkpoint(run: _Run, result: TrainResult, iteration: int, state: dict, *, last: bool, echo) -> None:
+    """Write a checkpoint; when the disk refuses, train on (the state stays in memory) and retry at the next one.
+
+    Raises
+    ------
+    OutputError
+        When the run's last checkpoint cannot be written, naming the last good one.
+    """
+    try:
+        result.checkpoint = run.manager.save(iteration, run.net.model, run.netcfg, state)
+    except (OSError, RuntimeError) as err:  # torch.save reports a failed write as a RuntimeError
+        good = result.checkpoint or run.manager.latest()
+        msg = (f"the checkpoint of iteration {iteration} could not be written to {run.manager.directory}: "
+               f"{getattr(err, 'strerror', None) or err}; the last good checkpoint is {good or 'none'}")
+        if last:
+            raise OutputError(msg) from None
+        echo(f"warning: {msg}; training goes on and the next checkpoint tries again")
+
+
 def _train(cfg: Config, info: distributed.DistInfo, echo, stop_at=None) -> TrainResult:
     run = _build(cfg, info, echo)
     start = _resume(run, echo)
@@ -269,7 +289,7 @@ def _train(cfg: Config, info: distributed.DistInfo, echo, stop_at=None) -> Train
             if (it + 1) % cfg.mode.checkpoint_iteration == 0 or it + 1 == total:
                 state = _training_state(run)
                 if info.is_main:
-                    result.checkpoint = run.manager.save(it + 1, net.model, run.netcfg, state)
+                    _save_checkpoint(run, result, it + 1, state, last=it + 1 == total, echo=echo)
             if stop_at is not None and it + 1 >= stop_at:
                 break
     finally:

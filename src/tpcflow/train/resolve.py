@@ -9,10 +9,11 @@ import dataclasses
 from pathlib import Path
 
 from tpcflow.config import Config
-from tpcflow.errors import ConfigError
+from tpcflow.errors import ConfigError, OutputError
 
 __all__ = [
     "check_downsample_fits",
+    "make_run_directory",
     "make_source",
     "resolve_network",
     "run_directory",
@@ -48,6 +49,27 @@ def check_downsample_fits(shape: tuple[int, int], netcfg, downsample: int) -> No
 def run_directory(cfg: Config) -> Path:
     """``<run.output_dir>/<run.id>``."""
     return Path(cfg.run.output_dir) / cfg.run.id
+
+
+def make_run_directory(cfg: Config) -> Path:
+    """Create ``<run.output_dir>/<run.id>`` if needed, check it takes files, and return it.
+
+    Raises
+    ------
+    OutputError
+        Naming the folder, the two options and the reason (a file in the way, no permission...).
+    """
+    import tempfile
+
+    path = run_directory(cfg)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise OutputError(f"cannot write the run directory {path} (run.output_dir={cfg.run.output_dir}, "
+                          f"run.id={cfg.run.id}): {err.strerror or err}") from None
+    return path
 
 
 def make_source(cfg: Config, which: str, *, rank=0, world_size=1, cycle=True, shuffle=None, labels=True):
