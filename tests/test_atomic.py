@@ -52,3 +52,10 @@ def test_commit_moves_a_filled_temporary(tmp_path):
     tmp.write_bytes(b"data")
     assert atomic.commit(tmp, tmp_path / "out.h5").read_bytes() == b"data"
     assert [p.name for p in tmp_path.iterdir()] == ["out.h5"]
+
+
+def test_a_folder_as_destination_fails_before_any_work(tmp_path):
+    work = []
+    with pytest.raises(IsADirectoryError, match="folder, not a file"):
+        atomic.atomic_write(tmp_path, lambda tmp: work.append(tmp))
+    assert work == [] and list(tmp_path.iterdir()) == []

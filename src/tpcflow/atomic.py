@@ -12,6 +12,7 @@ the one SQLite and git use for durable replacement.
 
 from __future__ import annotations
 
+import errno
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -25,8 +26,15 @@ def temporary_path(path: str | os.PathLike) -> Path:
     """Return a fresh hidden temporary name beside ``path``: ``.<name>.<pid>.<hex8>.tmp``.
 
     Unique per process and call, so concurrent writers of one destination never share a file.
+
+    Raises
+    ------
+    IsADirectoryError
+        If ``path`` is a folder: said before any work is done, not when the file is committed.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "the output is a folder, not a file", str(path))
     return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
 
 

@@ -69,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     except TpcflowError as err:
         print(f"tpcflow {args.command}: error: {err}", file=sys.stderr)
         return 1
+    except OSError as err:  # a file or folder the system refused: its message names the path, no traceback
+        print(f"tpcflow {args.command}: error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"tpcflow {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from tpcflow.errors import ConfigError
 from tpcflow.serve.http.errors import BadRequestError, ModelFormatError, UnknownModelError
 from tpcflow.serve.http.loading import FORMAT_FILES, detect_format, load_runner
 from tpcflow.serve.http.params import ModelParams, valid_name
@@ -79,6 +80,8 @@ class ModelRepository:
 
     def __init__(self, root: str | Path):
         self.root = Path(root).resolve()
+        if self.root.exists() and not self.root.is_dir():
+            raise ConfigError(f"--models {root}: the model repository must be a folder, and this is a file")
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / _TMP).mkdir(exist_ok=True)
         self._lock = threading.Lock()
