@@ -171,3 +171,21 @@ def test_a_hostile_json_body_is_refused_fast_and_the_server_stays_live(tmp_path)
     assert ["body", "values", "list[list[float]]", 3, 1] in locs and len(locs) == 2
     assert answer["seconds"] < 10
     assert worst < 0.5, f"health check took {worst:.3f} s while the hostile request was in flight"
+
+
+def test_deep_nesting_and_a_decompression_bomb_are_400_not_500(server):
+    """A few KB of nested brackets to KServe, and a PNG whose header claims 10^10 pixels, to /image."""
+    import struct
+    import zlib
+
+    http, _, _ = server
+    nested = '{"inputs": [{"name": "input0", "shape": [1], "datatype": "FP32", "data": ' + "[" * 20_000 + "]" * 20_000 + "}]}"
+    r = http.post("/v2/models/mlp/infer", content=nested.encode())
+    assert r.status_code == 400 and "nested too deeply" in r.text, r.text
+    ihdr = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 0, 0, 0, 0)  # 100000 x 100000 grey, 8 bit
+    chunk = b"IHDR" + ihdr
+    png = (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+           + struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND")))
+    r = http.post("/image", data={"model": "mlp"}, files={"image": ("bomb.png", png)})
+    assert r.status_code == 400, r.text
+    assert http.get("/v2/health/live").status_code == 200

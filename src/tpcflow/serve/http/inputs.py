@@ -121,7 +121,7 @@ def decode_image(data: bytes, params: ModelParams, max_pixels: int) -> np.ndarra
                 )
             mode = {1: "L", 3: "RGB", 4: "RGBA"}[params.img_channels or 3]
             pixels = np.asarray(img.convert(mode), dtype=np.float32)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as err:
         if isinstance(err, BadRequestError):
             raise
         raise BadRequestError(f"cannot decode image: {err}") from None

@@ -91,10 +91,11 @@ def decode_request(body: bytes, header_length: str | None) -> tuple[InferRequest
     header, binary = _split_body(body, header_length)
     try:
         raw = json.loads(header)
+        request = InferRequest.model_validate(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise BadRequestError(f"inference request is not valid JSON: {err}") from None
-    try:
-        request = InferRequest.model_validate(raw)
+    except RecursionError:  # a few KB of "[[[[..." exhaust the parser's stack: a 400, never a 500
+        raise BadRequestError("inference request is nested too deeply") from None
     except ValidationError as err:
         raise InferValidationError(f"invalid inference request: {err}") from None
     arrays = []
@@ -128,7 +129,7 @@ def decode_request(body: bytes, header_length: str | None) -> tuple[InferRequest
                 raise BadRequestError(f"input {inp.name!r} has neither data nor parameters.binary_data_size")
             try:
                 arr = np.asarray(inp.data, dtype=dtype)
-            except (ValueError, TypeError, OverflowError) as err:
+            except (ValueError, TypeError, OverflowError, RecursionError) as err:
                 raise BadRequestError(f"input {inp.name!r}: data is not {inp.datatype} numbers: {err}") from None
             if arr.size != count:
                 raise BadRequestError(
