@@ -56,6 +56,22 @@ def test_hdf5_but_not_larcv3(tmp_path):
     assert str(path) in str(info.value)
 
 
+@pytest.mark.parametrize("event_id", [np.int64(3), np.zeros((2, 3), np.int64), np.zeros(2, [("run", "u4")])],
+                         ids=["scalar", "2-D", "missing fields"])
+def test_a_malformed_event_id_table_names_it(tmp_path, event_id):
+    """A copy of a real larcv3 file whose /Events/event_id is replaced by something else."""
+    path = tmp_path / "bad.h5"
+    shutil.copy(data_path("larcv3/cosmic_tagging_light.h5"), path)
+    with h5py.File(path, "r+") as f:
+        del f["Events/event_id"]
+        f["Events/event_id"] = event_id
+    with pytest.raises(DataFormatError, match="/Events/event_id must be a 1-D table with fields run, subrun, event") \
+            as info:
+        open_larcv3(path)
+    assert str(path) in str(info.value)
+    _no_h5py_chain(info.value)
+
+
 @pytest.mark.parametrize("fraction", [0.3, 0.9])
 def test_truncated_file(tmp_path, fraction):
     src = data_path("larcv3/ref_tensor2d.h5")

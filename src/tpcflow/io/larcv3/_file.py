@@ -50,7 +50,13 @@ class LarcvFile:
             raise DataFormatError("not a larcv3 file: no /Events/event_id dataset", file_path=path, object_path="/Events")
         if "Data" not in h5:
             raise DataFormatError("not a larcv3 file: no /Data group", file_path=path, object_path="/Data")
-        ev = read_slice(h5["Events/event_id"], 0, h5["Events/event_id"].shape[0], path=path)
+        dset = h5["Events/event_id"]
+        if not isinstance(dset, h5py.Dataset) or dset.ndim != 1 or not {"run", "subrun", "event"} <= set(
+                dset.dtype.names or ()):
+            shape, dtype = getattr(dset, "shape", None), getattr(dset, "dtype", type(dset).__name__)
+            raise DataFormatError(f"/Events/event_id must be a 1-D table with fields run, subrun, event; it is "
+                                  f"shape {shape} of {dtype}", file_path=path, object_path="/Events/event_id")
+        ev = read_slice(dset, 0, dset.shape[0], path=path)
         self.event_ids = np.stack([ev["run"], ev["subrun"], ev["event"]], axis=1).astype(np.int64)
         self.n_entries = int(self.event_ids.shape[0])
         self.groups: dict[str, tuple[str, str]] = {}
