@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -59,3 +61,43 @@ def test_a_folder_as_destination_fails_before_any_work(tmp_path):
     with pytest.raises(IsADirectoryError, match="folder, not a file"):
         atomic.atomic_write(tmp_path, lambda tmp: work.append(tmp))
     assert work == [] and list(tmp_path.iterdir()) == []
+
+
+def test_the_next_write_sweeps_what_a_killed_writer_left(tmp_path):
+    import subprocess
+    import sys
+
+    dest = tmp_path / "out.h5"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = atomic.temporary_path(dest).name.replace(f"-{os.getpid()}.", f"-{int(dead.stdout)}.")
+    (tmp_path / stale).write_bytes(b"half an event")
+    live = atomic.temporary_path(dest)  # this process: alive, its file must stay
+    live.write_bytes(b"being written")
+    other_host = tmp_path / f".out.h5.0badc0de-{int(dead.stdout)}.abcd1234.tmp"
+    other_host.write_bytes(b"another node's")
+    atomic.write_text(dest, "done")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([dest.name, live.name, other_host.name])
+
+
+def test_sigterm_of_a_command_leaves_no_temporary_file(tmp_path):
+    """``tpcflow generate`` stopped by SIGTERM mid-file: exit 143 and nothing hidden left behind."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "tpcflow.cli.main", "generate", "big.h5", "--events", "500",
+                             "--downsample", "1"], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob(".big.h5.*.tmp")):
+            assert proc.poll() is None and time.monotonic() < deadline, "no temporary file appeared"
+            time.sleep(0.05)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143 and "terminated" in err, err
+    assert list(tmp_path.iterdir()) == []

@@ -1,10 +1,12 @@
 """Atomic file writes: the one way tpcflow writes a file that a reader may see.
 
 Every write goes to a hidden temporary file in the destination's folder
-(``.<name>.<pid>.<random>.tmp``), is flushed to disk with ``fsync``, and is renamed onto the
+(``.<name>.<host>-<pid>.<random>.tmp``), is flushed to disk with ``fsync``, and is renamed onto the
 destination with ``os.replace`` (atomic on POSIX and Windows for a same-folder rename); the
 folder is then fsynced so that the rename survives a crash.  On any failure, including
 ``KeyboardInterrupt``, the temporary file is removed and the destination is left as it was.
+A process killed outright (``kill -9``, a node crash) cannot clean up: the next write of the
+same destination removes the temporary files of this host's processes that no longer exist.
 
 Source: the POSIX ``rename(2)`` guarantee; the fsync-file, rename, fsync-folder sequence is
 the one SQLite and git use for durable replacement.
@@ -14,18 +16,25 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write", "commit", "temporary_path", "write_bytes", "write_text"]
+__all__ = ["atomic_path", "atomic_write", "commit", "sweep_stale", "temporary_path", "write_bytes", "write_text"]
+
+
+#: this host in temporary names (8 hex of its name's hash): on a shared file system a sweep only
+#: ever judges the processes of its own host
+_HOST = uuid.uuid5(uuid.NAMESPACE_DNS, socket.gethostname()).hex[:8]
 
 
 def temporary_path(path: str | os.PathLike) -> Path:
-    """Return a fresh hidden temporary name beside ``path``: ``.<name>.<pid>.<hex8>.tmp``.
+    """Return a fresh hidden temporary name beside ``path``: ``.<name>.<host>-<pid>.<hex8>.tmp``.
 
     Unique per process and call, so concurrent writers of one destination never share a file.
+    The stale temporary files of the same destination (:func:`sweep_stale`) are removed first.
 
     Raises
     ------
@@ -35,7 +44,39 @@ def temporary_path(path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, "the output is a folder, not a file", str(path))
-    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    sweep_stale(path)
+    return path.with_name(f".{path.name}.{_HOST}-{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def sweep_stale(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files of ``path`` left by killed processes of this host; return them.
+
+    Only names of the pattern ``.<name>.<this host>-<pid>.<hex8>.tmp`` whose process no longer
+    exists are removed: a live writer's file, or another host's, is never touched.
+    """
+    path = Path(path)
+    prefix = f".{path.name}.{_HOST}-"
+    removed = []
+    try:
+        candidates = [p for p in path.parent.iterdir() if p.name.startswith(prefix) and p.name.endswith(".tmp")]
+    except OSError:
+        return removed
+    for p in candidates:
+        pid = p.name[len(prefix):].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)) and p.is_file():
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
 def _fsync_file(path: Path) -> None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 
 from tpcflow import __version__
 from tpcflow.errors import TpcflowError
@@ -64,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    # SIGTERM (a batch system's kill, a container stop) unwinds like Ctrl-C, so that temporary
+    # files are removed; commands that stop a server on SIGTERM install their own handler
+    previous = _terminate_as_interrupt()
     try:
         return int(args._run(args) or 0)
     except TpcflowError as err:
@@ -75,6 +80,27 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"tpcflow {args.command}: interrupted", file=sys.stderr)
         return 130
+    except _Terminated:
+        print(f"tpcflow {args.command}: terminated (SIGTERM)", file=sys.stderr)
+        return 143
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class _Terminated(BaseException):
+    """Raised in the main thread by SIGTERM (a BaseException, like KeyboardInterrupt)."""
+
+
+def _terminate_as_interrupt():
+    """Make SIGTERM raise :class:`_Terminated`; return the previous handler (None off the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise _Terminated()
+
+    return signal.signal(signal.SIGTERM, handler)
 
 
 if __name__ == "__main__":
