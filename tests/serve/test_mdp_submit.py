@@ -119,6 +119,28 @@ def test_resume_refuses_other_inputs(ctx, real_input, tmp_path, shared_data):
         submit_files("tcp://127.0.0.1:1", "seg", [path], out, progress=False, context=ctx)
 
 
+def test_a_second_submit_to_the_same_output_is_refused_while_the_first_runs(ctx, real_input, tmp_path, shared_data):
+    """The first holds the resume folder's lock (here: this test, as another open of the lock file)."""
+    import fcntl
+    import os
+
+    path, _ = real_input
+    out = tmp_path / "o.h5"
+    side = out.with_name("o.h5.partial")
+    side.mkdir()
+    fd = os.open(side / "lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(ConfigError, match="another tpcflow submit is writing .*o.h5"):
+            submit_files("tcp://127.0.0.1:1", "seg", [path], out, progress=False, context=ctx, wait_service=0.1)
+        assert side.is_dir()  # the first one's folder is left alone
+    finally:
+        os.close(fd)
+    # once the first is gone the lock is free: the second gets past it (and then finds no broker)
+    with pytest.raises(ServiceError):
+        submit_files("tcp://127.0.0.1:1", "seg", [path], out, progress=False, context=ctx, wait_service=0.1)
+
+
 def test_checkpoint_and_torchscript_workers_match_direct_inference(tmp_path):
     torch = pytest.importorskip("torch")
     from tpcflow.models.checkpoint import save_checkpoint

@@ -55,6 +55,45 @@ class _Sidecar:
     def __init__(self, output: Path, manifest: dict):
         self.dir = output.with_name(output.name + ".partial")
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock = self._take_lock(output)
+        try:
+            self._open(manifest)
+        except BaseException:
+            self.close()
+            raise
+
+    def _take_lock(self, output: Path) -> int:
+        """An exclusive ``flock`` on ``<dir>/lock``: one submit per output; the system frees it if we die.
+
+        Raises
+        ------
+        ConfigError
+            If another process holds it.
+        """
+        import fcntl
+
+        fd = os.open(self.dir / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ConfigError(f"output: another tpcflow submit is writing {str(output)!r} (its resume folder "
+                              f"{str(self.dir)!r} is locked); wait for it to finish, or choose another -o") from None
+        return fd
+
+    def close(self) -> None:
+        """Release the lock."""
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+    def __enter__(self) -> _Sidecar:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _open(self, manifest: dict) -> None:
         mpath = self.dir / "manifest.json"
         if mpath.exists():
             old = json.loads(mpath.read_text())
@@ -367,29 +406,35 @@ def submit_files(
     manifest = {"inputs": [str(p.resolve()) for p in reader.files], "sizes": [p.stat().st_size for p in reader.files],
                 "entries": n, "producer": producer, "out_producer": out_producer, "service": service,
                 "sidecar_version": 3}
-    side = _Sidecar(output, manifest)
-    todo = [e for e in range(n) if e not in side.where]
-    skipped = n - len(todo)
-    sent = 0
-    ok = False
     try:
-        if todo:
-            client = Client(broker, timeout=timeout, retries=retries, copy=False, context=context, curve=curve)
-            bar = _progress_bar(progress, n, skipped, service)
-            try:
-                if wait_service > 0:  # 0: brokers without MMI (majortomo) are not asked
-                    client.wait_for_service(service, timeout=wait_service)
-                sent = _exchange(client, service, reader, todo, keys, side, bar, compression=compression,
-                                 max_in_flight=max_in_flight, flush_every=flush_every, flush_seconds=flush_seconds)
-            finally:
-                client.close()
-                if bar is not None:
-                    bar.close()
-        ok = True
-    finally:
+        side = _Sidecar(output, manifest)
+    except BaseException:
         reader.close()
-        if not ok and not side.where:  # nothing finished: leave no resume folder behind
-            shutil.rmtree(side.dir, ignore_errors=True)
-    _write_outputs(output, n, side, out_producer, h5_compression, root_out)
-    shutil.rmtree(side.dir, ignore_errors=True)
+        raise
+    with side:  # the lock is held until the outputs are written
+        todo = [e for e in range(n) if e not in side.where]
+        skipped = n - len(todo)
+        sent = 0
+        ok = False
+        try:
+            if todo:
+                client = Client(broker, timeout=timeout, retries=retries, copy=False, context=context, curve=curve)
+                bar = _progress_bar(progress, n, skipped, service)
+                try:
+                    if wait_service > 0:  # 0: brokers without MMI (majortomo) are not asked
+                        client.wait_for_service(service, timeout=wait_service)
+                    sent = _exchange(client, service, reader, todo, keys, side, bar, compression=compression,
+                                     max_in_flight=max_in_flight, flush_every=flush_every,
+                                     flush_seconds=flush_seconds)
+                finally:
+                    client.close()
+                    if bar is not None:
+                        bar.close()
+            ok = True
+        finally:
+            reader.close()
+            if not ok and not side.where:  # nothing finished: leave no resume folder behind
+                shutil.rmtree(side.dir, ignore_errors=True)
+        _write_outputs(output, n, side, out_producer, h5_compression, root_out)
+        shutil.rmtree(side.dir, ignore_errors=True)
     return SubmitResult(output, n, sent, skipped, time.monotonic() - t0)
