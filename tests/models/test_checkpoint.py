@@ -130,3 +130,33 @@ def test_unreadable_checkpoint_names_the_file(tmp_path):
     (tmp_path / "checkpoint-00000001.pt").write_bytes(b"not a torch file")
     with pytest.raises(DataFormatError, match="checkpoint-00000001.pt"):
         manager.load_latest(TINY)
+
+
+def test_a_file_that_is_no_checkpoint_never_gets_torchs_advice_to_unpickle_it(tmp_path):
+    """torch's message for a refused unpickle says weights_only=False "will likely succeed": code execution."""
+    import os
+    import zipfile
+
+    random_file = tmp_path / "random.pt"
+    random_file.write_bytes(os.urandom(3000))
+    code_pickle = tmp_path / "code.pt"
+    torch.save({"format": "tpcflow-checkpoint", "fn": zipfile.ZipFile}, code_pickle)  # a class: not data
+    not_torch_zip = tmp_path / "other.pt"
+    with zipfile.ZipFile(not_torch_zip, "w") as zf:
+        zf.writestr("readme.txt", "hello")
+    for path, message in ((random_file, "not a torch.save archive"), (not_torch_zip, "not a torch.save archive"),
+                          (code_pickle, "objects other than plain data")):
+        with pytest.raises(DataFormatError, match=message) as info:
+            read_checkpoint(path)
+        assert "weights_only` set to `False`" not in str(info.value) and "will likely succeed" not in str(info.value)
+        assert str(path) in str(info.value)
+
+
+def test_a_checkpoint_named_code_pt_is_a_checkpoint(tmp_path):
+    """The archive's members are named after the file: "code.pt" holds "code/data.pkl", not TorchScript code."""
+    from tpcflow.models.checkpoint import torch_file_format
+
+    path = save_checkpoint(tmp_path / "code.pt", build_network(TINY), TINY)
+    assert torch_file_format(path) == "checkpoint"
+    model, cfg = load_model(path)
+    assert cfg == TINY

@@ -170,9 +170,12 @@ def torch_file_format(path: str | os.PathLike) -> str | None:
             names = zf.namelist()
     except (zipfile.BadZipFile, OSError):
         return None
-    if any(n.endswith("/constants.pkl") or n.startswith("code/") or "/code/" in n for n in names):
+    # members are "<archive>/<member>", the archive named after the file: judge the part below it
+    # (a checkpoint saved as "code.pt" has members "code/data.pkl", which are not TorchScript code)
+    inner = {n.split("/", 1)[1] for n in names if "/" in n}
+    if "constants.pkl" in inner or any(m.startswith("code/") for m in inner):
         return "torchscript"
-    if any(n.endswith("data.pkl") for n in names):
+    if "data.pkl" in inner:
         return "checkpoint"
     return None
 
@@ -209,12 +212,19 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     path = Path(path)
     if not path.is_file():
         raise DataFormatError("checkpoint file does not exist", file_path=path)
+    kind = torch_file_format(path)
+    if kind != "checkpoint":
+        what = "a TorchScript archive (torch.jit.save)" if kind == "torchscript" else "not a torch.save archive"
+        raise DataFormatError(f"not a tpcflow checkpoint: the file is {what}", file_path=path)
     try:
         with torch.serialization.safe_globals(_safe_globals()):
             ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
+        # torch's own message advises weights_only=False, which would run the file's code: not repeated
+        detail = str(err).split("WeightsUnpickler error:", 1)[-1].strip().splitlines()[0] if str(err) else ""
         raise DataFormatError(
-            f"checkpoint holds objects that are not plain data (refused by torch.load(weights_only=True)): {err}",
+            "checkpoint holds objects other than plain data (tensors, numbers, strings, lists, dicts), which "
+            f"tpcflow never unpickles (torch.load(weights_only=True) refused: {detail})",
             file_path=path,
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as err:

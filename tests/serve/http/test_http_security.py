@@ -126,8 +126,14 @@ def test_onnx_without_onnxruntime_is_a_clean_400(server):
     if onnx_available():
         pytest.skip("onnxruntime is installed")
     http, _, _ = server
-    r = _upload(http, model_bytes=b"\x08\x07", filename="model.onnx")
+    onnx_head = b"\x08\x07\x12\x07pytorch"  # ModelProto: ir_version 7, producer_name "pytorch"
+    r = _upload(http, model_bytes=onnx_head, filename="model.onnx")
     assert r.status_code == 400 and "onnxruntime" in r.json()["detail"]
+    # the format is told by the content, not the name: ONNX named .pt is ONNX, random bytes named .onnx are not
+    r = _upload(http, model_bytes=onnx_head, filename="model.pt")
+    assert r.status_code == 400 and "onnxruntime" in r.json()["detail"]
+    r = _upload(http, model_bytes=b"\x89PNG not a model at all", filename="model.onnx")
+    assert r.status_code == 400 and "is not a TorchScript archive" in r.json()["detail"], r.text
 
 
 def test_a_hostile_json_body_is_refused_fast_and_the_server_stays_live(tmp_path):

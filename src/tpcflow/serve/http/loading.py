@@ -31,21 +31,48 @@ def onnx_available() -> bool:
     return importlib.util.find_spec("onnxruntime") is not None
 
 
+#: the field tags that may follow ``ir_version`` at the start of an ONNX ``ModelProto``
+#: (fields 2-8: producer_name, producer_version, domain, model_version, doc_string, graph, opset_import)
+_ONNX_NEXT_TAGS = {0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42}
+
+
+def looks_like_onnx(path: Path) -> bool:
+    """Whether a file starts as an ONNX ``ModelProto``: field 1 ``ir_version`` (a small varint), then another field.
+
+    Source: onnx/onnx.proto (``ModelProto``: ir_version = 1, producer_name = 2, ..., graph = 7,
+    opset_import = 8); protobuf tags are ``field << 3 | wire_type``.
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except OSError:
+        return False
+    if len(head) < 3 or head[0] != 0x08:
+        return False
+    i, version = 1, 0
+    while i < len(head) and i < 6:
+        version |= (head[i] & 0x7F) << (7 * (i - 1))
+        i += 1
+        if not head[i - 1] & 0x80:
+            break
+    return 1 <= version <= 64 and i < len(head) and head[i] in _ONNX_NEXT_TAGS
+
+
 def detect_format(path: Path, filename: str | None = None) -> str:
-    """Return ``"torchscript"``, ``"checkpoint"`` or ``"onnx"`` for a model file.
+    """Return ``"torchscript"``, ``"checkpoint"`` or ``"onnx"`` for a model file, by its content.
 
     Raises
     ------
     ModelFormatError
         If the file is none of them.
     """
-    if (filename or path.name).lower().endswith(".onnx"):
-        return "onnx"
     from tpcflow.models.checkpoint import torch_file_format
 
     fmt = torch_file_format(path)
     if fmt is not None:
         return fmt
+    if looks_like_onnx(path):
+        return "onnx"
     raise ModelFormatError(
         "model file is not a TorchScript archive (torch.jit.save), a tpcflow checkpoint (torch.save) "
         "or an ONNX file (*.onnx)",
