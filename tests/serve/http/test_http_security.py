@@ -179,6 +179,21 @@ def test_a_hostile_json_body_is_refused_fast_and_the_server_stays_live(tmp_path)
     assert worst < 0.5, f"health check took {worst:.3f} s while the hostile request was in flight"
 
 
+def test_upload_errors_do_not_show_the_servers_folders(server):
+    """A checkpoint-looking archive that load_model refuses: the message names the file, not the spool folder."""
+    import io
+
+    import torch
+
+    http, _, root = server
+    buf = io.BytesIO()
+    torch.save({"format": "tpcflow-checkpoint", "version": 1, "network": {"bogus": 1}, "model": {}}, buf)
+    r = _upload(http, name="leak", model_bytes=buf.getvalue(), filename="mine.pt")
+    assert r.status_code == 400, r.text
+    detail = r.json()["detail"]
+    assert "cannot load tpcflow checkpoint" in detail and str(root) not in detail and "/tmp" not in detail, detail
+
+
 def test_deep_nesting_and_a_decompression_bomb_are_400_not_500(server):
     """A few KB of nested brackets to KServe, and a PNG whose header claims 10^10 pixels, to /image."""
     import struct

@@ -11,6 +11,7 @@ Formats (detected from the file's content, not its name, except ONNX):
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -130,7 +131,8 @@ def _onnx_runner(path: Path, name: str, input_names: list[str]) -> ModelFn:
     try:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph types
-        raise ModelFormatError(f"onnxruntime cannot load the model: {err}", file_path=path.name) from None
+        raise ModelFormatError(f"onnxruntime cannot load the model: {_no_dirs(err, path)}",
+                               file_path=path.name) from None
     names = [i.name for i in session.get_inputs()]
 
     def run(inputs: list[np.ndarray]) -> list[np.ndarray]:
@@ -163,7 +165,8 @@ def load_runner(path: Path, fmt: str, name: str, input_names: list[str], threads
         try:
             module = torch.jit.load(str(path), map_location="cpu")
         except Exception as err:  # torch raises RuntimeError with the archive problem
-            raise ModelFormatError(f"cannot load TorchScript archive: {err}", file_path=path) from None
+            raise ModelFormatError(f"cannot load TorchScript archive: {_no_dirs(err, path)}",
+                                   file_path=path.name) from None
         return _torch_runner(module, name, threads)
     if fmt == "checkpoint":
         from tpcflow.models.checkpoint import load_model
@@ -171,6 +174,12 @@ def load_runner(path: Path, fmt: str, name: str, input_names: list[str], threads
         try:
             module, _config = load_model(path, map_location="cpu")
         except Exception as err:  # load_model raises DataFormatError; torch its own
-            raise ModelFormatError(f"cannot load tpcflow checkpoint: {err}", file_path=path) from None
+            raise ModelFormatError(f"cannot load tpcflow checkpoint: {_no_dirs(err, path)}",
+                                   file_path=path.name) from None
         return _torch_runner(module, name, threads)
-    raise ModelFormatError(f"unknown model format {fmt!r}", file_path=path)
+    raise ModelFormatError(f"unknown model format {fmt!r}", file_path=path.name)
+
+
+def _no_dirs(err: BaseException, path: Path) -> str:
+    """The error's text without the server's folders: a client sees its file's name, not where it was spooled."""
+    return str(err).replace(f"{path.parent}{os.sep}", "").replace(str(path.parent), "")
