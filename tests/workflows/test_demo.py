@@ -113,3 +113,11 @@ def test_demo_cli_short_run(tmp_path, capsys):
     assert served, text
     assert served.group(1) == served.group(2) and int(served.group(2)) > 0
     assert (out / "served_predictions.h5").exists() and not (out / "served_predictions.h5.partial").exists()
+
+
+def test_a_downsample_the_demo_network_cannot_take_is_refused_before_any_work(tmp_path, capsys):
+    assert main(["demo", "--downsample", "4", "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "--downsample 4 makes 80x128 images" in err and "use --downsample 0 to 3" in err
+    assert "network.network_depth" not in err  # an option the demo does not have
+    assert not (tmp_path / "out").exists()

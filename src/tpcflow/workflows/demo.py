@@ -33,7 +33,7 @@ from tpcflow import atomic
 from tpcflow.config import Config, load_config
 from tpcflow.train.report import format_metrics
 
-__all__ = ["DemoSettings", "DemoState", "demo_stages", "find_real_file", "run_demo"]
+__all__ = ["DemoSettings", "DemoState", "check_settings", "demo_stages", "find_real_file", "run_demo"]
 
 REAL_FILE = "larcv3/cosmic_tagging_light.h5"
 
@@ -322,8 +322,35 @@ def demo_stages() -> list[tuple[str, Callable[[DemoState], None]]]:
     ]
 
 
+def check_settings(settings: DemoSettings) -> None:
+    """Refuse, before any work, a ``--downsample`` whose images the demo's network cannot halve enough.
+
+    Raises
+    ------
+    ConfigError
+        Naming the demo's own option (``--downsample``) and the values that fit.
+    """
+    from tpcflow.errors import ConfigError
+    from tpcflow.sim.geometry import image_metas
+
+    depth = load_config(list(settings.network)).network.resolve().network_depth
+    w, h = image_metas(0)[0].number_of_voxels  # SBND's full grid, CosmicTagger layout (H, W) = (h, w)
+    fits = [k for k in range(0, 11) if (h >> k) % (1 << depth) == 0 and (w >> k) % (1 << depth) == 0 and h >> k]
+    if settings.downsample not in fits:
+        raise ConfigError(f"--downsample {settings.downsample} makes {h >> settings.downsample}x"
+                          f"{w >> settings.downsample} images, which the demo's network (depth {depth}) cannot "
+                          f"halve {depth} times: use --downsample {min(fits)} to {max(fits)}")
+
+
 def run_demo(settings: DemoSettings = DemoSettings(), *, echo=print, stages=None) -> DemoState:
-    """Run the demo's stages and return the final state (metrics, results, paths)."""
+    """Run the demo's stages and return the final state (metrics, results, paths).
+
+    Raises
+    ------
+    ConfigError
+        Settings that cannot work (:func:`check_settings`), before any stage runs.
+    """
+    check_settings(settings)
     state = DemoState(settings=settings, echo=echo)
     t0 = time.perf_counter()
     for name, stage in stages if stages is not None else demo_stages():
