@@ -229,3 +229,22 @@ def test_a_reversed_range_says_so(tmp_path):
         with pytest.raises(ConfigError, match=r"(?s)entry range \[3, 2\): stop must not be below start.*e.h5"):
             r.read_range(3, 2)
         assert len(r.read_range(2, 2)) == 0
+
+
+def test_files_with_other_product_sets_are_read_for_the_products_they_share(tmp_path):
+    """A real file beside a copy holding only its charge: readable together for the charge alone."""
+    real = data_path("larcv3/cosmic_tagging_light.h5")
+    charge_only = tmp_path / "charge_only.h5"
+    with open_larcv3(real) as r:
+        events = r.read_range(0, 2)
+    write_larcv3(charge_only, [Event(ev.event_id, {"sparse2d/sbndwire": ev.products["sparse2d/sbndwire"]})
+                               for ev in events])
+    with open_larcv3([real, charge_only], products=["sparse2d/sbndwire"]) as both:
+        assert len(both) == 7
+        np.testing.assert_array_equal(both.read(5).products["sparse2d/sbndwire"][1].values,
+                                      events[0].products["sparse2d/sbndwire"][1].values)
+    with pytest.raises(ProductNotFoundError, match="sbnd_cosmicseg") as info:
+        open_larcv3([real, charge_only], products=["sparse2d/sbndwire", "sparse2d/sbnd_cosmicseg"])
+    assert str(charge_only) in str(info.value)
+    with pytest.raises(DataFormatError, match=r"name them \(products=...\): \['sparse2d/sbndwire'\]"):
+        open_larcv3([real, charge_only])

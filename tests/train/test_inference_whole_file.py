@@ -126,3 +126,18 @@ def test_a_validation_file_smaller_than_its_minibatch_names_the_option(trained, 
                        f"run.output_dir={tmp_path}", *TINY_NETWORK])
     with pytest.raises(ConfigError, match=r"no batch would be made\n\(reading data.aux_file=.*run.aux_minibatch_size=2"):
         train(cfg, echo=quiet)
+
+
+def test_training_files_need_only_the_products_the_run_reads(trained, tmp_path):
+    """The real file (charge, labels, clusters, particles) beside a copy with charge and labels only."""
+    out, _ = trained
+    real = data_path("larcv3/cosmic_tagging_light.h5")
+    with open_larcv3(real) as r:
+        events = r.read_range(0, 2)
+    slim = tmp_path / "slim.h5"
+    keep = ("sparse2d/sbndwire", "sparse2d/sbnd_cosmicseg")
+    write_larcv3(slim, [Event(ev.event_id, {k: ev.products[k] for k in keep}) for ev in events])
+    cfg = load_config([f"data.file={real},{slim}", "data.downsample=4", "run.iterations=1", "run.progress=false",
+                       "run.aux_iterations=0", "run.num_threads=1", f"run.output_dir={tmp_path}", *TINY_NETWORK])
+    res = train(cfg, echo=quiet)
+    assert len(res.losses) == 1 and np.isfinite(res.losses[0])

@@ -45,7 +45,7 @@ import weakref
 
 import numpy as np
 
-from tpcflow.errors import ConfigError
+from tpcflow.errors import ConfigError, ProductNotFoundError
 from tpcflow.io import open_larcv3
 from tpcflow.loader.config import load_processor_config
 from tpcflow.loader.fillers import make_filler
@@ -104,13 +104,18 @@ class ThreadProcessor:
 
     def __init__(self, config, **overrides):
         self.config = load_processor_config(config, **overrides)
-        self.reader = open_larcv3(list(self.config.input_files))
+        fillers = [make_filler(fc.name, fc.process_type, fc.params) for fc in self.config.fillers]
+        try:  # only the products the fillers read must be in every file
+            self.reader = open_larcv3(list(self.config.input_files), products=[f.key for f in fillers])
+        except ProductNotFoundError as err:
+            names = [f.name for f in fillers if f.key == err.product]
+            err.product = f"{err.product} (batch filler {names[0]!r})" if names else err.product
+            raise
         products = {p.key: p for p in self.reader.products}
         self.fillers = []
         self._bound = []
         first = self.reader.files[0]
-        for fc in self.config.fillers:
-            f = make_filler(fc.name, fc.process_type, fc.params)
+        for f in fillers:
             metas = self._metas(f.key) if (f.key in products and f.ptype != "particle") else None
             f.bind(products, metas, file_path=first)
             self.fillers.append(f)

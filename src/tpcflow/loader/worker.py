@@ -250,8 +250,8 @@ def worker_main(wid: int, spec: FillSpec, task_q, result_q, mm=None, is_thread: 
         # the workers are the parallelism: no extra inflate threads in the reader of each one
         os.environ.setdefault("TPCFLOW_IO_THREADS", "1")
     try:
-        reader = open_larcv3(spec.files)
         fillers = build_fillers(spec)
+        reader = open_larcv3(spec.files, products=[f.key for f in fillers])
         if mm is None:
             mm = map_file(spec.path, spec.layout)
         views = [SlotView(mm, spec.layout, s) for s in range(spec.layout.num_storage)]

@@ -14,6 +14,7 @@ so that a resumed run sees the same minibatches.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Protocol
 
@@ -101,22 +102,26 @@ def check_products(files: list[Path], cfg: DataConfig, *, labels: bool | None = 
     """
     from tpcflow.io import open_larcv3
 
-    with open_larcv3(files) as reader:
-        keys = [p.key for p in reader.products]
-        if labels is None:
-            labels = f"sparse2d/{cfg.label_producer}" in keys
-        wanted = [("data.image_producer", cfg.image_producer)]
-        if labels:
-            wanted.append(("data.label_producer", cfg.label_producer))
-        for opt, producer in wanted:
-            key = f"sparse2d/{producer}"
-            if key not in keys:
-                err = ProductNotFoundError(key, available=keys, file_path=files[0])
-                raise ConfigError(f"{err}\nset {opt}=<producer> to one of the sparse2d products above") from None
+    image_key, label_key = f"sparse2d/{cfg.image_producer}", f"sparse2d/{cfg.label_producer}"
+    if labels is None:  # labels when every file has them
+        have = []
+        for f in files:
+            with open_larcv3(f) as r:
+                have.append(label_key in [p.key for p in r.products])
+        labels = all(have)
+        if any(have) and not labels:
+            warnings.warn(f"{label_key} is in {sum(have)} of {len(files)} files: read without labels, no metrics",
+                          UserWarning, stacklevel=3)
+    wanted = {image_key: "data.image_producer", **({label_key: "data.label_producer"} if labels else {})}
+    try:
+        reader = open_larcv3(files, products=list(wanted))  # only these must be in every file
+    except ProductNotFoundError as err:
+        raise ConfigError(f"{err}\nset {wanted[err.product]}=<producer> to one of the sparse2d products above") \
+            from None
+    with reader:
         if len(reader) == 0:
             raise DataFormatError("the dataset has no entries", file_path=files[0])
-        key = f"sparse2d/{cfg.image_producer}"
-        return [proj.meta for proj in reader.read(0, products=[key]).products[key]], labels
+        return [proj.meta for proj in reader.read(0, products=[image_key]).products[image_key]], labels
 
 
 class FileSource:

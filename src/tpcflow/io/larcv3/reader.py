@@ -60,7 +60,10 @@ class Larcv3Reader:
     Raises
     ------
     DataFormatError
-        A file is missing, not HDF5, truncated, not larcv3, or the files hold different products.
+        A file is missing, not HDF5, truncated, not larcv3, or (without ``products``) the files
+        hold different products.
+    ProductNotFoundError
+        A product of ``products`` is missing from a file (naming the file).
     ProductNotFoundError
         A requested product is not in the files; the message lists the available ones.
 
@@ -91,24 +94,27 @@ class Larcv3Reader:
         ]
 
     def _check_products(self) -> None:
+        """Every file must hold the products read: those asked for, or without ``products`` all of them."""
         first = self._files[0]
         ref = set(first.groups)
+        if self._want is not None:  # only the products asked for must be in every file
+            for f in self._files:
+                for k in self._want:
+                    if k not in f.groups:
+                        raise ProductNotFoundError(k, available=f.groups, file_path=f.path, object_path="/Data")
+            self._keys = list(dict.fromkeys(self._want))
+            return
         for f in self._files[1:]:
             got = set(f.groups)
             if got != ref:
                 raise DataFormatError(
                     f"files hold different products: {sorted(got - ref)} only in {f.path}, "
-                    f"{sorted(ref - got)} only in {first.path}",
+                    f"{sorted(ref - got)} only in {first.path}; to read the ones they share, name them "
+                    f"(products=...): {sorted(got & ref)}",
                     file_path=f.path,
                     object_path="/Data",
                 )
-        if self._want is None:
-            self._keys = sorted(ref)
-        else:
-            for k in self._want:
-                if k not in ref:
-                    raise ProductNotFoundError(k, available=ref, file_path=first.path, object_path="/Data")
-            self._keys = list(dict.fromkeys(self._want))
+        self._keys = sorted(ref)
 
     # -- pickling: re-open by path -------------------------------------------------
     def __getstate__(self) -> dict:
