@@ -140,6 +140,32 @@ def test_a_resumed_submit_refuses_another_service(tmp_path):
         _Sidecar(out, dict(manifest, service="tagger_b"))
 
 
+def test_a_resumed_submit_refuses_another_network_under_the_same_service(tmp_path):
+    """Issue 16, item 3: the same service name served by another network after an interruption is refused,
+    so that one output never mixes two networks' predictions; the same network resumes."""
+    from tpcflow.errors import ProtocolError, ServiceError
+
+    flaky, other, fail = tmp_path / "flaky.py", tmp_path / "other.py", tmp_path / "fail"
+    body = "    return (np.asarray(images) > 0).astype(np.int64)\n"
+    flaky.write_text(f"import os\nimport numpy as np\nCALLS = [0]\ndef process_net(images):\n    CALLS[0] += 1\n"
+                     f"    if CALLS[0] > 2 and os.path.exists({str(fail)!r}):\n"
+                     "        raise RuntimeError('GPU fell over')\n" + body)
+    other.write_text("import numpy as np\ndef process_net(images):\n" + body.replace("> 0", ">= 0"))
+    fail.touch()
+    src = data_path("larcv3/cosmic_tagging_light.h5")
+    out = tmp_path / "o.h5"
+    with pytest.raises(ServiceError, match="GPU fell over"):
+        segment_via_broker(module=flaky, inputs=[src], output=out, service="tagger", max_batch=1, progress=False)
+    partial = out.with_name(out.name + ".partial")
+    assert (partial / "model.txt").read_text().startswith("sha256:")
+    with pytest.raises(ProtocolError, match=r"answered with model 'sha256:.*finished entries .* came from model"):
+        segment_via_broker(module=other, inputs=[src], output=out, service="tagger", max_batch=1, progress=False)
+    assert not out.exists()
+    fail.unlink()  # the first network again, now healthy: it resumes
+    res = segment_via_broker(module=flaky, inputs=[src], output=out, service="tagger", max_batch=1, progress=False)
+    assert res.skipped >= 1 and out.exists()
+
+
 def test_friend_tree_agrees_with_the_larcv3_output_over_chunks(tmp_path, monkeypatch):
     """The two outputs of one submit, the larcv3 file and the ROOT friend tree, agree entry by entry,
     also when the tree is written in several chunks."""

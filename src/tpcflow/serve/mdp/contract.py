@@ -43,13 +43,14 @@ A module without ``SERVICE`` and every checkpoint are the CosmicTagger service
 ``label`` (3 classes) and its softmax probability ``score``, as before.
 
 Reply body: one tensor per plane and output, named ``<output><plane>`` (``label0``, ``score0``,
-``label1``, ...), planes in order, outputs in declared order, each with the event id.
+``label1``, ...), planes in order, outputs in declared order, each with the event id; the first
+carries ``attrs["model"]``, the identity of the network (:attr:`ServiceSpec.model`).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -123,12 +124,18 @@ FORMS = ("dense", "sparse")
 
 @dataclass(frozen=True)
 class ServiceSpec:
-    """The inputs (products, planes, form) and the outputs of a service, in reply order."""
+    """The inputs (products, planes, form) and the outputs of a service, in reply order.
+
+    ``model`` names the network behind it (``sha256:<16 hex>`` of the checkpoint or module file);
+    every reply carries it, so that a client can tell two networks apart under one service name.
+    It is not part of the contract's equality.
+    """
 
     outputs: tuple[Output, ...]
     products: tuple[str, ...] = ()
     planes: int | None = None
     form: str = "dense"
+    model: str = field(default="", compare=False)
 
     def __post_init__(self):
         names = [o.name for o in self.outputs]
@@ -192,12 +199,17 @@ def encode_outputs(event_id, values: dict[str, list[np.ndarray]], spec: ServiceS
     frames = []
     for p in range(n_planes):
         for o in spec.outputs:
-            frames += codec.encode(o.check(values[o.name][p], p), name=f"{o.name}{p}", event_id=event_id)
+            attrs = {"model": spec.model} if spec.model and not frames else None  # once per reply
+            frames += codec.encode(o.check(values[o.name][p], p), name=f"{o.name}{p}", event_id=event_id,
+                                   attrs=attrs)
     return frames
 
 
-def decode_outputs(frames) -> tuple[tuple | None, dict[str, list[np.ndarray]]]:
+def decode_outputs(frames, *, with_model: bool = False):
     """Return ``(event_id, {output: [per-plane arrays]})`` from a reply body.
+
+    With ``with_model``, ``(event_id, outputs, model)``: the ``model`` the worker declared
+    (:attr:`ServiceSpec.model`), ``""`` when it declared none.
 
     Raises
     ------
@@ -219,4 +231,6 @@ def decode_outputs(frames) -> tuple[tuple | None, dict[str, list[np.ndarray]]]:
     counts = {name: len(p) for name, p in out.items()}
     if len(set(counts.values())) != 1:
         raise ProtocolError(f"service reply: outputs have different plane counts {counts}")
+    if with_model:
+        return tensors[0].event_id, out, str(tensors[0].attrs.get("model", ""))
     return tensors[0].event_id, out

@@ -18,6 +18,7 @@ Source: CosmicTagger image layout and label convention (tpcflow products docstri
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import logging
 import sys
@@ -376,7 +377,8 @@ def load_service(*, model_path=None, module_path=None, device=None, precision=No
     if (model_path is None) == (module_path is None):
         raise ConfigError("give exactly one of --model CHECKPOINT or --module user.py")
     if module_path is not None:
-        return load_user_module(module_path, device=device, precision=precision)
+        predict, spec = load_user_module(module_path, device=device, precision=precision)
+        return predict, dataclasses.replace(spec, model=file_identity(module_path))
     if not Path(model_path).is_file():
         raise ConfigError(f"--model: {str(model_path)!r} does not exist")
     from tpcflow.models.checkpoint import load_model
@@ -384,6 +386,18 @@ def load_service(*, model_path=None, module_path=None, device=None, precision=No
     data: dict = {}
     model, config = load_model(model_path, map_location="cpu", data=data)
     runner = torch_predictor(model, device=device, precision=precision)
+    spec = dataclasses.replace(COSMIC_TAGGER, model=file_identity(model_path))
     if config is None:  # TorchScript: no stored resolution, run as sent
-        return runner, COSMIC_TAGGER
-    return PooledPredictor(runner, data), COSMIC_TAGGER
+        return runner, spec
+    return PooledPredictor(runner, data), spec
+
+
+def file_identity(path) -> str:
+    """``sha256:<16 hex>`` of a file's bytes: the identity of the network a worker serves."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return f"sha256:{h.hexdigest()[:16]}"

@@ -106,6 +106,9 @@ class _Sidecar:
                 )
         else:
             atomic.write_bytes(mpath, json.dumps(manifest, indent=1).encode())
+        mfile = self.dir / "model.txt"
+        #: the network the finished entries came from (set by the first reply; "" if the worker names none)
+        self.model: str | None = mfile.read_text() if mfile.is_file() else None
         self.where: dict[int, tuple[Path, int]] = {}  # entry -> (chunk, row)
         for chunk in sorted(self.dir.glob("chunk-*.npz")):
             with np.load(chunk) as z:
@@ -113,6 +116,25 @@ class _Sidecar:
                     self.where.setdefault(int(entry), (chunk, row))
         self._cache: dict[Path, dict] = {}
 
+
+    def check_model(self, model: str, service: str) -> None:
+        """Record the network of the first reply; refuse a reply from another one.
+
+        Raises
+        ------
+        ProtocolError
+            If ``model`` differs from the one the finished entries came from.
+        """
+        if self.model is None:
+            atomic.write_text(self.dir / "model.txt", model)
+            self.model = model
+        elif model != self.model:
+            raise ProtocolError(
+                f"service {service!r} answered with model {model or '(unnamed)'!r}, but the {len(self.where)} "
+                f"finished entries in {str(self.dir)!r} (and the earlier replies) came from model "
+                f"{self.model or '(unnamed)'!r}: one output file holds one network's predictions. Serve that "
+                "model again to resume, or remove the folder to start over with this one"
+            )
 
     def flush(self, results: list) -> None:
         """Write finished entries ``[(entry, event_id, metas, index_per_plane, {output: per-plane values})]``.
@@ -231,16 +253,18 @@ def _progress_bar(enabled: bool, total: int, initial: int, service: str):
     return tqdm(total=total, initial=initial, unit="event", desc=f"submit {service}", dynamic_ncols=True)
 
 
-def _checked_result(entry: int, request: tuple, reply: list) -> tuple:
+def _checked_result(entry: int, request: tuple, reply: list, side: _Sidecar, service: str) -> tuple:
     """``(entry, event_id, metas, index, {output: per-plane values})`` of a reply, checked against its request.
 
     Raises
     ------
     ProtocolError
-        If the event id, the plane count or the voxel counts differ from the request's.
+        If the event id, the plane count or the voxel counts differ from the request's, or the
+        reply comes from another network than the earlier ones (:meth:`_Sidecar.check_model`).
     """
     eid, index, metas = request
-    r_eid, outputs = decode_outputs(reply)
+    r_eid, outputs, model = decode_outputs(reply, with_model=True)
+    side.check_model(model, service)
     want = [len(x) for x in index]
     for name, per_plane in outputs.items():
         got = [len(x) for x in per_plane]
@@ -270,7 +294,7 @@ def _exchange(client, service: str, reader, entries: list[int], keys: list[str],
     last_flush = time.monotonic()
     try:
         for entry, reply in client.map(service, bodies(), max_in_flight=max_in_flight):
-            done.append(_checked_result(entry, pending.pop(entry), reply))
+            done.append(_checked_result(entry, pending.pop(entry), reply, side, service))
             sent += 1
             if bar is not None:
                 bar.update(1)
