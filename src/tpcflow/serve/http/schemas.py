@@ -13,7 +13,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 __all__ = [
+    "ERROR_RESPONSES",
     "DeleteResponse",
+    "ErrorResponse",
     "ImageResponse",
     "InferResponse",
     "LiveResponse",
@@ -148,3 +150,26 @@ class StatusResponse(_Body):
     limits: dict[str, Any]
     uploads_enabled: bool
     numpy: str
+
+
+class ErrorResponse(_Body):
+    """Every error answer: ``error`` the message; ``detail`` the same, or pydantic's error list for a 422."""
+
+    detail: Any
+    error: str
+
+
+#: the error answers every route may give, declared once for the routers (``APIRouter(responses=...)``)
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": text}
+    for code, text in (
+        (400, "bad input: wrong shapes, keys, files or values (the message says which)"),
+        (401, "upload or delete without the right API token"),
+        (403, "upload or delete on a server without an API token"),
+        (404, "unknown model, version or route"),
+        (405, "method not allowed on this route"),
+        (413, "request body over the size limit"),
+        (415, "an image that is not PNG or JPEG"),
+        (422, "a body that is not valid JSON or fails the request schema"),
+    )
+}

@@ -19,6 +19,7 @@ from tpcflow.serve.http.inputs import check_sample_shape
 from tpcflow.serve.http.params import NAME_PATTERN
 from tpcflow.serve.http.repository import check_name
 from tpcflow.serve.http.schemas import (
+    ERROR_RESPONSES,
     InferResponse,
     LiveResponse,
     ModelMetadataResponse,
@@ -31,7 +32,7 @@ from tpcflow.serve.http.tensors import HEADER, InferRequest, decode_request, enc
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v2", tags=["kserve-v2"])
+router = APIRouter(prefix="/v2", tags=["kserve-v2"], responses=ERROR_RESPONSES)
 
 _NAME = Path(pattern=NAME_PATTERN, description="model name")
 _VERSION = Path(pattern=r"^[1-9][0-9]{0,8}$", description="model version")

@@ -6,10 +6,11 @@ from fastapi import APIRouter, Response
 
 from tpcflow.serve.http.deps import State
 from tpcflow.serve.http.metrics import CONTENT_TYPE_LATEST
+from tpcflow.serve.http.schemas import ERROR_RESPONSES
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["metrics"])
+router = APIRouter(tags=["metrics"], responses=ERROR_RESPONSES)
 
 
 @router.get("/metrics", response_class=Response, summary="Prometheus metrics")

@@ -29,6 +29,7 @@ from tpcflow.serve.http.loading import onnx_available
 from tpcflow.serve.http.params import NAME_PATTERN
 from tpcflow.serve.http.repository import check_name, parse_labels
 from tpcflow.serve.http.schemas import (
+    ERROR_RESPONSES,
     DeleteResponse,
     ImageResponse,
     PredictResponse,
@@ -39,7 +40,7 @@ from tpcflow.serve.http.schemas import (
 
 __all__ = ["PredictRequest", "router"]
 
-router = APIRouter(tags=["tfaas"])
+router = APIRouter(tags=["tfaas"], responses=ERROR_RESPONSES)
 
 #: above this many output elements the JSON answer is built in a worker thread
 _BIG_ELEMENTS = 1 << 16
