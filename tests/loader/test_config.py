@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import yaml
+from conftest import data_path
 from loader_testdata import write_file
 
-from tpcflow.errors import ConfigError, ProductNotFoundError
+from tpcflow.errors import ConfigError, DataFormatError, ProductNotFoundError
 from tpcflow.io import open_larcv3
 from tpcflow.loader import ThreadProcessor, cosmic_tagger_config, load_processor_config, parse_pset
 
@@ -135,3 +136,14 @@ def test_missing_producer_fails_at_configure_listing_products(tmp_path):
 def test_missing_config_file():
     with pytest.raises(ConfigError, match="not found"):
         load_processor_config("no/such/file.cfg")
+
+
+def test_files_on_different_grids_are_refused_not_squeezed(tmp_path):
+    """Issue 16, item 2: the real SBND file (2048x1280) beside synthetic events at downsample 3 (256x160)."""
+    from tpcflow.sim.sbnd import generate_file
+
+    real = data_path("larcv3/cosmic_tagging_light.h5")
+    small = generate_file(tmp_path / "small.h5", 1, 0, downsample=3)
+    with pytest.raises(DataFormatError, match=r"\(2048, 1280\).*small.h5 of \[\(256, 160\)") as info:
+        ThreadProcessor(cosmic_tagger_config([real, small], num_threads=1))
+    assert "one minibatch has one grid" in str(info.value)

@@ -45,7 +45,7 @@ import weakref
 
 import numpy as np
 
-from tpcflow.errors import ConfigError, ProductNotFoundError
+from tpcflow.errors import ConfigError, DataFormatError, ProductNotFoundError
 from tpcflow.io import open_larcv3
 from tpcflow.loader.config import load_processor_config
 from tpcflow.loader.fillers import make_filler
@@ -126,8 +126,28 @@ class ThreadProcessor:
         self._start_epoch = 0
 
     def _metas(self, key):
-        ev = self.reader.read(0, products=[key])
-        return [p.meta for p in ev.products[key]]
+        """The metas of ``key`` in the first entry, checked to be the same grid in every file's first entry.
+
+        Raises
+        ------
+        DataFormatError
+            If two files hold the product on different grids: a minibatch has one shape, and the
+            other file's voxels would be squeezed into the first file's grid.
+        """
+        first = None
+        for path, start, stop in zip(self.reader.files, self.reader.file_starts,
+                                     [*self.reader.file_starts[1:], len(self.reader)]):
+            if start == stop:
+                continue
+            metas = [p.meta for p in self.reader.read(start, products=[key]).products[key]]
+            if first is None:
+                first = (path, metas)
+            elif [m.number_of_voxels for m in metas] != [m.number_of_voxels for m in first[1]]:
+                raise DataFormatError(
+                    f"{key}: {first[0]} holds planes of {[m.number_of_voxels for m in first[1]]} voxels, {path} of "
+                    f"{[m.number_of_voxels for m in metas]}; one minibatch has one grid: read these files in "
+                    "separate runs, or make them at the same resolution", file_path=path)
+        return first[1] if first is not None else []
 
     # -- introspection -----------------------------------------------------------
     def __len__(self) -> int:

@@ -142,6 +142,11 @@ class Larcv3Reader:
         return list(self._paths)
 
     @property
+    def file_starts(self) -> list[int]:
+        """The entry number of each file's first entry (files in order; an empty file's equals the next's)."""
+        return [int(s) for s in self._starts[:-1]]
+
+    @property
     def products(self) -> list[ProductInfo]:
         """The products (type, producer, max number of projections; 1 for particle)."""
         return list(self._products)
