@@ -204,6 +204,37 @@ def test_request_fails_after_max_attempts(ctx):
         broker.socket.close(0)
 
 
+def test_a_request_sent_to_an_already_silent_worker_is_not_charged_its_death(ctx):
+    """A killed worker's other connections look idle until they expire; a request handed to one of them
+    is re-dispatched without using up an attempt (soak test: requests lost to max_attempts)."""
+    broker = Broker("inproc://silent", heartbeat_interval=1.0, heartbeat_liveness=3, busy_worker_timeout=1.0,
+                    max_attempts=1, context=ctx)
+    try:
+        cl = _dealer(ctx, broker.endpoint)
+        dead, alive = _dealer(ctx, broker.endpoint), _dealer(ctx, broker.endpoint)
+        for w in (dead, alive):
+            w.send_multipart([b"", P.WORKER_HEADER, P.READY, b"svc"])
+            broker.handle(_recv(broker), 0.0)
+        alive.send_multipart([b"", P.WORKER_HEADER, P.HEARTBEAT])
+        broker.handle(_recv(broker), 1.5)
+        cl.send_multipart([b"", P.CLIENT_HEADER, P.REQUEST, b"svc", P.pack_rid(7), b"p"])
+        broker.handle(_recv(broker), 1.6)  # to `dead`, the least recently used, silent since 0.0
+        assert dead.poll(1000)
+        alive.send_multipart([b"", P.WORKER_HEADER, P.HEARTBEAT])
+        broker.handle(_recv(broker), 2.5)
+        broker.tick(3.1)  # `dead` expired: with max_attempts=1 this used to be a 500 to the client
+        assert not cl.poll(50) and broker.services[b"svc"].redispatched == 1
+        frames = alive.recv_multipart()
+        assert frames[2] == P.REQUEST
+        alive.send_multipart([b"", P.WORKER_HEADER, P.FINAL, frames[3], b"", P.pack_rid(7), b"done"])
+        broker.handle(_recv(broker), 3.2)
+        assert cl.recv_multipart()[-1] == b"done"
+        for s in (cl, dead, alive):
+            s.close(0)
+    finally:
+        broker.socket.close(0)
+
+
 def test_worker_protocol_violations_get_disconnect(ctx):
     broker = Broker("inproc://violations", heartbeat_interval=1.0, context=ctx)
     try:

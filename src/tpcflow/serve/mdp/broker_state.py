@@ -206,6 +206,10 @@ class BrokerState:
             req = svc.pop()
             _, w = svc.idle.popitem(last=False)  # least recently used
             req.attempts += 1
+            # a worker of several connections killed leaves idle-looking connections until they
+            # expire: a request sent to one of them should not count as a death it caused
+            last_message = w.expires_at - self.heartbeat_expiry
+            w.silent_at_dispatch = w.local is None and now - last_message > 1.5 * self.heartbeat_interval
             w.request = req
             w.busy_until = now + self.busy_worker_timeout
             if w.local is not None:
@@ -224,6 +228,9 @@ class BrokerState:
         svc.idle.pop(w.identity, None)
         req, w.request = w.request, None
         if req is not None:
+            if w.silent_at_dispatch and req.free_retries < self.max_attempts:
+                req.attempts -= 1
+                req.free_retries += 1
             if req.attempts >= self.max_attempts:
                 svc.errors += 1
                 text = f"service {svc.name.decode()!r}: {req.attempts} workers died while processing the request"

@@ -28,7 +28,11 @@ class QueuedRequest:
         Request body frames (zero-copy ``zmq.Frame`` objects where received so).
     service : bytes
     attempts : int
-        Number of times it was dispatched to a worker.
+        Number of times it was dispatched to a worker, less the free retries.
+    free_retries : int
+        Dispatches to a worker already silent (no message for 1.5 heartbeat intervals) that then
+        died: not counted as attempts, since that worker was most likely dead before the request
+        reached it (at most ``max_attempts`` of them).
     queued_at : float
     orphan_since : float or None
         Since when the request waits on a service with no worker (unknown-service deadline).
@@ -40,6 +44,7 @@ class QueuedRequest:
     service: bytes
     queued_at: float
     attempts: int = 0
+    free_retries: int = 0
     orphan_since: float | None = None
     rfc: bool = False
 
@@ -58,6 +63,7 @@ class WorkerState:
     beats_when_busy: bool = False  # seen sending HEARTBEAT while busy: held to the idle liveness
     rfc: bool = False
     local: object | None = None  # the LocalWorker of an in-process slot (no socket, no heartbeats)
+    silent_at_dispatch: bool = False  # its request came after 1.5 heartbeat intervals without a message
 
     @property
     def busy(self) -> bool:
