@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     if settings.api_token is None:
         print(f"tpcflow serve-http: no API token (${TOKEN_ENV}): upload and delete are disabled")
     app = create_app(settings)
+    app.state.tpcflow.parser.warm()  # the first large body is not kept waiting for a process start
     import gc
 
     # torch and friends leave ~10^6 long-lived objects; freezing them keeps full

@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException
 
 from tpcflow import __version__
 from tpcflow.errors import TpcflowError
+from tpcflow.serve.http.bodies import BodyParser
 from tpcflow.serve.http.cache import ModelCache
 from tpcflow.serve.http.deps import ServerState
 from tpcflow.serve.http.errors import status_of
@@ -84,7 +85,8 @@ def create_app(settings: Settings) -> FastAPI:
         on_batch=meters.on_batch,
         torch_threads=settings.torch_threads,
     )
-    state = ServerState(settings=settings, repository=repository, cache=cache, metrics=meters)
+    parser = BodyParser(settings.parse_processes, settings.max_request_elements)
+    state = ServerState(settings=settings, repository=repository, cache=cache, metrics=meters, parser=parser)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -92,6 +94,7 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             cache.close()
+            parser.close()
 
     app = FastAPI(
         title="tpcflow model server",

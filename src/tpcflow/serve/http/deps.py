@@ -11,6 +11,7 @@ from typing import Annotated
 from fastapi import Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from tpcflow.serve.http.bodies import BodyParser
 from tpcflow.serve.http.cache import ModelCache
 from tpcflow.serve.http.errors import AuthError
 from tpcflow.serve.http.metrics import Metrics
@@ -28,6 +29,7 @@ class ServerState:
     repository: ModelRepository
     cache: ModelCache
     metrics: Metrics
+    parser: BodyParser
     started_at: float = field(default_factory=time.time)
 
 

@@ -18,7 +18,10 @@ __all__ = [
     "ModelExecutionError",
     "ModelFormatError",
     "PayloadTooLargeError",
+    "ServerBusyError",
+    "TooManyElementsError",
     "UnknownModelError",
+    "check_elements",
     "status_of",
 ]
 
@@ -43,6 +46,30 @@ class PayloadTooLargeError(ProtocolError):
     def __str__(self) -> str:
         got = f"{self.size} bytes" if self.size is not None else "more bytes"
         return f"{self.what} too large: {got}, the limit is {self.limit} bytes"
+
+
+class TooManyElementsError(ProtocolError):
+    """The request carries more numbers than ``max_request_elements`` (HTTP 413)."""
+
+    status_code = 413
+
+
+def check_elements(count: int, limit: int, what: str = "request") -> None:
+    """Bound the work of one request by its count of numbers, before they are converted.
+
+    Raises
+    ------
+    TooManyElementsError
+        If ``count`` exceeds ``limit``.
+    """
+    if count > limit:
+        raise TooManyElementsError(f"{what} holds {count} numbers, the limit is {limit} (max_request_elements)")
+
+
+class ServerBusyError(ServiceError):
+    """The server could not finish the request for a reason of its own; retry (HTTP 503)."""
+
+    status_code = 503
 
 
 class AuthError(TpcflowError, PermissionError):

@@ -7,10 +7,11 @@ import math
 
 import numpy as np
 
-from tpcflow.serve.http.errors import BadRequestError
+from tpcflow.serve.http.errors import BadRequestError, check_elements
 from tpcflow.serve.http.params import DATATYPES, ModelParams
+from tpcflow.serve.http.tensors import narrow
 
-__all__ = ["check_sample_shape", "decode_image", "label_probabilities", "rows_to_array"]
+__all__ = ["check_sample_shape", "decode_image", "label_probabilities", "rows_to_array", "values_to_rows"]
 
 _PNG = b"\x89PNG\r\n\x1a\n"
 _JPEG = b"\xff\xd8\xff"
@@ -44,16 +45,17 @@ def check_sample_shape(x: np.ndarray, params: ModelParams, what: str = "input") 
     )
 
 
-def rows_to_array(values: list, keys: list[str] | None, params: ModelParams) -> tuple[np.ndarray, bool]:
-    """Build the ``(n, features)`` input of ``POST /json``; return it and whether one row was sent.
+def values_to_rows(values: list, max_elements: int) -> tuple[np.ndarray, bool]:
+    """``POST /json`` values (one row ``[v, ...]`` or rows ``[[v, ...], ...]``) as ``(n, width)`` float64.
 
-    ``keys`` (the request's feature names) are matched against ``params.keys``
-    and the columns reordered to the model's order.
+    Returns the array and whether one row was sent.
 
     Raises
     ------
     BadRequestError
-        On ragged rows, a key mismatch, or a wrong shape.
+        On empty or ragged rows, NaN or infinity.
+    TooManyElementsError
+        If there are more than ``max_elements`` values (HTTP 413).
     """
     single = not values or not isinstance(values[0], list)
     rows = [values] if single else values
@@ -63,14 +65,28 @@ def rows_to_array(values: list, keys: list[str] | None, params: ModelParams) -> 
     for i, row in enumerate(rows):
         if len(row) != width:
             raise BadRequestError(f"values rows have different lengths: row 0 has {width}, row {i} has {len(row)}")
-    dtype = np.dtype(DATATYPES[params.datatype])
+    check_elements(len(rows) * width, max_elements, "values")
     x = np.asarray(rows, dtype=np.float64)
     if not np.all(np.isfinite(x)):
         raise BadRequestError("values contain NaN or infinity")
-    if dtype.kind in "iub":
-        if not np.array_equal(x, np.round(x)):
-            raise BadRequestError(f"model {params.name!r} takes {params.datatype} inputs, but values are not integers")
-    x = x.astype(dtype)
+    return x, single
+
+
+def rows_to_array(x: np.ndarray, keys: list[str] | None, params: ModelParams) -> np.ndarray:
+    """Make ``x`` ``(n, width)`` float64 (from :func:`values_to_rows`) the input of the model.
+
+    ``keys`` (the request's feature names) are matched against ``params.keys``
+    and the columns reordered to the model's order; the values are cast to the
+    model's datatype.
+
+    Raises
+    ------
+    BadRequestError
+        On a key mismatch, values the model's datatype cannot hold (:func:`~.tensors.narrow`), or a wrong shape.
+    """
+    width = x.shape[1]
+    dtype = np.dtype(DATATYPES[params.datatype])
+    x = narrow(x, dtype, f"values for model {params.name!r}")
     if keys is not None:
         if len(set(keys)) != len(keys):
             raise BadRequestError(f"keys must be unique, but got {keys}")
@@ -88,7 +104,7 @@ def rows_to_array(values: list, keys: list[str] | None, params: ModelParams) -> 
                 x = x[:, [keys.index(k) for k in params.keys]]
     elif params.keys is not None and width != len(params.keys):
         raise BadRequestError(f"model {params.name!r} takes {len(params.keys)} values per row {params.keys}, got {width}")
-    return check_sample_shape(x, params), single
+    return check_sample_shape(x, params)
 
 
 def decode_image(data: bytes, params: ModelParams, max_pixels: int) -> np.ndarray:

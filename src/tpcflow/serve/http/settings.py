@@ -34,6 +34,12 @@ class Settings(BaseModel):
         Largest body of every other request [bytes] (HTTP 413 above).
     max_image_pixels : int
         Largest decoded image for ``POST /image`` [pixels].
+    max_request_elements : int
+        Most numbers in one inference request (``/json`` values, KServe input shapes);
+        HTTP 413 above.  The default is what the largest request body holds as binary FP32.
+    parse_processes : int
+        Helper processes that parse bodies above 64 KiB, so that the server keeps
+        answering meanwhile (JSON parsing holds Python's GIL); 0 parses in a thread.
     batching : bool
         Group concurrent inference requests into one model call.
     max_batch_size : int
@@ -54,6 +60,8 @@ class Settings(BaseModel):
     max_upload_bytes: int = Field(default=512 * MiB, gt=0)
     max_request_bytes: int = Field(default=16 * MiB, gt=0)
     max_image_pixels: int = Field(default=16 * MiB, gt=0)
+    max_request_elements: int = Field(default=4 * MiB, gt=0)
+    parse_processes: int = Field(default=1, ge=0, le=64)
     batching: bool = True
     max_batch_size: int = Field(default=64, ge=1)
     max_batch_delay_ms: float = Field(default=0.0, ge=0.0, le=1000.0)

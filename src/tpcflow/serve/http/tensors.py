@@ -17,10 +17,10 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from tpcflow.serve.http.errors import BadRequestError
+from tpcflow.serve.http.errors import BadRequestError, check_elements
 from tpcflow.serve.http.params import DATATYPES
 
-__all__ = ["InferRequest", "decode_request", "encode_response"]
+__all__ = ["InferRequest", "decode_request", "encode_response", "narrow"]
 
 HEADER = "inference-header-content-length"
 _NP_TO_V2 = {np.dtype(v).str: k for k, v in DATATYPES.items()}
@@ -66,6 +66,38 @@ class InferValidationError(BadRequestError):
     status_code = 422
 
 
+def narrow(x: np.ndarray, dtype: np.dtype, what: str) -> np.ndarray:
+    """Cast numbers to ``dtype``, refusing any value the cast would change.
+
+    Floats beyond the range of a smaller float type (they would become infinite),
+    non-integers or out-of-range values for an integer type, and anything but 0
+    and 1 for BOOL are errors, never silently rounded, wrapped or made infinite.
+
+    Raises
+    ------
+    BadRequestError
+        Naming ``what`` and the datatype.
+    """
+    dtype = np.dtype(dtype)
+    if x.dtype.kind not in "biuf":
+        raise BadRequestError(f"{what}: data are not numbers")
+    if x.size and x.dtype != dtype:
+        name = _NP_TO_V2.get(dtype.newbyteorder("<").str, dtype.name)
+        if dtype.kind == "b":
+            changed = not np.isin(x, (0, 1)).all()
+        elif dtype.kind in "iu":
+            info = np.iinfo(dtype)
+            changed = bool(x.min() < info.min or x.max() > info.max)
+            if x.dtype.kind == "f":
+                changed = changed or not np.array_equal(x, np.round(x))
+        else:
+            changed = x.dtype.kind == "f" and x.dtype.itemsize > dtype.itemsize and bool(
+                np.abs(x[np.isfinite(x)]).max(initial=0) > np.finfo(dtype).max)
+        if changed:
+            raise BadRequestError(f"{what}: values outside {name} (not integers, or beyond its range)")
+    return x.astype(dtype, copy=False)
+
+
 def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
     if header_length is None:
         return body, memoryview(b"")
@@ -79,14 +111,20 @@ def _split_body(body: bytes, header_length: str | None) -> tuple[bytes, memoryvi
     return bytes(view[:n]), view[n:]
 
 
-def decode_request(body: bytes, header_length: str | None) -> tuple[InferRequest, list[np.ndarray]]:
+def decode_request(body: bytes, header_length: str | None,
+                   max_elements: int | None = None) -> tuple[InferRequest, list[np.ndarray]]:
     """Parse a v2 inference body into the request and its input arrays (shaped, typed).
+
+    ``max_elements`` bounds the numbers of all inputs together, by their shapes,
+    before any is converted.
 
     Raises
     ------
     BadRequestError
         On malformed JSON, unknown datatypes, data that does not fit the shape,
         or binary sizes that do not add up.
+    TooManyElementsError
+        If the shapes hold more than ``max_elements`` numbers (HTTP 413).
     """
     header, binary = _split_body(body, header_length)
     try:
@@ -98,6 +136,8 @@ def decode_request(body: bytes, header_length: str | None) -> tuple[InferRequest
         raise BadRequestError("inference request is nested too deeply") from None
     except ValidationError as err:
         raise InferValidationError(f"invalid inference request: {err}") from None
+    if max_elements is not None:
+        check_elements(sum(math.prod(inp.shape) for inp in request.inputs), max_elements, "inputs")
     arrays = []
     offset = 0
     for inp in request.inputs:
@@ -128,9 +168,10 @@ def decode_request(body: bytes, header_length: str | None) -> tuple[InferRequest
             if inp.data is None:
                 raise BadRequestError(f"input {inp.name!r} has neither data nor parameters.binary_data_size")
             try:
-                arr = np.asarray(inp.data, dtype=dtype)
+                arr = np.asarray(inp.data)
             except (ValueError, TypeError, OverflowError, RecursionError) as err:
                 raise BadRequestError(f"input {inp.name!r}: data is not {inp.datatype} numbers: {err}") from None
+            arr = narrow(arr, dtype, f"input {inp.name!r}")
             if arr.size != count:
                 raise BadRequestError(
                     f"input {inp.name!r}: data has {arr.size} elements but shape {inp.shape} needs {count}"

@@ -8,10 +8,10 @@ tensor data extension (see :mod:`tpcflow.serve.http.tensors`).  Errors are
 
 from __future__ import annotations
 
-import anyio.to_thread
 from fastapi import APIRouter, Path, Request, Response
 
 from tpcflow import __version__
+from tpcflow.serve.http.bodies import OFFLOAD_ELEMENTS
 from tpcflow.serve.http.cache import LoadedModel
 from tpcflow.serve.http.deps import State, json_response
 from tpcflow.serve.http.errors import BadRequestError
@@ -28,7 +28,7 @@ from tpcflow.serve.http.schemas import (
     ServerMetadataResponse,
     inline_schema,
 )
-from tpcflow.serve.http.tensors import HEADER, InferRequest, decode_request, encode_response
+from tpcflow.serve.http.tensors import HEADER, InferRequest, encode_response
 
 __all__ = ["router"]
 
@@ -36,9 +36,6 @@ router = APIRouter(prefix="/v2", tags=["kserve-v2"], responses=ERROR_RESPONSES)
 
 _NAME = Path(pattern=NAME_PATTERN, description="model name")
 _VERSION = Path(pattern=r"^[1-9][0-9]{0,8}$", description="model version")
-#: above these sizes, decoding and encoding run in a worker thread
-_BIG_BYTES = 1 << 20
-_BIG_ELEMENTS = 1 << 16
 _PLATFORM = {"torchscript": "pytorch_libtorch", "checkpoint": "pytorch_libtorch", "onnx": "onnxruntime_onnx"}
 
 
@@ -127,21 +124,14 @@ def _arrange_inputs(loaded: LoadedModel, request: InferRequest, arrays: list) ->
 
 async def _infer(request: Request, state, name: str, version: int | None) -> Response:
     loaded = await state.cache.aget(check_name(name), version)  # 404 before any body error
-    body = await request.body()
-    header = request.headers.get(HEADER)
-    if len(body) > _BIG_BYTES:  # keep the event loop free while large tensors are decoded
-        infer_request, arrays = await anyio.to_thread.run_sync(decode_request, body, header)
-    else:
-        infer_request, arrays = decode_request(body, header)
+    infer_request, arrays = await state.parser.infer(await request.body(), request.headers.get(HEADER))
     inputs = _arrange_inputs(loaded, infer_request, arrays)
     outputs = await loaded.batcher.submit(inputs)
     names = list(loaded.params.output_names)
     names += [f"output{i}" for i in range(len(names), len(outputs))]
-    if sum(o.size for o in outputs) > _BIG_ELEMENTS:
-        payload, header_length = await anyio.to_thread.run_sync(
-            encode_response, infer_request, name, loaded.version, names, outputs)
-    else:
-        payload, header_length = encode_response(infer_request, name, loaded.version, names, outputs)
+    big = sum(o.size for o in outputs) > OFFLOAD_ELEMENTS
+    payload, header_length = await state.parser.run(big, encode_response, infer_request, name, loaded.version,
+                                                    names, outputs)
     if header_length is None:
         return Response(payload, media_type="application/json")
     return Response(payload, media_type="application/octet-stream",

@@ -12,16 +12,15 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import anyio.to_thread
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Request, Response
-from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile
 
 from tpcflow import __version__
+from tpcflow.serve.http.bodies import OFFLOAD_ELEMENTS, PredictRequest, predictions_body
 from tpcflow.serve.http.deps import State, json_response, require_token
 from tpcflow.serve.http.errors import BadRequestError, ModelFormatError
 from tpcflow.serve.http.inputs import decode_image, label_probabilities, rows_to_array
@@ -38,27 +37,11 @@ from tpcflow.serve.http.schemas import (
     inline_schema,
 )
 
-__all__ = ["PredictRequest", "router"]
+__all__ = ["router"]
 
 router = APIRouter(tags=["tfaas"], responses=ERROR_RESPONSES)
 
-#: above this many output elements the JSON answer is built in a worker thread
-_BIG_ELEMENTS = 1 << 16
 _FORM_LIMITS = {"max_files": 3, "max_fields": 4, "max_part_size": 1024 * 1024}
-
-
-class PredictRequest(BaseModel):
-    """Body of ``POST /json``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    model: str = Field(pattern=NAME_PATTERN, description="model name")
-    keys: list[str] | None = Field(default=None, description="feature names of the values, in their order")
-    # fail_fast: the work a hostile body causes is bounded by its first bad element (issue 16)
-    values: Annotated[list[float], Field(fail_fast=True)] | Annotated[
-        list[Annotated[list[float], Field(fail_fast=True)]], Field(fail_fast=True)] = Field(
-        description="one row [v, ...] or rows [[v, ...], ...]")
-    version: int | None = Field(default=None, ge=1, description="model version (default: latest)")
 
 
 def _multipart_body(properties: dict, required: list[str]) -> dict:
@@ -67,32 +50,6 @@ def _multipart_body(properties: dict, required: list[str]) -> dict:
 
 
 _BINARY = {"type": "string", "format": "binary"}
-
-
-def _body_errors(err: ValidationError) -> list[dict]:
-    errors = err.errors(include_url=False)
-    for e in errors:
-        e["loc"] = ("body", *e["loc"])
-    return errors
-
-
-#: bodies above this size are parsed and validated off the event loop
-_BIG_BODY = 1 << 16
-
-
-def _validate_predict(raw: bytes) -> PredictRequest:
-    """Parse and validate a /json body.
-
-    Raises
-    ------
-    RequestValidationError
-        With the errors of the body; ``values`` validation stops at its first bad element
-        (pydantic's ``fail_fast``), so a body of a million strings is one error, not two million.
-    """
-    try:
-        return PredictRequest.model_validate_json(raw)
-    except ValidationError as err:
-        raise RequestValidationError(_body_errors(err)) from None
 
 
 async def _read_part(part: object, what: str) -> bytes:
@@ -182,35 +139,21 @@ _PREDICT_DOC = {"requestBody": {"required": True, "content": {"application/json"
 async def predict_json(request: Request, state: State) -> Response:
     """Run ``model`` on one row or a batch of rows; returns ``predictions`` (one per row).
 
-    The body is validated with :class:`PredictRequest` directly (pydantic-core's
-    JSON parser), which costs less per request than FastAPI's body handling.
+    The body is validated with :class:`~tpcflow.serve.http.bodies.PredictRequest` directly
+    (pydantic-core's JSON parser), large bodies in a helper process (:mod:`.bodies`).
     """
-    raw = await request.body()
-    if len(raw) > _BIG_BODY:  # keep the event loop free while a large body is parsed
-        body = await anyio.to_thread.run_sync(_validate_predict, raw)
-    else:
-        body = _validate_predict(raw)
+    body = await state.parser.predict(await request.body())
     loaded = await state.cache.aget(body.model, body.version)
-    x, single = rows_to_array(body.values, body.keys, loaded.params)
+    x = rows_to_array(body.x, body.keys, loaded.params)
+    single = body.single
     if len(loaded.params.input_names) != 1:
         raise BadRequestError(f"model {body.model!r} takes {len(loaded.params.input_names)} inputs; "
                               "use POST /v2/models/{name}/infer")
     outputs = await loaded.batcher.submit([x])
-    if sum(o.size for o in outputs) > _BIG_ELEMENTS:  # keep the event loop free for large answers
-        return await anyio.to_thread.run_sync(_predictions, loaded, outputs, single)
-    return _predictions(loaded, outputs, single)
-
-
-def _predictions(loaded, outputs: list[np.ndarray], single: bool) -> Response:
-    first = outputs[0][0] if single else outputs[0]
-    answer: dict = {"model": loaded.name, "version": loaded.version, "predictions": first.tolist()}
-    if len(outputs) > 1:
-        names = loaded.params.output_names
-        answer["outputs"] = {
-            (names[i] if i < len(names) else f"output{i}"): (o[0] if single else o).tolist()
-            for i, o in enumerate(outputs)
-        }
-    return json_response(answer)
+    big = sum(o.size for o in outputs) > OFFLOAD_ELEMENTS
+    payload = await state.parser.run(big, predictions_body, loaded.name, loaded.version,
+                                     list(loaded.params.output_names), outputs, single)
+    return Response(payload, media_type="application/json")
 
 
 @router.post(
@@ -264,7 +207,8 @@ def status(state: State) -> Response:
         "formats": ["torchscript", "checkpoint"] + (["onnx"] if onnx_available() else []),
         "batching": {"enabled": s.batching, "max_batch_size": s.max_batch_size,
                      "max_batch_delay_ms": s.max_batch_delay_ms},
-        "limits": {"max_upload_bytes": s.max_upload_bytes, "max_request_bytes": s.max_request_bytes},
+        "limits": {"max_upload_bytes": s.max_upload_bytes, "max_request_bytes": s.max_request_bytes,
+                   "max_request_elements": s.max_request_elements, "max_image_pixels": s.max_image_pixels},
         "uploads_enabled": s.api_token is not None,
         "numpy": np.__version__,
     })
