@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import data_path
 
 CASES = [
     # (command line, what the message must name)
@@ -34,6 +35,10 @@ CASES = [
     ("client --url http://127.0.0.1:1 upload up.json", "nope.pt"),
     ("client --url http://127.0.0.1:1 predict missing.json", "missing.json"),
     ("root-train --files missing.txt --model m.py --labels x --out o", "missing.txt"),
+    ("root-train --files hzz.txt --model m.py --labels Jet_Px --out o", "field 'Jet_Px'"),
+    ("root-train --files hzz.txt --model m.py --labels NMuonn --out o", "label branch (CLI: --labels)"),
+    ("root-predict hzz.root --model adir -o s.root", "adir/params.json"),
+    ("root-predict hzz.root --model adir -o s.csv", "-o must end in .root or .parquet"),
 ]
 
 
@@ -44,6 +49,7 @@ def scratch(tmp_path_factory):
     (d / "afile").write_text("a file where a folder is expected")
     (d / "adir").mkdir()
     (d / "m.py").write_text("def process_net(images):\n    return images\n")
+    (d / "hzz.txt").write_text(f"{data_path('root/uproot-HZZ.root')}\n")
     (d / "up.json").write_text(json.dumps({"name": "m", "model": "nope.pt", "params": {"name": "m"}}))
     return d
 

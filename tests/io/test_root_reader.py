@@ -99,3 +99,20 @@ def test_reader_pickles_and_reopens():
     r = DataReader(data_path("root/uproot-HZZ.root"), include=["NJet"])
     r2 = pickle.loads(pickle.dumps(r))
     np.testing.assert_array_equal(np.asarray(r2.read(0, 50)["NJet"]), np.asarray(r.read(0, 50)["NJet"]))
+
+
+def test_ttree_subclasses_are_trees(monkeypatch):
+    """Issue 13: TNtuple and TNtupleD derive from TTree and uproot reads them as trees; the class
+    name was compared with "TTree" exactly ("no TTree in this file").  No real TNtuple file is in
+    the shared data and uproot cannot write one, so the directory reports the HZZ tree as one."""
+
+    real = uproot.reading.ReadOnlyDirectory.classnames
+
+    def as_ntuple(self, *args, **kwargs):
+        return {k: ("TNtupleD" if v == "TTree" else v) for k, v in real(self, *args, **kwargs).items()}
+
+    monkeypatch.setattr(uproot.reading.ReadOnlyDirectory, "classnames", as_ntuple)
+    with DataReader(data_path("root/uproot-HZZ.root")) as reader:
+        assert reader.tree_name == "events" and reader.trees() == {"events": 2421}
+        assert reader._is_tree_class("TNtuple") and not reader._is_tree_class("TH1F")
+        assert len(reader.read(0, 10, ["NJet"])["NJet"]) == 10

@@ -51,8 +51,11 @@ def test_train_root_writes_model_specs_and_learns(tmp_path, model_file):
     net.load_state_dict(torch.load(out / "model_state.pt"))
     net.eval()
     torch.testing.assert_close(scripted(x), net(x))
-    saved = json.loads((out / "params.json").read_text())
+    saved = json.loads((out / "train_params.json").read_text())
     assert saved["idim"] == summary["idim"] and len(saved["columns"]) == summary["idim"]
+    serving = json.loads((out / "params.json").read_text())  # the artifact the server takes as it is
+    assert serving["keys"] == saved["columns"] and serving["output_transform"] == "softmax"
+    assert serving["preprocessing"]["specs"]["branches"].keys() == specs.branches.keys()
 
 
 def test_params_and_model_errors(tmp_path):

@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "serve-http": "tpcflow.cli.serve_http",
     "client": "tpcflow.cli.client",
     "root-train": "tpcflow.cli.root_train",
+    "root-predict": "tpcflow.cli.root_predict",
 }
 
 

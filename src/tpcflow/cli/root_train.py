@@ -12,8 +12,9 @@ DESCRIPTION = (
     "Labels: in files.txt, or --labels as comma-separated per-file labels, a text file with one label per "
     "line, or the name of a label branch. "
     "Image mode (hep_resnet): --images DIR --labels labels.csv, or --larcv2 FILE:LABEL ... "
-    "Writes model.pt (TorchScript), model_state.pt, params.json, labels.txt (and specs.json) into --out; "
-    "--upload URL publishes model.pt to a tpcflow/TFaaS HTTP model server."
+    "Writes model.pt (TorchScript), model_state.pt, params.json (serving params with the preprocessing), "
+    "labels.txt, upload.json, train_params.json and specs.json into --out; "
+    "--upload URL publishes them to a tpcflow/TFaaS HTTP model server."
 )
 
 
@@ -107,6 +108,7 @@ def _run_images(args) -> int:
     print(f"wrote {', '.join(written.values())}")
     if args.upload:
         _upload(args, Path(written["model"]), {"input_shape": list(x.shape[1:]), "datatype": "FP32",
+                                               "img_channels": x.shape[1] if x.shape[1] in (1, 3, 4) else None,
                                                "probabilities": "softmax", "labels": classes,
                                                "description": "hep_resnet image classifier (tpcflow)"},
                 Path(written["labels"]))
@@ -134,12 +136,6 @@ def run(args) -> int:
     summary = train_root(files, labels, args.model, params, args.out, progress=not args.no_progress)
     print(f"wrote {', '.join(summary['files'].values())}")
     if args.upload:
-        meta = json.loads(Path(summary["files"]["params"]).read_text())
-        classes = Path(summary["files"]["labels"]).read_text().split()
-        _upload(args, Path(summary["files"]["model"]),
-                {"input_shape": [summary["idim"]], "datatype": "FP32", "labels": classes,
-                 "keys": meta["columns"] if not params.use_mask else None,
-                 "probabilities": "sigmoid" if len(classes) <= 2 else "softmax",
-                 "description": "tpcflow root-train model on ROOT TTrees"},
-                Path(summary["files"]["labels"]))
+        out = Path(args.out)
+        _upload(args, out / "model.pt", json.loads((out / "params.json").read_text()), out / "labels.txt")
     return 0

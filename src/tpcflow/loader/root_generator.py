@@ -4,10 +4,10 @@ tpcflow's version of MLaaS4HEP's ``DataGenerator`` (arXiv:1811.04492, ``workflow
 uproot 5 / awkward 2 and vectorised: jagged branches are padded from their awkward offsets
 and content with numpy fancy indexing, never with a per-event Python loop.
 
-Row layout (from :meth:`tpcflow.io.root.Specs.layout`): flat branches first, then each
-jagged branch padded to its ``jdim``.  Normalisation is min/max from the specs,
-``(x - min) / (max - min)`` (``x - min`` when ``max == min``).  Padded slots and non-finite
-values (NaN, ±inf) have ``mask == False`` and hold ``pad_value`` after normalisation.
+Rows are built by :class:`tpcflow.loader.root_preprocess.Preprocessing` (row layout,
+padding, normalisation: see there), the same object that travels with the trained model
+to the server and to ``tpcflow root-predict``.  Identifier branches (run, event, ...) are
+never features.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import numpy as np
 
 from tpcflow.errors import ConfigError, DataFormatError
 from tpcflow.io.root import BranchNotFoundError, DataReader, Specs, flat_numpy, jagged_parts, load_specs, merge_specs
+from tpcflow.loader.root_preprocess import DEFAULT_IDENTIFIERS, Preprocessing, cap_jdim
 
 __all__ = ["Chunk", "DataGenerator", "pad_jagged", "read_file_list"]
 
@@ -96,23 +97,6 @@ def pad_jagged(array, jdim: int, pad_value: float = 0.0, dtype=np.float32, *, ou
     return out, out_mask
 
 
-def _scatter_plan(offsets: np.ndarray, jdim: int, width: int):
-    """Flat destinations in an (N, width) row-major matrix of a jagged branch padded to ``jdim``.
-
-    Returns ``(dest, keep)``: value ``k`` kept by ``keep`` (None: all kept, no clipping) goes to
-    ``dest[k] + first column``.  One vectorised pass over the values; no per-event loop.
-    """
-    counts = np.diff(offsets)
-    n, total = len(counts), int(offsets[-1] - offsets[0])
-    rows = np.repeat(np.arange(n, dtype=np.int64), counts)
-    local = np.arange(total, dtype=np.int64) - np.repeat(offsets[:-1] - offsets[0], counts)
-    keep = None
-    if counts.max(initial=0) > jdim:
-        keep = local < jdim
-        rows, local = rows[keep], local[keep]
-    return rows * width + local, keep
-
-
 def read_file_list(path) -> tuple[list[str], list[int] | None]:
     """Read a ``files.txt``: one file or URL per line, optionally followed by an integer label.
 
@@ -180,6 +164,13 @@ class DataGenerator:
     validation_split : float
         Fraction of each file's events put in the validation subset, chosen at random once
         (seeded) and fixed across epochs (default 0).
+    identifiers : sequence of str
+        Identifier branches, never features (default
+        :data:`~tpcflow.loader.root_preprocess.DEFAULT_IDENTIFIERS`; ``()`` to use them).
+    jdim : int or dict of str to int, optional
+        Cap on the width of jagged branches, for all or per branch; longer events are truncated
+        and counted in ``preprocessing.truncated`` (once each: in the first epoch's training
+        chunks, read in this process).
 
     Raises
     ------
@@ -192,7 +183,7 @@ class DataGenerator:
     def __init__(self, files: Sequence, *, labels=None, specs=None, tree: str | None = None, include=None,
                  exclude=None, nevts=None, chunk_size: int = 1000, pad_value: float = 0.0,
                  normalise: bool = True, shuffle: bool = True, seed: int = 0, validation_split: float = 0.0,
-                 on_unreadable: str = "raise", retries: int = 3):
+                 on_unreadable: str = "raise", retries: int = 3, identifiers=DEFAULT_IDENTIFIERS, jdim=None):
         files = [str(f) for f in files]
         if not files:
             raise ConfigError("DataGenerator needs at least one file")
@@ -206,7 +197,8 @@ class DataGenerator:
             if len(labels) != len(files):
                 raise ConfigError(f"got {len(labels)} labels for {len(files)} files; give one label per file")
         self.file_labels = None if self.label_branch else labels
-        exclude = list(exclude or []) + ([self.label_branch] if self.label_branch else [])
+        self.identifiers = [str(i) for i in identifiers]
+        exclude = list(exclude or []) + ([self.label_branch] if self.label_branch else []) + self.identifiers
         self.files = files
         per_file = list(nevts) if isinstance(nevts, Sequence) else [nevts] * len(files)
         if len(per_file) != len(files):
@@ -217,6 +209,7 @@ class DataGenerator:
             specs = merge_specs([r.first_pass() for r in self.readers])
         elif not isinstance(specs, Specs):
             specs = load_specs(specs)
+        specs = cap_jdim(specs, jdim)
         self.specs = specs
         self.branches = [name for name, _, _ in specs.layout()]
         for r in self.readers:
@@ -228,7 +221,11 @@ class DataGenerator:
                     file_path=r.source, object_path=r.tree_name)
             if self.label_branch and self.label_branch not in r.tree.keys(recursive=True):
                 raise BranchNotFoundError(self.label_branch, available=r.tree.keys(), file_path=r.source,
-                                          object_path=r.tree_name)
+                                          object_path=r.tree_name,
+                                          hint="the label branch (CLI: --labels) is not in the tree: fix its spelling")
+            if self.label_branch and type(r.tree[self.label_branch].interpretation).__name__ == "AsJagged":
+                raise DataFormatError("the label branch holds a list per event; labels need one number per event",
+                                      file_path=r.source, object_path=r.tree_name, field=self.label_branch)
         self.chunk_size = int(chunk_size)
         self.pad_value = float(pad_value)
         self.normalise = bool(normalise)
@@ -240,13 +237,9 @@ class DataGenerator:
         self.nchunks = max(1, math.ceil(int(self.sizes.sum()) / self.chunk_size))
         self._is_val = [np.random.default_rng([self.seed, i]).random(int(n)) < self.validation_split
                         for i, n in enumerate(self.sizes)]
-        lo, scale = np.zeros(specs.width), np.ones(specs.width)
-        for name, col, w in specs.layout():
-            s = specs.branches[name]
-            if s.min is not None:
-                lo[col:col + w] = s.min
-                scale[col:col + w] = 1.0 / (s.max - s.min) if s.max > s.min else 1.0
-        self._lo, self._scale = lo.astype(np.float32), scale.astype(np.float32)
+        present = set(self.readers[0].tree.keys(recursive=True))
+        self.preprocessing = Preprocessing(specs, normalise=self.normalise, pad_value=self.pad_value,
+                                           identifiers=[i for i in self.identifiers if i in present])
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -299,7 +292,7 @@ class DataGenerator:
             start, stop = (k * n) // self.nchunks, ((k + 1) * n) // self.nchunks
             if stop <= start:
                 continue
-            x, m, y = self._read_block(i, start, stop)
+            x, m, y = self._read_block(i, start, stop, count=epoch == 0 and subset == "train")
             entry = np.arange(start, stop, dtype=np.int64)
             if subset != "all":
                 keep = self._is_val[i][start:stop] == (subset == "validation")
@@ -324,37 +317,12 @@ class DataGenerator:
     def _no_labels(self) -> bool:
         return self.file_labels is None and self.label_branch is None
 
-    def _read_block(self, i: int, start: int, stop: int):
+    def _read_block(self, i: int, start: int, stop: int, count: bool = False):
         r = self.readers[i]
         names = self.branches + ([self.label_branch] if self.label_branch else [])
         arrays = r.read(start, stop, names)
-        n, width = stop - start, self.width
-        x = np.zeros((n, width), dtype=np.float32)
-        m = np.zeros((n, width), dtype=bool)
-        xf, mf = x.reshape(-1), m.reshape(-1)
-        plans: dict = {}  # NanoAOD branches sharing a counter (nJet) share offsets: one plan per counter
-        for name, col, w in self.specs.layout():
-            s = self.specs.branches[name]
-            if s.kind == "flat":
-                x[:, col:col + w] = flat_numpy(arrays[name]).reshape(n, w)
-                m[:, col:col + w] = True
-            elif w:
-                offsets, content = jagged_parts(arrays[name])
-                key = (s.counter or name, w)
-                plan = plans.get(key)
-                if plan is None or plan[0] is not offsets and not np.array_equal(plan[0], offsets):
-                    plan = plans[key] = (offsets, *_scatter_plan(offsets, w, width))
-                _, dest, keep = plan
-                values = content[offsets[0]:offsets[-1]]
-                xf[dest + col] = values if keep is None else values[keep]
-                mf[dest + col] = True
-        finite = np.isfinite(x)
-        if not finite.all():
-            m &= finite
-        if self.normalise:
-            x -= self._lo
-            x *= self._scale
-        x[~m] = self.pad_value
+        n = stop - start
+        x, m = self.preprocessing.transform(self.preprocessing.raw_rows(arrays, count=count), copy=False)
         y = None
         if self.file_labels is not None:
             y = np.full(n, self.file_labels[i], dtype=np.int64)

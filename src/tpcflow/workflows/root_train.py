@@ -4,9 +4,16 @@ The user's ``my_model.py`` defines ``model(idim) -> torch.nn.Module`` mapping (B
 float32 rows to (B, K) logits (K = 1: binary, BCE loss; K >= 2: classes, cross-entropy).
 Rows come from :class:`tpcflow.loader.root_generator.DataGenerator`.
 
-Outputs in ``out_dir``: ``model.pt`` (TorchScript), ``model_state.pt`` (state dict),
-``specs.json`` (branch specs: what the rows mean and how they were normalised),
-``params.json``, ``labels.txt`` (one class name per line) and ``history.json``.
+Outputs in ``out_dir``, one model artifact that ``tpcflow client upload`` (or
+``root-train --upload``) publishes as it is:
+
+* ``model.pt`` (TorchScript) and ``model_state.pt`` (state dict);
+* ``params.json``: the serving params (:class:`tpcflow.serve.http.params.ModelParams`) with the
+  ``preprocessing`` (branches, padding, normalisation, identifiers:
+  :mod:`tpcflow.loader.root_preprocess`) and the ``output_transform`` (sigmoid for one
+  output, softmax for several), so that the server answers probabilities for raw rows;
+* ``labels.txt`` (one class name per line), ``upload.json`` (TFaaS's upload description);
+* ``train_params.json`` (these parameters, ``idim``, ``columns``), ``specs.json``, ``history.json``.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -40,7 +48,9 @@ class RootTrainParams:
     ``chunk_size``, ``pad_value``, ``normalise``, ``specs`` (a specs JSON to reuse instead of
     the first pass).  Training: ``epochs``, ``batch_size``, ``lr`` (Adam), ``validation_split``,
     ``shuffle``, ``seed``, ``use_mask`` (append the mask to the input: idim = 2 W),
-    ``num_workers`` (DataLoader processes).
+    ``num_workers`` (DataLoader processes).  ``identifiers`` (branches kept as event keys,
+    never features; default :data:`~tpcflow.loader.root_preprocess.DEFAULT_IDENTIFIERS`),
+    ``jdim`` (cap on jagged widths: one number, or ``{branch: cap}``).
     """
 
     epochs: int = 5
@@ -59,6 +69,8 @@ class RootTrainParams:
     pad_value: float = 0.0
     normalise: bool = True
     specs: str | None = None
+    identifiers: list[str] | None = None
+    jdim: int | dict[str, int] | None = None
 
     @classmethod
     def from_dict(cls, d: dict, *, origin: object = "params") -> RootTrainParams:
@@ -163,7 +175,8 @@ def train_root(files, labels, model_file, params: RootTrainParams, out_dir, *, p
     gen = DataGenerator(files, labels=labels, specs=params.specs, tree=params.tree, include=params.include,
                         exclude=params.exclude, nevts=params.nevts, chunk_size=params.chunk_size,
                         pad_value=params.pad_value, normalise=params.normalise, shuffle=params.shuffle,
-                        seed=params.seed, validation_split=params.validation_split)
+                        seed=params.seed, validation_split=params.validation_split, jdim=params.jdim,
+                        **({} if params.identifiers is None else {"identifiers": params.identifiers}))
     if gen._no_labels:
         raise ConfigError("root-train needs labels: one per file (in files.txt or --labels) or a label branch")
     idim = gen.width * (2 if params.use_mask else 1)
@@ -214,16 +227,43 @@ def train_root(files, labels, model_file, params: RootTrainParams, out_dir, *, p
         echo("epoch {epoch}: loss {loss:.4f} accuracy {accuracy:.3f}".format(**rec)
              + (" val_loss {val_loss:.4f} val_accuracy {val_accuracy:.3f}".format(**rec) if n_val else ""))
     gen.close()
+    if gen.preprocessing.truncated:
+        echo(f"root-train: truncated to the jdim cap: {gen.preprocessing.truncation_summary()}")
     classes = sorted({int(v) for v in labels}) if not isinstance(labels, str) else sorted(seen)
+    prep = dataclasses.replace(gen.preprocessing, use_mask=params.use_mask)
+    k = _outputs(net, idim)
+    serving = {
+        "name": _model_name(out), "description": f"tpcflow root-train model on {prep.specs.tree or 'a TTree'}",
+        "model": "model.pt", "labels": "labels.txt", "input_shape": [idim], "datatype": "FP32",
+        "keys": prep.columns, "probabilities": "sigmoid" if k == 1 else "softmax",
+        "output_transform": "sigmoid" if k == 1 else "softmax", "preprocessing": prep.to_dict(),
+    }
     written = {
         "model": save_torchscript(net, torch.zeros(2, idim), out / "model.pt"),
         "state": atomic_write(out / "model_state.pt", lambda tmp: torch.save(net.state_dict(), tmp)),
         "specs": save_specs(gen.specs, out / "specs.json"),
-        "params": write_json(out / "params.json", {**dataclasses.asdict(params), "idim": idim,
-                                                   "columns": gen.columns, "labels": labels}),
+        "params": write_json(out / "params.json", serving),
+        "train_params": write_json(out / "train_params.json", {**dataclasses.asdict(params), "idim": idim,
+                                                                "columns": gen.columns, "labels": labels}),
+        "upload": write_json(out / "upload.json", {"name": serving["name"], "model": "model.pt",
+                                                   "params": "params.json", "labels": "labels.txt"}),
         "history": write_json(out / "history.json", history),
     }
     text = "".join(f"{c}\n" for c in classes)
     written["labels"] = atomic_write(out / "labels.txt", lambda tmp: Path(tmp).write_text(text))
     return {"history": history, "idim": idim, "files": {k: str(v) for k, v in written.items()},
-            "events": {"train": n_train, "validation": n_val}}
+            "events": {"train": n_train, "validation": n_val}, "truncated": dict(gen.preprocessing.truncated)}
+
+
+def _outputs(net: torch.nn.Module, idim: int) -> int:
+    """Outputs per event of the trained network (1: a binary logit)."""
+    net.eval()
+    with torch.no_grad():
+        y = net(torch.zeros(1, idim))
+    return 1 if y.ndim == 1 else int(y.shape[-1])
+
+
+def _model_name(out: Path) -> str:
+    """A valid model name from the output folder's name (letters, digits, ``_.-``)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "-", out.resolve().name).strip(".-_")[:64] or "model"
+    return name.replace("..", ".")

@@ -21,13 +21,22 @@ from tpcflow.io.root.specs import BranchSpec, Specs
 __all__ = ["BranchNotFoundError", "DataReader", "UnreadableBranchError", "flat_numpy", "jagged_parts"]
 
 _GLOB = set("*?[")
+#: classes stored in files that are TTrees (TNtuple and TNtupleD derive from TTree)
+_TREE_CLASSES = frozenset({"TTree", "TNtuple", "TNtupleD"})
 
 
 class BranchNotFoundError(ProductNotFoundError):
-    """A branch named in ``include`` is not in the tree (message lists the closest names)."""
+    """A branch named in ``include`` (or as the label) is not in the tree (message lists the closest names)."""
+
+    hint = "remove it from include (CLI: --include) or fix its spelling"
+
+    def __init__(self, product: str, *, hint: str | None = None, **context):
+        super().__init__(product, **context)
+        if hint is not None:
+            self.hint = hint
 
     def __str__(self) -> str:
-        return super().__str__() + "\nremove it from include (CLI: --include) or fix its spelling"
+        return super().__str__() + "\n" + self.hint
 
 
 class UnreadableBranchError(DataFormatError):
@@ -138,7 +147,7 @@ class DataReader:
     # ---------------------------------------------------------------- file and tree
     def _open(self):
         self._file = open_root(self.source, retries=self.retries, timeout=self.timeout)
-        trees = [k for k, c in self._file.classnames(cycle=False).items() if c == "TTree"]
+        trees = [k for k, c in self._file.classnames(cycle=False).items() if self._is_tree_class(c)]
         if not trees:
             found = ", ".join(f"{k} ({c})" for k, c in self._file.classnames(cycle=False).items()) or "nothing"
             raise DataFormatError(f"no TTree in this file (found: {found}); only TTrees are supported",
@@ -159,13 +168,25 @@ class DataReader:
             raise ProductNotFoundError(self.tree_name, available=trees, file_path=self.source)
         self._tree = self._file[self.tree_name]
 
+    def _is_tree_class(self, cls: str) -> bool:
+        """Whether objects of class ``cls`` are TTrees: TTree, TNtuple, TNtupleD, or a class the file's
+        streamers derive from TTree (uproot reads them all as trees)."""
+        if cls in _TREE_CLASSES:
+            return True
+        try:
+            streamer = self._file.file.streamer_named(cls)
+            bases = [e.member("fName") for e in streamer.elements if type(e).__name__ == "Model_TStreamerBase"]
+        except (AttributeError, KeyError, TypeError, ValueError):
+            return False
+        return any(self._is_tree_class(b) for b in bases if b != cls)
+
     def trees(self) -> dict[str, int]:
         """Return ``{tree name: entries}`` for every TTree in the file (no cycle numbers)."""
         if self._file is None:
             self._open()
         out = {}
         for key, cls in self._file.classnames(cycle=False).items():
-            if cls == "TTree":
+            if self._is_tree_class(cls):
                 out[key] = int((self._tree if key == self.tree_name else self._file[key]).num_entries)
         return out
 

@@ -65,21 +65,24 @@ class PredictRequest(BaseModel):
     model: str = Field(pattern=NAME_PATTERN, description="model name")
     keys: list[str] | None = Field(default=None, description="feature names of the values, in their order")
     # fail_fast: the work a hostile body causes is bounded by its first bad element (issue 16)
-    values: Annotated[list[float], Field(fail_fast=True)] | Annotated[
-        list[Annotated[list[float], Field(fail_fast=True)]], Field(fail_fast=True)] = Field(
-        description="one row [v, ...] or rows [[v, ...], ...]")
+    values: Annotated[list[float | None], Field(fail_fast=True)] | Annotated[
+        list[Annotated[list[float | None], Field(fail_fast=True)]], Field(fail_fast=True)] = Field(
+        description="one row [v, ...] or rows [[v, ...], ...]; null marks an empty slot of a raw row")
     version: int | None = Field(default=None, ge=1, description="model version (default: latest)")
+    preprocessed: bool = Field(default=False, description="the rows are already the network's input: "
+                               "skip the model's preprocessing")
 
 
 @dataclass(frozen=True)
 class ParsedPredict:
-    """A validated ``/json`` body: ``x`` is ``(rows, values)`` float64; ``single`` if one row was sent."""
+    """A validated ``/json`` body: ``x`` is ``(rows, values)`` float64 (NaN for null); ``single`` if one row was sent."""
 
     model: str
     keys: list[str] | None
     version: int | None
     x: np.ndarray
     single: bool
+    preprocessed: bool = False
 
 
 def _shown(value: object) -> object:
@@ -115,7 +118,7 @@ def parse_predict(raw: bytes, max_elements: int) -> ParsedPredict | list[dict]:
     except ValidationError as err:
         return _body_errors(err)
     x, single = values_to_rows(body.values, max_elements)
-    return ParsedPredict(body.model, body.keys, body.version, x, single)
+    return ParsedPredict(body.model, body.keys, body.version, x, single, body.preprocessed)
 
 
 def parse_infer(body: bytes, header_length: str | None, max_elements: int) -> tuple[InferRequest, list[np.ndarray]]:

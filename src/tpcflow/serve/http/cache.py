@@ -8,6 +8,7 @@ queued before its thread stops (new ones get HTTP 503).
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections import OrderedDict
@@ -46,6 +47,15 @@ class LoadedModel:
     @property
     def labels(self) -> list[str] | None:
         return self.entry.labels
+
+    @functools.cached_property
+    def preprocessing(self):
+        """The model's :class:`~tpcflow.loader.root_preprocess.Preprocessing`, or None."""
+        if self.entry.params.preprocessing is None:
+            return None
+        from tpcflow.loader.root_preprocess import Preprocessing
+
+        return Preprocessing.from_dict(self.entry.params.preprocessing)
 
 
 class ModelCache:

@@ -13,8 +13,10 @@ import os
 from pathlib import Path
 
 import httpx
+import numpy as np
 
 from tpcflow.errors import ServiceError
+from tpcflow.serve.http.params import DATATYPES
 from tpcflow.serve.http.settings import TOKEN_ENV
 
 __all__ = ["HTTPServiceError", "TFaaSClient"]
@@ -123,6 +125,46 @@ class TFaaSClient:
     def predict(self, payload: dict) -> dict:
         """``POST /json`` with ``{"model", "keys", "values"}``; returns ``{"predictions", ...}``."""
         return self._request("POST", "/json", json=payload)
+
+    def infer(self, name: str, x: np.ndarray, *, parameters: dict | None = None) -> list[np.ndarray]:
+        """KServe v2 ``infer`` of one input tensor ``x``, both ways binary; returns the outputs.
+
+        ``x`` is sent little-endian with its dtype (float32 -> FP32...) under the model's first
+        input name; ``parameters`` go in the request (e.g. ``{"preprocessed": True}``).
+
+        Raises
+        ------
+        HTTPServiceError
+            On an error answer, or an answer that is not binary tensors.
+        """
+        from tpcflow.serve.http.tensors import HEADER, tensor_datatype
+
+        x = np.ascontiguousarray(x)
+        blob = x.astype(x.dtype.newbyteorder("<"), copy=False).tobytes()
+        meta = self._request("GET", f"/v2/models/{name}")
+        request = {"inputs": [{"name": meta["inputs"][0]["name"], "shape": list(x.shape),
+                               "datatype": tensor_datatype(x.dtype), "parameters": {"binary_data_size": len(blob)}}],
+                   "parameters": {"binary_data_output": True, **(parameters or {})}}
+        header = json.dumps(request).encode()
+        path = f"/v2/models/{name}/infer"
+        try:
+            response = self._http.post(path, content=header + blob, headers={HEADER: str(len(header))})
+        except httpx.HTTPError as err:
+            raise HTTPServiceError(f"cannot reach the server {self.url}: {err}") from None
+        if response.status_code >= 400:
+            raise HTTPServiceError(str(response.json().get("error", response.text)), status=response.status_code,
+                                   url=f"{self.url}{path}")
+        n = int(response.headers.get(HEADER, len(response.content)))
+        answer = json.loads(response.content[:n])
+        outputs, offset = [], n
+        for out in answer["outputs"]:
+            size = int((out.get("parameters") or {}).get("binary_data_size", -1))
+            if size < 0:
+                raise HTTPServiceError(f"output {out['name']!r} came back as JSON, not binary", url=self.url + path)
+            dtype = np.dtype(DATATYPES[out["datatype"]]).newbyteorder("<")
+            outputs.append(np.frombuffer(response.content[offset:offset + size], dtype=dtype).reshape(out["shape"]))
+            offset += size
+        return outputs
 
     def image(self, path: str | Path, model: str) -> dict:
         """Classify a PNG or JPEG file with ``model``; returns labels with probabilities."""

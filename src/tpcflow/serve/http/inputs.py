@@ -11,7 +11,16 @@ from tpcflow.serve.http.errors import BadRequestError, check_elements
 from tpcflow.serve.http.params import DATATYPES, ModelParams
 from tpcflow.serve.http.tensors import narrow
 
-__all__ = ["check_sample_shape", "decode_image", "label_probabilities", "rows_to_array", "values_to_rows"]
+__all__ = [
+    "check_sample_shape",
+    "decode_image",
+    "label_probabilities",
+    "order_columns",
+    "preprocess_rows",
+    "rows_to_array",
+    "transform_outputs",
+    "values_to_rows",
+]
 
 _PNG = b"\x89PNG\r\n\x1a\n"
 _JPEG = b"\xff\xd8\xff"
@@ -53,7 +62,7 @@ def values_to_rows(values: list, max_elements: int) -> tuple[np.ndarray, bool]:
     Raises
     ------
     BadRequestError
-        On empty or ragged rows, NaN or infinity.
+        On empty or ragged rows.
     TooManyElementsError
         If there are more than ``max_elements`` values (HTTP 413).
     """
@@ -66,14 +75,40 @@ def values_to_rows(values: list, max_elements: int) -> tuple[np.ndarray, bool]:
         if len(row) != width:
             raise BadRequestError(f"values rows have different lengths: row 0 has {width}, row {i} has {len(row)}")
     check_elements(len(rows) * width, max_elements, "values")
-    x = np.asarray(rows, dtype=np.float64)
-    if not np.all(np.isfinite(x)):
-        raise BadRequestError("values contain NaN or infinity")
-    return x, single
+    return np.asarray(rows, dtype=np.float64), single  # null -> NaN: an empty slot of a raw row
+
+
+def order_columns(x: np.ndarray, keys: list[str] | None, columns: list[str] | None, model: str) -> np.ndarray:
+    """Reorder the columns of ``x`` ``(n, width)``, named ``keys``, to the model's ``columns``.
+
+    Raises
+    ------
+    BadRequestError
+        If ``keys`` are not unique, do not match ``width``, or are not the model's columns.
+    """
+    width = x.shape[1]
+    if keys is not None:
+        if len(set(keys)) != len(keys):
+            raise BadRequestError(f"keys must be unique, but got {keys}")
+        if len(keys) != width:
+            raise BadRequestError(f"{len(keys)} keys but {width} values per row")
+        if columns is not None:
+            if set(keys) != set(columns):
+                missing = sorted(set(columns) - set(keys))
+                extra = sorted(set(keys) - set(columns))
+                raise BadRequestError(
+                    f"keys do not match model {model!r}: missing {missing[:10]}, unexpected {extra[:10]}; "
+                    f"the model takes {columns[:10]}" + (f"... ({len(columns)})" if len(columns) > 10 else "")
+                )
+            if keys != columns:
+                x = x[:, [keys.index(k) for k in columns]]
+    elif columns is not None and width != len(columns):
+        raise BadRequestError(f"model {model!r} takes {len(columns)} values per row {columns[:10]}, got {width}")
+    return x
 
 
 def rows_to_array(x: np.ndarray, keys: list[str] | None, params: ModelParams) -> np.ndarray:
-    """Make ``x`` ``(n, width)`` float64 (from :func:`values_to_rows`) the input of the model.
+    """Make ``x`` ``(n, width)`` float64 (from :func:`values_to_rows`) the input of a model without preprocessing.
 
     ``keys`` (the request's feature names) are matched against ``params.keys``
     and the columns reordered to the model's order; the values are cast to the
@@ -82,29 +117,37 @@ def rows_to_array(x: np.ndarray, keys: list[str] | None, params: ModelParams) ->
     Raises
     ------
     BadRequestError
-        On a key mismatch, values the model's datatype cannot hold (:func:`~.tensors.narrow`), or a wrong shape.
+        On NaN or infinity, a key mismatch, values the model's datatype cannot hold
+        (:func:`~.tensors.narrow`), or a wrong shape.
     """
-    width = x.shape[1]
-    dtype = np.dtype(DATATYPES[params.datatype])
-    x = narrow(x, dtype, f"values for model {params.name!r}")
-    if keys is not None:
-        if len(set(keys)) != len(keys):
-            raise BadRequestError(f"keys must be unique, but got {keys}")
-        if len(keys) != width:
-            raise BadRequestError(f"{len(keys)} keys but {width} values per row")
-        if params.keys is not None:
-            if set(keys) != set(params.keys):
-                missing = sorted(set(params.keys) - set(keys))
-                extra = sorted(set(keys) - set(params.keys))
-                raise BadRequestError(
-                    f"keys do not match model {params.name!r}: missing {missing}, unexpected {extra}; "
-                    f"the model takes {params.keys}"
-                )
-            if keys != params.keys:
-                x = x[:, [keys.index(k) for k in params.keys]]
-    elif params.keys is not None and width != len(params.keys):
-        raise BadRequestError(f"model {params.name!r} takes {len(params.keys)} values per row {params.keys}, got {width}")
-    return check_sample_shape(x, params)
+    if not np.all(np.isfinite(x)):
+        raise BadRequestError("values contain NaN, infinity or null")
+    x = narrow(x, np.dtype(DATATYPES[params.datatype]), f"values for model {params.name!r}")
+    return check_sample_shape(order_columns(x, keys, params.keys, params.name), params)
+
+
+def preprocess_rows(x: np.ndarray, keys: list[str] | None, params: ModelParams, preprocessing) -> np.ndarray:
+    """Raw rows ``(n, width)`` in physics units (NaN where empty) -> the model's ``(n, input_width)`` input.
+
+    ``preprocessing`` is the model's :class:`~tpcflow.loader.root_preprocess.Preprocessing`:
+    the same min/max normalisation and padding as in training.
+
+    Raises
+    ------
+    BadRequestError
+        On a key mismatch or a wrong width (naming the model's columns).
+    """
+    x = order_columns(x, keys, preprocessing.columns, params.name)
+    return preprocessing.model_input(x)
+
+
+def transform_outputs(outputs: list[np.ndarray], params: ModelParams) -> list[np.ndarray]:
+    """Apply the model's ``output_transform`` (sigmoid, softmax) to its first output; the rest unchanged."""
+    if params.output_transform in (None, "none") or not outputs:
+        return outputs
+    from tpcflow.loader.root_preprocess import output_transform
+
+    return [output_transform(outputs[0], params.output_transform).astype(np.float32), *outputs[1:]]
 
 
 def decode_image(data: bytes, params: ModelParams, max_pixels: int) -> np.ndarray:

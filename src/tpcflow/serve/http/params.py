@@ -73,6 +73,15 @@ class ModelParams(BaseModel):
         layout ``[1, C, H, W]``.
     probabilities : {"softmax", "sigmoid", "none"}
         How ``POST /image`` turns the output into probabilities.
+    preprocessing : dict or None
+        What turns raw rows (physics units; NaN or ``null`` where there is no value)
+        into the network's input: ``tpcflow-root-preprocessing`` written by ``root-train``
+        (:mod:`tpcflow.loader.root_preprocess`).  When set, ``/json`` and KServe ``infer``
+        apply it to the rows they receive, unless the request says ``preprocessed``;
+        ``keys`` are then the raw columns.
+    output_transform : {"sigmoid", "softmax", "none"} or None
+        Applied to the first output by ``/json`` and KServe ``infer``, so that they answer
+        probabilities; None (the default) answers the network's raw outputs.
     format : {"torchscript", "checkpoint", "onnx"} or None
         Set by the server at upload from the file's content.
     version : int or None
@@ -102,6 +111,8 @@ class ModelParams(BaseModel):
     img_width: int | None = Field(default=None, gt=0, le=16384)
     img_height: int | None = Field(default=None, gt=0, le=16384)
     probabilities: Literal["softmax", "sigmoid", "none"] = "softmax"
+    preprocessing: dict | None = None
+    output_transform: Literal["sigmoid", "softmax", "none"] | None = None
     options: list[str] | dict[str, str | int | float | bool] = Field(default_factory=list)
     timestamp: str | None = None
     format: Literal["torchscript", "checkpoint", "onnx"] | None = None
@@ -119,9 +130,25 @@ class ModelParams(BaseModel):
             raise ValueError(f"input_shape dimensions must be > 0 or -1 (any), but got {value}")
         return value
 
+    @field_validator("preprocessing")
+    @classmethod
+    def _preprocessing(cls, value: dict | None) -> dict | None:
+        if value is not None:
+            from tpcflow.loader.root_preprocess import Preprocessing
+
+            Preprocessing.from_dict(value)  # DataFormatError is a ValueError: a validation error
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> ModelParams:
-        if self.keys is not None:
+        if self.preprocessing is not None:
+            columns = self.raw_columns
+            if self.keys is not None and self.keys != columns:
+                raise ValueError(f"keys must be the preprocessing's columns {columns[:4]}..., in their order")
+            width = len(columns) * (2 if self.preprocessing.get("use_mask") else 1)
+            if self.input_shape is not None and self.input_shape != [width]:
+                raise ValueError(f"input_shape {self.input_shape} does not match the preprocessing ([{width}])")
+        elif self.keys is not None:
             if len(set(self.keys)) != len(self.keys):
                 raise ValueError(f"keys must be unique, but got {self.keys}")
             if self.input_shape is not None and self.input_shape[-1:] not in ([len(self.keys)], [-1]):
@@ -134,6 +161,15 @@ class ModelParams(BaseModel):
         if len(set(self.output_names)) != len(self.output_names):
             raise ValueError(f"output_names must be unique, but got {self.output_names}")
         return self
+
+    @property
+    def raw_columns(self) -> list[str] | None:
+        """Columns of the raw rows the preprocessing takes (None without preprocessing)."""
+        if self.preprocessing is None:
+            return None
+        from tpcflow.loader.root_preprocess import Preprocessing
+
+        return Preprocessing.from_dict(self.preprocessing).columns
 
     @property
     def label_list(self) -> list[str] | None:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tpcflow.serve.http.errors import BadRequestError, check_elements
 from tpcflow.serve.http.params import DATATYPES
 
-__all__ = ["InferRequest", "decode_request", "encode_response", "narrow"]
+__all__ = ["InferRequest", "as_bool", "decode_request", "encode_response", "narrow", "tensor_datatype"]
 
 HEADER = "inference-header-content-length"
 _NP_TO_V2 = {np.dtype(v).str: k for k, v in DATATYPES.items()}
@@ -183,7 +183,22 @@ def decode_request(body: bytes, header_length: str | None,
     return request, arrays
 
 
-def _as_bool(value: object) -> bool:
+def tensor_datatype(dtype: np.dtype) -> str:
+    """The KServe datatype of a numpy dtype (``float32`` -> ``"FP32"``).
+
+    Raises
+    ------
+    BadRequestError
+        For a dtype KServe v2 has no datatype for.
+    """
+    name = _NP_TO_V2.get(np.dtype(dtype).newbyteorder("<").str) or _NP_TO_V2.get(np.dtype(dtype).str)
+    if name is None:
+        raise BadRequestError(f"no KServe datatype for numpy {np.dtype(dtype)}")
+    return name
+
+
+def as_bool(value: object) -> bool:
+    """A KServe boolean parameter: ``true`` or the string ``"true"`` (any case)."""
     return value is True or (isinstance(value, str) and value.lower() == "true")
 
 
@@ -197,12 +212,12 @@ def encode_response(request: InferRequest, model_name: str, model_version: int, 
         If the request asks for an output the model does not have.
     """
     by_name = dict(zip(names, outputs, strict=False))
-    default_binary = _as_bool((request.parameters or {}).get("binary_data_output"))
+    default_binary = as_bool((request.parameters or {}).get("binary_data_output"))
     if request.outputs:
         unknown = [o.name for o in request.outputs if o.name not in by_name]
         if unknown:
             raise BadRequestError(f"unknown outputs {unknown}; model {model_name!r} has {list(by_name)}")
-        selected = [(o.name, _as_bool((o.parameters or {}).get("binary_data", default_binary))) for o in request.outputs]
+        selected = [(o.name, as_bool((o.parameters or {}).get("binary_data", default_binary))) for o in request.outputs]
     else:
         selected = [(n, default_binary) for n in by_name]
     tensors = []

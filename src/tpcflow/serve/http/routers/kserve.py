@@ -15,7 +15,7 @@ from tpcflow.serve.http.bodies import OFFLOAD_ELEMENTS
 from tpcflow.serve.http.cache import LoadedModel
 from tpcflow.serve.http.deps import State, json_response
 from tpcflow.serve.http.errors import BadRequestError
-from tpcflow.serve.http.inputs import check_sample_shape
+from tpcflow.serve.http.inputs import check_sample_shape, preprocess_rows, transform_outputs
 from tpcflow.serve.http.params import NAME_PATTERN
 from tpcflow.serve.http.repository import check_name
 from tpcflow.serve.http.schemas import (
@@ -28,7 +28,7 @@ from tpcflow.serve.http.schemas import (
     ServerMetadataResponse,
     inline_schema,
 )
-from tpcflow.serve.http.tensors import HEADER, InferRequest, encode_response
+from tpcflow.serve.http.tensors import HEADER, InferRequest, as_bool, encode_response
 
 __all__ = ["router"]
 
@@ -97,7 +97,7 @@ async def model_version_ready(state: State, name: str = _NAME, version: str = _V
     return await _ready(state, name, int(version))
 
 
-def _arrange_inputs(loaded: LoadedModel, request: InferRequest, arrays: list) -> list:
+def _arrange_inputs(loaded: LoadedModel, request: InferRequest, arrays: list, preprocess: bool) -> list:
     p = loaded.params
     by_name = {}
     for inp, arr in zip(request.inputs, arrays, strict=True):
@@ -109,11 +109,16 @@ def _arrange_inputs(loaded: LoadedModel, request: InferRequest, arrays: list) ->
     ordered = []
     for i, n in enumerate(p.input_names):
         inp, arr = by_name[n]
-        if inp.datatype != p.datatype:
+        if inp.datatype != p.datatype and not (i == 0 and preprocess):
             raise BadRequestError(f"input {n!r} must be {p.datatype}, got {inp.datatype}")
         if arr.ndim < 1 or arr.shape[0] < 1:
             raise BadRequestError(f"input {n!r} needs a batch dimension of at least 1, got shape {list(arr.shape)}")
-        if i == 0:
+        if i == 0 and preprocess:  # raw rows (N, columns), NaN where empty: the model's own preprocessing
+            if arr.ndim != 2 or arr.dtype.kind != "f":
+                raise BadRequestError(f"input {n!r} of model {p.name!r} takes raw rows: a 2-D FP32 or FP64 tensor "
+                                      f"(N, {loaded.preprocessing.width}), or set parameters.preprocessed")
+            arr = preprocess_rows(arr, None, p, loaded.preprocessing)
+        elif i == 0:
             arr = check_sample_shape(arr, p, what=f"input {n!r}")
         ordered.append(arr)
     rows = {a.shape[0] for a in ordered}
@@ -125,8 +130,10 @@ def _arrange_inputs(loaded: LoadedModel, request: InferRequest, arrays: list) ->
 async def _infer(request: Request, state, name: str, version: int | None) -> Response:
     loaded = await state.cache.aget(check_name(name), version)  # 404 before any body error
     infer_request, arrays = await state.parser.infer(await request.body(), request.headers.get(HEADER))
-    inputs = _arrange_inputs(loaded, infer_request, arrays)
-    outputs = await loaded.batcher.submit(inputs)
+    preprocess = loaded.preprocessing is not None and not as_bool(
+        (infer_request.parameters or {}).get("preprocessed"))
+    inputs = _arrange_inputs(loaded, infer_request, arrays, preprocess)
+    outputs = transform_outputs(await loaded.batcher.submit(inputs), loaded.params)
     names = list(loaded.params.output_names)
     names += [f"output{i}" for i in range(len(names), len(outputs))]
     big = sum(o.size for o in outputs) > OFFLOAD_ELEMENTS

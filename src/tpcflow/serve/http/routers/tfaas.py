@@ -23,7 +23,13 @@ from tpcflow import __version__
 from tpcflow.serve.http.bodies import OFFLOAD_ELEMENTS, PredictRequest, predictions_body
 from tpcflow.serve.http.deps import State, json_response, require_token
 from tpcflow.serve.http.errors import BadRequestError, ModelFormatError
-from tpcflow.serve.http.inputs import decode_image, label_probabilities, rows_to_array
+from tpcflow.serve.http.inputs import (
+    decode_image,
+    label_probabilities,
+    preprocess_rows,
+    rows_to_array,
+    transform_outputs,
+)
 from tpcflow.serve.http.loading import onnx_available
 from tpcflow.serve.http.params import NAME_PATTERN
 from tpcflow.serve.http.repository import check_name, parse_labels
@@ -144,16 +150,26 @@ async def predict_json(request: Request, state: State) -> Response:
     """
     body = await state.parser.predict(await request.body())
     loaded = await state.cache.aget(body.model, body.version)
-    x = rows_to_array(body.x, body.keys, loaded.params)
+    if loaded.preprocessing is not None and not body.preprocessed:
+        x = preprocess_rows(body.x, body.keys, loaded.params, loaded.preprocessing)
+    else:
+        x = rows_to_array(body.x, body.keys, loaded.params)
     single = body.single
     if len(loaded.params.input_names) != 1:
         raise BadRequestError(f"model {body.model!r} takes {len(loaded.params.input_names)} inputs; "
                               "use POST /v2/models/{name}/infer")
-    outputs = await loaded.batcher.submit([x])
+    outputs = transform_outputs(await loaded.batcher.submit([x]), loaded.params)
     big = sum(o.size for o in outputs) > OFFLOAD_ELEMENTS
     payload = await state.parser.run(big, predictions_body, loaded.name, loaded.version,
                                      list(loaded.params.output_names), outputs, single)
     return Response(payload, media_type="application/json")
+
+
+@router.post("/predict/json", summary="Predict from JSON rows (TFaaS's second route)", openapi_extra=_PREDICT_DOC,
+             responses={200: {"model": PredictResponse}})
+async def predict_json_alias(request: Request, state: State) -> Response:
+    """The same as ``POST /json``."""
+    return await predict_json(request, state)
 
 
 @router.post(
