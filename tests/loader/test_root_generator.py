@@ -182,3 +182,14 @@ def test_nan_inf_and_fixed_size_branches_in_a_written_file(tmp_path):
     ja = g.columns.index("j[0]")
     np.testing.assert_array_equal(c.mask[:, ja:ja + 3], [[1, 0, 0], [0, 0, 0], [1, 1, 0], [1, 0, 0]])
     np.testing.assert_allclose(c.x[2, ja:ja + 3], [0.25, 1.0, -2.0])
+
+
+def test_a_chunk_too_large_for_memory_is_refused_before_reading():
+    """Issue 13: rows are W columns wide; chunk_size x W beyond max_chunk_bytes is a clear error, and a
+    jdim cap makes the same chunk fit."""
+    nano = data_path("root/nanoAOD_2015_CMS_Open_Data_ttbar.root")
+    with pytest.raises(ConfigError, match=r"lower chunk_size to \d+ or less, or cap the jagged widths with jdim"):
+        DataGenerator([nano], include=["Jet_*", "MET_pt"], chunk_size=10_000, max_chunk_bytes=10_000_000)
+    g = DataGenerator([nano], include=["Jet_*", "MET_pt"], chunk_size=10_000, max_chunk_bytes=10_000_000, jdim=2)
+    assert g.width == 1 + 2 * len(g.specs.jagged)
+    g.close()

@@ -130,3 +130,34 @@ def test_cli_bad_params_file_reports_error(tmp_path, model_file, capsys):
     params.write_text(json.dumps({"epochz": 1}))
     rc = main(["root-train", "--files", str(files), "--model", str(model_file), "--params", str(params)])
     assert rc == 1 and "epochz" in capsys.readouterr().err
+
+
+KERAS_MODEL = '''
+import keras
+
+def model(idim):
+    """MLaaS4HEP's ex_keras.py shape: a compiled Keras model of idim inputs."""
+    m = keras.Sequential([keras.layers.Input((idim,)), keras.layers.Dense(16, activation="relu"),
+                          keras.layers.Dense(5)])
+    m.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    return m
+'''
+
+
+def test_a_keras_model_trains_exports_and_scores_like_a_torch_one(tmp_path, monkeypatch):
+    """Issue 13: Keras 3 user models train through root-train on Keras's torch backend (no TensorFlow)."""
+    monkeypatch.setenv("KERAS_BACKEND", "torch")  # as load_user_model sets it, before keras is first imported
+    pytest.importorskip("keras", reason="keras is not installed (pip install 'tpcflow[keras]')")
+    from tpcflow.workflows.root_predict import predict_root
+
+    (tmp_path / "ex_keras.py").write_text(KERAS_MODEL)
+    params = RootTrainParams(epochs=2, batch_size=64, lr=3e-3, chunk_size=500, nevts=600,
+                             include=["Jet_*", "Electron_*", "MET_*", "NMuon"])
+    out = tmp_path / "out"
+    summary = train_root([str(data_path(HZZ))], "NMuon", tmp_path / "ex_keras.py", params, out, progress=False,
+                         echo=lambda *_: None)
+    assert summary["history"][-1]["loss"] < summary["history"][0]["loss"]
+    net = load_user_model(tmp_path / "ex_keras.py", summary["idim"])
+    assert type(net).__module__.startswith("keras")
+    scored = predict_root(out, [str(data_path(HZZ))], tmp_path / "s.root", progress=False, echo=lambda *_: None)
+    assert scored["events"] == 2421 and "score_4" in scored["columns"]

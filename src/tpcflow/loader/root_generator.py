@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from tpcflow.errors import ConfigError, DataFormatError
-from tpcflow.io.root import BranchNotFoundError, DataReader, Specs, flat_numpy, jagged_parts, load_specs, merge_specs
+from tpcflow.io.root import BranchNotFoundError, Specs, flat_numpy, jagged_parts, load_specs, merge_specs, open_reader
 from tpcflow.loader.root_preprocess import DEFAULT_IDENTIFIERS, Preprocessing, cap_jdim
 
 __all__ = ["Chunk", "DataGenerator", "pad_jagged", "read_file_list"]
@@ -139,7 +139,8 @@ class DataGenerator:
     Parameters
     ----------
     files : sequence of str or Path
-        Local paths, HTTP(S) or ``root://`` URLs, all with the same tree.
+        Local paths, HTTP(S) or ``root://`` URLs, all with the same tree; or Parquet files
+        (``.parquet``, columns as branches: :class:`tpcflow.io.root.ParquetReader`).
     labels : sequence of int, str or None
         Per-file labels (one per file), the name of a flat branch holding the label (it is
         then not a feature), or None (``chunk.y`` is None).
@@ -171,6 +172,9 @@ class DataGenerator:
         Cap on the width of jagged branches, for all or per branch; longer events are truncated
         and counted in ``preprocessing.truncated`` (once each: in the first epoch's training
         chunks, read in this process).
+    max_chunk_bytes : int
+        Most memory the rows of one chunk may take (default 1 GiB); a larger ``chunk_size``
+        is refused before anything is read (:meth:`Preprocessing.check_chunk`).
 
     Raises
     ------
@@ -183,7 +187,8 @@ class DataGenerator:
     def __init__(self, files: Sequence, *, labels=None, specs=None, tree: str | None = None, include=None,
                  exclude=None, nevts=None, chunk_size: int = 1000, pad_value: float = 0.0,
                  normalise: bool = True, shuffle: bool = True, seed: int = 0, validation_split: float = 0.0,
-                 on_unreadable: str = "raise", retries: int = 3, identifiers=DEFAULT_IDENTIFIERS, jdim=None):
+                 on_unreadable: str = "raise", retries: int = 3, identifiers=DEFAULT_IDENTIFIERS, jdim=None,
+                 max_chunk_bytes: int = 1 << 30):
         files = [str(f) for f in files]
         if not files:
             raise ConfigError("DataGenerator needs at least one file")
@@ -203,7 +208,7 @@ class DataGenerator:
         per_file = list(nevts) if isinstance(nevts, Sequence) else [nevts] * len(files)
         if len(per_file) != len(files):
             raise ConfigError(f"got {len(per_file)} nevts values for {len(files)} files")
-        self.readers = [DataReader(f, tree=tree, include=include, exclude=exclude, nevts=n,
+        self.readers = [open_reader(f, tree=tree, include=include, exclude=exclude, nevts=n,
                                    on_unreadable=on_unreadable, retries=retries) for f, n in zip(files, per_file)]
         if specs is None:
             specs = merge_specs([r.first_pass() for r in self.readers])
@@ -219,11 +224,11 @@ class DataGenerator:
                     f"{len(missing)} branch(es) of the specs are not selected in this file, e.g. {missing[:3]}; "
                     "all files must share the branches: narrow the selection with include/exclude",
                     file_path=r.source, object_path=r.tree_name)
-            if self.label_branch and self.label_branch not in r.tree.keys(recursive=True):
-                raise BranchNotFoundError(self.label_branch, available=r.tree.keys(), file_path=r.source,
+            if self.label_branch and self.label_branch not in r.all_branches():
+                raise BranchNotFoundError(self.label_branch, available=r.all_branches(), file_path=r.source,
                                           object_path=r.tree_name,
                                           hint="the label branch (CLI: --labels) is not in the tree: fix its spelling")
-            if self.label_branch and type(r.tree[self.label_branch].interpretation).__name__ == "AsJagged":
+            if self.label_branch and r.is_jagged(self.label_branch):
                 raise DataFormatError("the label branch holds a list per event; labels need one number per event",
                                       file_path=r.source, object_path=r.tree_name, field=self.label_branch)
         self.chunk_size = int(chunk_size)
@@ -237,9 +242,10 @@ class DataGenerator:
         self.nchunks = max(1, math.ceil(int(self.sizes.sum()) / self.chunk_size))
         self._is_val = [np.random.default_rng([self.seed, i]).random(int(n)) < self.validation_split
                         for i, n in enumerate(self.sizes)]
-        present = set(self.readers[0].tree.keys(recursive=True))
+        present = set(self.readers[0].all_branches())
         self.preprocessing = Preprocessing(specs, normalise=self.normalise, pad_value=self.pad_value,
                                            identifiers=[i for i in self.identifiers if i in present])
+        self.preprocessing.check_chunk(self.chunk_size, max_chunk_bytes)
 
     # ------------------------------------------------------------------ sizes
     @property

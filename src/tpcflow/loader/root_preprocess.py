@@ -155,6 +155,28 @@ class Preprocessing:
         """Feature branches, in row order."""
         return [name for name, _, _ in self.specs.layout()]
 
+    def check_chunk(self, chunk_size: int, max_bytes: int, what: str = "chunk_size") -> None:
+        """Refuse a chunk of ``chunk_size`` events whose rows would take more than ``max_bytes``.
+
+        A chunk holds raw rows (float32), normalised rows (float32) and a mask (bool):
+        ``9 * width`` bytes per event.  A full NanoAOD with PF candidates is 57,455 columns wide,
+        2.3 GB per 10,000 events without a ``jdim`` cap.
+
+        Raises
+        ------
+        ConfigError
+            Naming the size, the limit, the widest branches and the largest chunk that fits.
+        """
+        need = 9 * self.width * chunk_size
+        if need <= max_bytes:
+            return
+        fits = max(1, max_bytes // (9 * max(self.width, 1)))
+        widest = sorted(((s.width, n) for n, s in self.specs.branches.items()), reverse=True)[:3]
+        raise ConfigError(
+            f"{what}={chunk_size} events of {self.width} columns take {need / 1e9:.2f} GB, above the limit of "
+            f"{max_bytes / 1e9:.2f} GB: lower {what} to {fits} or less, or cap the jagged widths with jdim "
+            f"(widest: {', '.join(f'{n} {w}' for w, n in widest)})")
+
     def raw_rows(self, arrays: dict, *, count: bool = True) -> np.ndarray:
         """Branch values of ``N`` events as ``(N, width)`` float32 rows, NaN where a jagged slot is empty.
 

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from tpcflow.atomic import atomic_write
 from tpcflow.errors import ConfigError
-from tpcflow.io.root import DataReader
+from tpcflow.io.root import open_reader
 from tpcflow.loader.root_preprocess import Preprocessing, output_transform
 
 __all__ = ["OUTPUT_TREE", "ScoreModel", "load_score_model", "predict_root"]
@@ -134,7 +134,7 @@ def _score_names(k: int, labels: list[str]) -> list[str]:
 
 
 def predict_root(model: str | Path, files: list[str], out: str | Path, *, chunk_size: int = 10_000,
-                 token: str | None = None, progress: bool = True, echo=print) -> dict:
+                 token: str | None = None, progress: bool = True, echo=print, max_chunk_bytes: int = 1 << 30) -> dict:
     """Score every event of ``files`` with ``model`` and write ``out`` (``.root`` or ``.parquet``).
 
     Returns
@@ -163,11 +163,12 @@ def predict_root(model: str | Path, files: list[str], out: str | Path, *, chunk_
     prep = scorer.preprocessing
     columns: dict[str, list[np.ndarray]] = {}
     try:
-        readers = [DataReader(f, tree=prep.specs.tree or None) for f in files]
+        prep.check_chunk(chunk_size, max_chunk_bytes, "--chunk-size")
+        readers = [open_reader(f, tree=prep.specs.tree or None) for f in files]
         total = sum(r.num_entries for r in readers)
         bar = tqdm(total=total, unit="ev", desc="root-predict", disable=not progress, file=sys.stderr)
         for i, reader in enumerate(readers):
-            names = set(reader.tree.keys(recursive=True))
+            names = set(reader.all_branches())
             ids = [b for b in prep.identifiers if b in names]
             for start, stop, arrays in reader.iterate(chunk_size, branches=prep.branches + ids):
                 s = scorer.scores(prep.raw_rows(arrays))

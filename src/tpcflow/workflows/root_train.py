@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import os
 import re
 import sys
 import time
@@ -50,7 +51,8 @@ class RootTrainParams:
     ``shuffle``, ``seed``, ``use_mask`` (append the mask to the input: idim = 2 W),
     ``num_workers`` (DataLoader processes).  ``identifiers`` (branches kept as event keys,
     never features; default :data:`~tpcflow.loader.root_preprocess.DEFAULT_IDENTIFIERS`),
-    ``jdim`` (cap on jagged widths: one number, or ``{branch: cap}``).
+    ``jdim`` (cap on jagged widths: one number, or ``{branch: cap}``), ``max_chunk_mb`` (most
+    memory the rows of one chunk may take).
     """
 
     epochs: int = 5
@@ -71,6 +73,7 @@ class RootTrainParams:
     specs: str | None = None
     identifiers: list[str] | None = None
     jdim: int | dict[str, int] | None = None
+    max_chunk_mb: float = 1024.0
 
     @classmethod
     def from_dict(cls, d: dict, *, origin: object = "params") -> RootTrainParams:
@@ -102,6 +105,9 @@ class RootTrainParams:
 def load_user_model(path, idim: int) -> torch.nn.Module:
     """Import ``path`` (a .py file defining ``model(idim)``) and return ``model(idim)``.
 
+    ``model(idim)`` returns a ``torch.nn.Module``, or a Keras 3 model: Keras is set to its torch
+    backend (``KERAS_BACKEND=torch`` unless set otherwise), where its models are torch modules.
+
     Raises
     ------
     ConfigError
@@ -111,6 +117,9 @@ def load_user_model(path, idim: int) -> torch.nn.Module:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"model file {path} does not exist")
+    # Keras 3 user models (MLaaS4HEP's ex_keras.py) run on its torch backend: a keras.Model is then
+    # a torch.nn.Module that trains, exports and serves like any other; no TensorFlow needed
+    os.environ.setdefault("KERAS_BACKEND", "torch")
     spec = importlib.util.spec_from_file_location(f"tpcflow_user_model_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     try:
@@ -122,7 +131,11 @@ def load_user_model(path, idim: int) -> torch.nn.Module:
         raise ConfigError(f"model file {path} must define a function model(idim) returning a torch.nn.Module")
     net = fn(idim)
     if not isinstance(net, torch.nn.Module):
-        raise ConfigError(f"model(idim) in {path} returned {type(net).__name__}, expected a torch.nn.Module")
+        hint = ""
+        if type(net).__module__.startswith("keras"):
+            hint = (f"; Keras runs here on its torch backend only, but KERAS_BACKEND is "
+                    f"{os.environ.get('KERAS_BACKEND')!r}: unset it or set KERAS_BACKEND=torch")
+        raise ConfigError(f"model(idim) in {path} returned {type(net).__name__}, expected a torch.nn.Module{hint}")
     return net
 
 
@@ -176,6 +189,7 @@ def train_root(files, labels, model_file, params: RootTrainParams, out_dir, *, p
                         exclude=params.exclude, nevts=params.nevts, chunk_size=params.chunk_size,
                         pad_value=params.pad_value, normalise=params.normalise, shuffle=params.shuffle,
                         seed=params.seed, validation_split=params.validation_split, jdim=params.jdim,
+                        max_chunk_bytes=int(params.max_chunk_mb * 2**20),
                         **({} if params.identifiers is None else {"identifiers": params.identifiers}))
     if gen._no_labels:
         raise ConfigError("root-train needs labels: one per file (in files.txt or --labels) or a label branch")

@@ -126,3 +126,22 @@ def test_root_predict_command_writes_a_friend_tree_keyed_by_identifiers(tmp_path
     for key in ("run", "luminosityBlock", "event"):
         np.testing.assert_array_equal(scores[key], events[key])
     assert ((scores["score"] > 0) & (scores["score"] < 1)).all()
+
+
+def test_root_predict_reads_and_writes_parquet_like_root(trained, tmp_path):
+    """The same model over a Parquet copy of the tree, written to .parquet: the scores of the ROOT run."""
+    pytest.importorskip("pyarrow", reason="pyarrow is not installed (pip install 'tpcflow[parquet]')")
+    import awkward as ak
+
+    out, _ = trained
+    prep = Preprocessing.from_dict(json.loads((out / "params.json").read_text())["preprocessing"])
+    arrays = uproot.open(data_path(HZZ))["events"].arrays(prep.branches)
+    ak.to_parquet(arrays, tmp_path / "hzz.parquet", row_group_size=1000)
+    from_root = predict_root(out, [str(data_path(HZZ))], tmp_path / "a.root", progress=False, echo=lambda *_: None)
+    from_parquet = predict_root(out, [str(tmp_path / "hzz.parquet")], tmp_path / "b.parquet", progress=False,
+                                echo=lambda *_: None)
+    assert from_root["events"] == from_parquet["events"] == 2421
+    a = uproot.open(tmp_path / "a.root")["scores"].arrays(library="np")
+    b = ak.from_parquet(tmp_path / "b.parquet")
+    for k in range(5):
+        np.testing.assert_array_equal(a[f"score_{k}"], ak.to_numpy(b[f"score_{k}"]))

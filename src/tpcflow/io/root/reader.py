@@ -197,6 +197,16 @@ class DataReader:
             self._open()
         return self._tree
 
+    def all_branches(self) -> list[str]:
+        """Every branch of the tree (full paths), selected or not."""
+        return list(self.tree.keys(recursive=True))
+
+    def is_jagged(self, name: str) -> bool:
+        """Whether branch ``name`` holds a variable-length list per entry."""
+        import uproot
+
+        return isinstance(self.tree[name].interpretation, uproot.AsJagged)
+
     @property
     def num_entries(self) -> int:
         """Entries this reader serves: ``min(nevts, tree entries)``."""
@@ -370,6 +380,6 @@ class DataReader:
         return self._specs if self._specs is not None else self.first_pass()
 
     def __repr__(self) -> str:
-        return (f"DataReader({self.source!r}, tree={self.tree_name!r}, entries={self.num_entries}, "
+        return (f"{type(self).__name__}({self.source!r}, tree={self.tree_name!r}, entries={self.num_entries}, "
                 f"branches={len(self.branches)}, skipped={len(self.skipped)})")
 

@@ -83,7 +83,9 @@ def summarize(path, *, tree: str | None = None, nevts: int | None = None, includ
 
 def _range(s: dict) -> str:
     if s["min"] is None:
-        return "no finite values"
+        if not s["values"]:
+            return "empty (no values in the events read)"
+        return f"no finite values ({s['nan']} NaN, {s['inf']} inf)"
     return f"values in [{s['min']:.6g}, {s['max']:.6g}] range"
 
 

@@ -24,7 +24,7 @@ from tpcflow.serve.http.deps import ServerState
 from tpcflow.serve.http.errors import status_of
 from tpcflow.serve.http.metrics import LimitsMetricsMiddleware, Metrics
 from tpcflow.serve.http.repository import ModelRepository
-from tpcflow.serve.http.routers import kserve, metrics, tfaas
+from tpcflow.serve.http.routers import kserve, metrics, proto, tfaas
 from tpcflow.serve.http.settings import Settings
 
 __all__ = ["create_app"]
@@ -86,7 +86,8 @@ def create_app(settings: Settings) -> FastAPI:
         torch_threads=settings.torch_threads,
     )
     parser = BodyParser(settings.parse_processes, settings.max_request_elements)
-    state = ServerState(settings=settings, repository=repository, cache=cache, metrics=meters, parser=parser)
+    state = ServerState(settings=settings, repository=repository, cache=cache, metrics=meters, parser=parser,
+                        default_model=settings.default_model)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -115,6 +116,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _internal_error)
     app.include_router(tfaas.router)
+    app.include_router(proto.router)
     app.include_router(kserve.router)
     app.include_router(metrics.router)
     return app

@@ -62,7 +62,8 @@ class PredictRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(pattern=NAME_PATTERN, description="model name")
+    model: str | None = Field(default=None, pattern=NAME_PATTERN,
+                              description="model name (default: the server's default model, or its only one)")
     keys: list[str] | None = Field(default=None, description="feature names of the values, in their order")
     # fail_fast: the work a hostile body causes is bounded by its first bad element (issue 16)
     values: Annotated[list[float | None], Field(fail_fast=True)] | Annotated[
@@ -77,7 +78,7 @@ class PredictRequest(BaseModel):
 class ParsedPredict:
     """A validated ``/json`` body: ``x`` is ``(rows, values)`` float64 (NaN for null); ``single`` if one row was sent."""
 
-    model: str
+    model: str | None
     keys: list[str] | None
     version: int | None
     x: np.ndarray

@@ -166,12 +166,13 @@ class TFaaSClient:
             offset += size
         return outputs
 
-    def image(self, path: str | Path, model: str) -> dict:
-        """Classify a PNG or JPEG file with ``model``; returns labels with probabilities."""
+    def image(self, path: str | Path, model: str | None = None) -> dict:
+        """Classify a PNG or JPEG file with ``model`` (default: the server's); returns labels with probabilities."""
         path = Path(path)
         mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        data = {"model": model} if model else {}
         with open(path, "rb") as f:
-            return self._request("POST", "/image", data={"model": model}, files={"image": (path.name, f, mime)})
+            return self._request("POST", "/image", data=data, files={"image": (path.name, f, mime)})
 
     def status(self) -> dict:
         """Server status."""

@@ -13,7 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from tpcflow.serve.http.bodies import BodyParser
 from tpcflow.serve.http.cache import ModelCache
-from tpcflow.serve.http.errors import AuthError
+from tpcflow.serve.http.errors import AuthError, BadRequestError
 from tpcflow.serve.http.metrics import Metrics
 from tpcflow.serve.http.repository import ModelRepository
 from tpcflow.serve.http.settings import TOKEN_ENV, Settings
@@ -31,6 +31,26 @@ class ServerState:
     metrics: Metrics
     parser: BodyParser
     started_at: float = field(default_factory=time.time)
+    default_model: str | None = None
+
+    def model_name(self, name: str | None) -> str:
+        """``name``, or the model of a request that names none: the default model, else the only one.
+
+        Raises
+        ------
+        BadRequestError
+            If there is no default model and the repository holds none or several.
+        """
+        if name is not None:
+            return name
+        if self.default_model is not None:
+            return self.default_model
+        names = self.repository.names()
+        if len(names) == 1:
+            return names[0]
+        raise BadRequestError(
+            f"the request names no model and the server has {len(names)} models {names[:10]}: give 'model', "
+            "or set a default model (server setting default_model, or POST /params {\"name\": ...})")
 
 
 def get_state(request: Request) -> ServerState:

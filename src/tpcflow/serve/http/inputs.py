@@ -15,6 +15,7 @@ __all__ = [
     "check_sample_shape",
     "decode_image",
     "label_probabilities",
+    "model_input",
     "order_columns",
     "preprocess_rows",
     "rows_to_array",
@@ -139,6 +140,25 @@ def preprocess_rows(x: np.ndarray, keys: list[str] | None, params: ModelParams, 
     """
     x = order_columns(x, keys, preprocessing.columns, params.name)
     return preprocessing.model_input(x)
+
+
+def model_input(loaded, x: np.ndarray, keys: list[str] | None, preprocessed: bool = False) -> np.ndarray:
+    """The input of ``loaded`` (a :class:`~.cache.LoadedModel`) for rows ``x`` ``(n, width)`` float64.
+
+    Raw rows go through the model's preprocessing when it has one (unless ``preprocessed``);
+    otherwise they are checked and cast (:func:`rows_to_array`).
+
+    Raises
+    ------
+    BadRequestError
+        See :func:`preprocess_rows` and :func:`rows_to_array`; also for a model of several inputs.
+    """
+    p = loaded.params
+    if len(p.input_names) != 1:
+        raise BadRequestError(f"model {p.name!r} takes {len(p.input_names)} inputs; use POST /v2/models/{{name}}/infer")
+    if loaded.preprocessing is not None and not preprocessed:
+        return preprocess_rows(x, keys, p, loaded.preprocessing)
+    return rows_to_array(x, keys, p)
 
 
 def transform_outputs(outputs: list[np.ndarray], params: ModelParams) -> list[np.ndarray]:

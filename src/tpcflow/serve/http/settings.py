@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from tpcflow.errors import ConfigError
+from tpcflow.serve.http.params import NAME_PATTERN
 
 __all__ = ["TOKEN_ENV", "Settings"]
 
@@ -49,6 +50,10 @@ class Settings(BaseModel):
         0 groups only what is already waiting.
     cache_size : int
         Most models (name, version) kept loaded; least recently used evicted.
+    default_model : str or None
+        Model used by ``/json``, ``/proto`` and ``/image`` requests that name none (TFaaS's
+        format has no ``model`` field); without it, the repository's only model.  ``POST
+        /params`` changes it while the server runs.
     torch_threads : int or None
         ``torch.set_num_threads`` applied by ``tpcflow serve-http`` (None leaves it).
     """
@@ -66,6 +71,7 @@ class Settings(BaseModel):
     max_batch_size: int = Field(default=64, ge=1)
     max_batch_delay_ms: float = Field(default=0.0, ge=0.0, le=1000.0)
     cache_size: int = Field(default=8, ge=1)
+    default_model: str | None = Field(default=None, pattern=NAME_PATTERN)
     torch_threads: int | None = Field(default=None, ge=1)
 
     @classmethod

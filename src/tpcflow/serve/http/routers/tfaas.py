@@ -21,15 +21,10 @@ from starlette.datastructures import UploadFile
 
 from tpcflow import __version__
 from tpcflow.serve.http.bodies import OFFLOAD_ELEMENTS, PredictRequest, predictions_body
+from tpcflow.serve.http.bundles import decode_base64_model, read_bundle
 from tpcflow.serve.http.deps import State, json_response, require_token
 from tpcflow.serve.http.errors import BadRequestError, ModelFormatError
-from tpcflow.serve.http.inputs import (
-    decode_image,
-    label_probabilities,
-    preprocess_rows,
-    rows_to_array,
-    transform_outputs,
-)
+from tpcflow.serve.http.inputs import decode_image, label_probabilities, model_input, transform_outputs
 from tpcflow.serve.http.loading import onnx_available
 from tpcflow.serve.http.params import NAME_PATTERN
 from tpcflow.serve.http.repository import check_name, parse_labels
@@ -82,8 +77,13 @@ async def upload(request: Request, state: State) -> Response:
     """Store a TorchScript, tpcflow checkpoint or ONNX model as a new version of ``name``.
 
     Multipart fields: ``name``; ``params`` (params.json, a file or a string);
-    ``model`` (the model file); ``labels`` (optional labels.txt).  Needs the API token.
+    ``model`` (the model file, base64-encoded with ``Content-Encoding: base64``); ``labels``
+    (optional labels.txt).  Any other body is a TFaaS model bundle, a (gzip) tar of the model
+    folder (:mod:`tpcflow.serve.http.bundles`).  Needs the API token.
     """
+    if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        return await _upload_bundle(request, state)
+    base64 = request.headers.get("content-encoding", "").lower() == "base64"
     form = await request.form(**_FORM_LIMITS)
     try:
         name = form.get("name")
@@ -107,7 +107,10 @@ async def upload(request: Request, state: State) -> Response:
         try:
             with open(fd, "wb") as out:
                 await model.seek(0)
-                await anyio.to_thread.run_sync(shutil.copyfileobj, model.file, out)
+                if base64:
+                    out.write(decode_base64_model(await model.read()))
+                else:
+                    await anyio.to_thread.run_sync(shutil.copyfileobj, model.file, out)
             entry = await anyio.to_thread.run_sync(
                 lambda: state.repository.add(name, params, tmp_path, filename=model.filename, labels=labels)
             )
@@ -115,8 +118,28 @@ async def upload(request: Request, state: State) -> Response:
             tmp_path.unlink(missing_ok=True)
     finally:
         await form.close()
+    return _uploaded(entry)
+
+
+def _uploaded(entry) -> Response:
     return json_response({"name": entry.name, "version": entry.version, "format": entry.params.format,
-                  "params": entry.params.model_dump(mode="json", exclude_none=True)}, 201)
+                          "params": entry.params.model_dump(mode="json", exclude_none=True)}, 201)
+
+
+async def _upload_bundle(request: Request, state: State) -> Response:
+    bundle = await anyio.to_thread.run_sync(read_bundle, await request.body(), state.settings.max_upload_bytes)
+    name = check_name(bundle.name)
+    labels = parse_labels(bundle.labels) if bundle.labels is not None else None
+    fd, tmp = tempfile.mkstemp(prefix="model-", dir=state.repository.scratch_dir())
+    tmp_path = Path(tmp)
+    try:
+        with open(fd, "wb") as out:
+            out.write(bundle.model)
+        entry = await anyio.to_thread.run_sync(
+            lambda: state.repository.add(name, bundle.params, tmp_path, filename=bundle.model_name, labels=labels))
+    finally:
+        tmp_path.unlink(missing_ok=True)
+    return _uploaded(entry)
 
 
 @router.get("/models", summary="List the models", responses={200: {"model": list[dict[str, Any]]}})
@@ -149,15 +172,9 @@ async def predict_json(request: Request, state: State) -> Response:
     (pydantic-core's JSON parser), large bodies in a helper process (:mod:`.bodies`).
     """
     body = await state.parser.predict(await request.body())
-    loaded = await state.cache.aget(body.model, body.version)
-    if loaded.preprocessing is not None and not body.preprocessed:
-        x = preprocess_rows(body.x, body.keys, loaded.params, loaded.preprocessing)
-    else:
-        x = rows_to_array(body.x, body.keys, loaded.params)
+    loaded = await state.cache.aget(state.model_name(body.model), body.version)
+    x = model_input(loaded, body.x, body.keys, body.preprocessed)
     single = body.single
-    if len(loaded.params.input_names) != 1:
-        raise BadRequestError(f"model {body.model!r} takes {len(loaded.params.input_names)} inputs; "
-                              "use POST /v2/models/{name}/infer")
     outputs = transform_outputs(await loaded.batcher.submit([x]), loaded.params)
     big = sum(o.size for o in outputs) > OFFLOAD_ELEMENTS
     payload = await state.parser.run(big, predictions_body, loaded.name, loaded.version,
@@ -177,18 +194,17 @@ async def predict_json_alias(request: Request, state: State) -> Response:
     summary="Classify a PNG or JPEG image",
     openapi_extra=_multipart_body(
         {"image": _BINARY, "model": {"type": "string", "pattern": NAME_PATTERN}, "version": {"type": "integer"}},
-        ["image", "model"],
+        ["image"],
     ),
     responses={200: {"model": ImageResponse}},
 )
 async def predict_image(request: Request, state: State) -> Response:
-    """Multipart ``image`` (PNG/JPEG) and ``model``; returns labels with probabilities, most probable first."""
+    """Multipart ``image`` (PNG/JPEG) and ``model`` (default: the server's default or only model);
+    returns labels with probabilities, most probable first."""
     form = await request.form(**_FORM_LIMITS)
     try:
         name = form.get("model")
-        if not isinstance(name, str):
-            raise BadRequestError("missing multipart field 'model' (the model name)")
-        check_name(name)
+        name = check_name(state.model_name(name if isinstance(name, str) and name else None))
         version_field = form.get("version")
         version = None
         if isinstance(version_field, str) and version_field:
@@ -207,6 +223,45 @@ async def predict_image(request: Request, state: State) -> Response:
     outputs = await loaded.batcher.submit([x])
     return json_response({"model": loaded.name, "version": loaded.version, "filename": filename,
                   "labels": label_probabilities(outputs[0][0], loaded.params, loaded.labels)})
+
+
+@router.post("/predict/image", summary="Classify a PNG or JPEG image (TFaaS's second route)",
+             openapi_extra=_multipart_body(
+                 {"image": _BINARY, "model": {"type": "string", "pattern": NAME_PATTERN}, "version": {"type": "integer"}},
+                 ["image"]),
+             responses={200: {"model": ImageResponse}})
+async def predict_image_alias(request: Request, state: State) -> Response:
+    """The same as ``POST /image``."""
+    return await predict_image(request, state)
+
+
+@router.get("/params", summary="Params of a model (TFaaS)", responses={200: {"model": dict[str, Any]}})
+def get_params(state: State, model: str | None = Query(default=None, pattern=NAME_PATTERN,
+                                                       description="model (default: the default model)"),
+               version: int | None = Query(default=None, ge=1, description="version (default: latest)")) -> Response:
+    """The ``params.json`` of ``model`` as the server holds it (with its ``version`` and ``format``)."""
+    entry = state.repository.entry(check_name(state.model_name(model)), version)
+    return json_response(entry.params.model_dump(mode="json", exclude_none=True))
+
+
+@router.post("/params", dependencies=[Depends(require_token)], summary="Choose the default model (TFaaS)",
+             responses={200: {"model": dict[str, Any]}})
+async def set_params(request: Request, state: State) -> Response:
+    """Make the model named by the body's ``name`` the one used by requests naming no model.
+
+    TFaaS's ``POST /params`` sets the server's current model from a params.json body; the
+    model must already be uploaded.  Needs the API token.
+    """
+    try:
+        body = json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise BadRequestError(f"params is not valid JSON: {err}") from None
+    name = body.get("name") if isinstance(body, dict) else None
+    if not isinstance(name, str):
+        raise BadRequestError('POST /params needs a JSON object with the model\'s "name"')
+    state.repository.entry(check_name(name))  # 404 for an unknown model
+    state.default_model = name
+    return json_response({"default_model": name})
 
 
 @router.get("/status", summary="Server status", responses={200: {"model": StatusResponse}})
