@@ -10,7 +10,13 @@ For each file of ../shared/data/root (or $TPCFLOW_DATA/root), in the same run an
   branches and ``library="ak"`` for the jagged ones (what the generator itself does);
 * the first pass (specs collection, including opening the file) rate, also against the baseline;
 * NanoAOD only: padding every jagged branch with ``ak.pad_none``/``ak.fill_none``/``ak.to_numpy``
-  against tpcflow's offsets scatter (``pad_jagged``), on arrays already in memory.
+  against tpcflow's offsets scatter (``pad_jagged``), on arrays already in memory;
+* ``root-predict`` (a 5-class MLP trained here for one epoch on the HZZ file, scoring 10 copies of
+  the file into a ROOT friend tree) against raw uproot opening each file and reading the model's
+  branches;
+* ``POST /json`` requests/s of 32 raw rows each (physics units, null for empty slots; the server
+  applies the model's preprocessing and softmax) against the same rows pre-normalised
+  (``"preprocessed": true``), one client, to a ``tpcflow serve-http`` subprocess.
 
 Rates are events/s, best of N repeats (warm page cache). Run: ``python benchmarks/bench_root.py [--quick]``.
 Each figure ends with one line ``BENCH <name> <value> <unit> baseline=<value> ratio=<x>``.
@@ -19,7 +25,10 @@ Each figure ends with one line ``BENCH <name> <value> <unit> baseline=<value> ra
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,8 +36,10 @@ import awkward as ak
 import numpy as np
 import uproot
 
-from tpcflow.io.root import DataReader
-from tpcflow.loader.root_generator import DataGenerator, pad_jagged
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_http's server helpers
+
+from tpcflow.io.root import DataReader  # noqa: E402
+from tpcflow.loader.root_generator import DataGenerator, pad_jagged  # noqa: E402
 
 FILES = {
     "nanoaod": "nanoAOD_2015_CMS_Open_Data_ttbar.root",
@@ -113,6 +124,72 @@ def bench_padding(path: Path, repeats: int) -> None:
     print(f"BENCH root_nanoaod_pad_jagged {ours:.0f} ev/s baseline={base:.0f} ratio={ours / base:.3f}")
 
 
+def _train_hzz_model(path: Path, out: Path) -> None:
+    from tpcflow.workflows.root_train import RootTrainParams, train_root
+
+    model_file = out.parent / "mlp.py"
+    model_file.write_text("from torch import nn\n"
+                          "def model(idim):\n"
+                          "    return nn.Sequential(nn.Linear(idim, 64), nn.ReLU(), nn.Linear(64, 5))\n")
+    params = RootTrainParams(epochs=1, chunk_size=5000, include=["Jet_*", "Electron_*", "Photon_*", "MET_*", "NMuon"])
+    train_root([str(path)], "NMuon", model_file, params, out, progress=False, echo=lambda *_: None)
+
+
+def bench_predict(path: Path, work: Path, repeats: int) -> None:
+    from tpcflow.loader.root_preprocess import Preprocessing
+    from tpcflow.workflows.root_predict import predict_root
+
+    out = work / "hzz-model"
+    _train_hzz_model(path, out)
+    prep = Preprocessing.from_dict(json.loads((out / "params.json").read_text())["preprocessing"])
+    files = [str(path)] * 10
+    n = 10 * DataReader(path).num_entries
+
+    def raw():  # each file opened and its branches read, as root-predict must
+        for f in files:
+            with uproot.open(f, array_cache=None) as root_file:
+                root_file["events"].arrays(prep.branches, library="ak")
+
+    def ours():
+        predict_root(out, files, work / "scores.root", progress=False, echo=lambda *_: None)
+
+    r = interleaved({"raw": raw, "ours": ours}, n, max(2, repeats // 3))
+    print(f"# root-predict: {n} events ({len(files)} x {path.name}), row width {prep.width}")
+    print(f"BENCH root_predict_hzz {r['ours']:.0f} ev/s baseline={r['raw']:.0f} ratio={r['ours'] / r['raw']:.3f}")
+    bench_json(out, prep, path, work, repeats)
+
+
+def bench_json(out: Path, prep, path: Path, work: Path, repeats: int) -> None:
+    import httpx
+    from bench_http import free_port, start_server, stop_server
+
+    from tpcflow.serve.http.repository import ModelRepository
+
+    serving = json.loads((out / "params.json").read_text())
+    ModelRepository(work / "repo").add("hzz", serving, out / "model.pt", filename="model.pt")
+    with DataReader(path) as reader:
+        raw = prep.raw_rows(reader.read(0, 32, prep.branches)).astype(np.float64)
+    raw_body = json.dumps({"model": "hzz", "keys": prep.columns,
+                           "values": [[None if np.isnan(v) else float(v) for v in row] for row in raw]}).encode()
+    pre_body = json.dumps({"model": "hzz", "preprocessed": True, "values": prep.model_input(raw).tolist()}).encode()
+    port = free_port()
+    proc = start_server(work / "repo", port, batching=True, delay_ms=0.0)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"content-type": "application/json"}) as c:
+            answers = [c.post("/json", content=b).json()["predictions"] for b in (raw_body, pre_body)]
+            np.testing.assert_allclose(answers[0], answers[1], rtol=1e-5)  # the same probabilities both ways
+            requests = 200
+
+            def send(body):
+                return lambda: [c.post("/json", content=body).raise_for_status() for _ in range(requests)]
+
+            r = interleaved({"raw": send(raw_body), "pre": send(pre_body)}, requests, max(2, repeats // 3))
+    finally:
+        stop_server(proc)
+    print(f"# /json: 32 rows of {prep.width} columns per request, sequential requests from one client")
+    print(f"BENCH root_json_raw_rows {r['raw']:.0f} req/s baseline={r['pre']:.0f} ratio={r['raw'] / r['pre']:.3f}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="3 repeats instead of 15")
@@ -126,6 +203,9 @@ def main() -> int:
             print(f"# skip {tag}: {root / name} not found (set TPCFLOW_DATA)")
     if (root / FILES["nanoaod"]).exists():
         bench_padding(root / FILES["nanoaod"], repeats)
+    if (root / FILES["hzz"]).exists():
+        with tempfile.TemporaryDirectory() as work:
+            bench_predict(root / FILES["hzz"], Path(work), repeats)
     return 0
 
 

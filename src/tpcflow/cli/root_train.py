@@ -107,9 +107,11 @@ def _run_images(args) -> int:
     written = ic.save_image_model(result, args.out, x.shape[1:])
     print(f"wrote {', '.join(written.values())}")
     if args.upload:
+        trained = json.loads(Path(written["params"]).read_text())
         _upload(args, Path(written["model"]), {"input_shape": list(x.shape[1:]), "datatype": "FP32",
                                                "img_channels": x.shape[1] if x.shape[1] in (1, 3, 4) else None,
-                                               "probabilities": "softmax", "labels": classes,
+                                               "probabilities": "softmax", "output_transform": "softmax",
+                                               "labels": classes, "preprocessing": trained["preprocessing"],
                                                "description": "hep_resnet image classifier (tpcflow)"},
                 Path(written["labels"]))
     return 0

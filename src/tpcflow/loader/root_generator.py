@@ -214,6 +214,10 @@ class DataGenerator:
             specs = merge_specs([r.first_pass() for r in self.readers])
         elif not isinstance(specs, Specs):
             specs = load_specs(specs)
+        ids = [b for b in self.identifiers if b in specs.branches]
+        if ids:  # specs of a first pass that kept them (DataReader alone, older runs): identifiers are never features
+            specs = Specs(tree=specs.tree, files=list(specs.files), nevents=specs.nevents,
+                          branches={k: v for k, v in specs.branches.items() if k not in ids}, skipped=dict(specs.skipped))
         specs = cap_jdim(specs, jdim)
         self.specs = specs
         self.branches = [name for name, _, _ in specs.layout()]

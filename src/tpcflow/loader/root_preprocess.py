@@ -33,6 +33,7 @@ from tpcflow.io.root.specs import BranchSpec, Specs
 
 __all__ = [
     "DEFAULT_IDENTIFIERS",
+    "load_preprocessing",
     "PREPROCESSING_FORMAT",
     "OUTPUT_TRANSFORMS",
     "Preprocessing",
@@ -292,6 +293,22 @@ class Preprocessing:
                        identifiers=[str(i) for i in d.get("identifiers", [])])
         except (TypeError, ValueError) as err:
             raise DataFormatError(f"malformed preprocessing: {err}", file_path=origin) from None
+
+
+def load_preprocessing(d: object, *, origin: object = None):
+    """The preprocessing a served model's ``params.json`` declares: rows of a ROOT tree
+    (:class:`Preprocessing`) or images (:class:`~tpcflow.loader.image_preprocess.ImagePreprocessing`).
+
+    Raises
+    ------
+    DataFormatError
+        If ``d`` is neither.
+    """
+    from tpcflow.loader.image_preprocess import IMAGE_PREPROCESSING_FORMAT, ImagePreprocessing
+
+    if isinstance(d, dict) and d.get("format") == IMAGE_PREPROCESSING_FORMAT:
+        return ImagePreprocessing.from_dict(d, origin=origin)
+    return Preprocessing.from_dict(d, origin=origin)
 
 
 def output_transform(scores: np.ndarray, kind: str) -> np.ndarray:

@@ -7,8 +7,10 @@ Two inputs:
   images may also sit in ``<folder>/train/`` as in MLaaS4HEP;
 * larcv2 ROOT files, one label per file (``image2d`` trees: (E, P, R, C) per file).
 
-Preprocessing (stored with the model in ``params.json``): negative values -> 0, ``log1p``,
-then divide by the training set's maximum, so inputs lie in [0, 1].
+Preprocessing (stored with the model in ``params.json``, applied by the server to the images
+it receives): negative values -> 0, ``log1p``, then divide by the training set's maximum, so
+inputs lie in [0, 1] (:mod:`tpcflow.loader.image_preprocess`).  8-bit image files are read as
+``pixel / 255``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from tqdm import tqdm
 
 from tpcflow.atomic import atomic_write
 from tpcflow.errors import ConfigError, DataFormatError
+from tpcflow.loader.image_preprocess import ImagePreprocessing
 from tpcflow.models.resnet import ResNetClassifier
 from tpcflow.workflows.export import save_torchscript, write_json
 
@@ -83,7 +86,9 @@ def load_image_folder(folder, labels_csv) -> tuple[np.ndarray, np.ndarray, list[
         p = base / r["file"].strip()
         if not p.is_file():
             raise DataFormatError("image file listed in labels CSV does not exist", file_path=p, entry=i)
-        img = np.asarray(mpimg.imread(p), dtype=np.float32)
+        img = mpimg.imread(p)
+        # 8-bit files as pixel / 255, as matplotlib reads PNG and as POST /image decodes every image
+        img = img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else np.asarray(img, dtype=np.float32)
         img = img[None] if img.ndim == 2 else np.moveaxis(img, -1, 0)
         if images and img.shape != images[0].shape:
             raise DataFormatError(f"image shape {img.shape} differs from {images[0].shape}", file_path=p, entry=i)
@@ -92,11 +97,13 @@ def load_image_folder(folder, labels_csv) -> tuple[np.ndarray, np.ndarray, list[
 
 
 def preprocess(images: np.ndarray, scale: float | None = None) -> tuple[np.ndarray, float]:
-    """Return ``log1p(max(x, 0)) / scale`` as float32 and the scale (default: the max of the log)."""
-    x = np.log1p(np.maximum(images, 0, dtype=np.float32))
-    if scale is None:
-        scale = float(x.max()) or 1.0
-    return (x / scale).astype(np.float32), scale
+    """Return ``log1p(max(x, 0)) / scale`` as float32 and the scale (default: the max of the log).
+
+    The transform is :class:`tpcflow.loader.image_preprocess.ImagePreprocessing`, the one the
+    server applies to the images it receives.
+    """
+    prep = ImagePreprocessing.fit(images) if scale is None else ImagePreprocessing(scale)
+    return prep.apply(images), prep.scale
 
 
 @dataclass
@@ -190,7 +197,8 @@ def save_image_model(result: ImageTrainResult, out_dir, example_shape) -> dict:
     out = Path(out_dir)
     example = torch.zeros((1, *example_shape))
     params = {"model": "hep_resnet", **result.config, "input_shape": list(example_shape),
-              "preprocess": "log1p(max(x,0))/scale", "scale": result.scale, "history": result.history}
+              "preprocess": "log1p(max(x,0))/scale", "scale": result.scale, "history": result.history,
+              "preprocessing": ImagePreprocessing(result.scale).to_dict()}
     text = "".join(f"{c}\n" for c in result.classes)
     return {
         "model": str(save_torchscript(result.model, example, out / "model.pt")),

@@ -164,7 +164,8 @@ def predict_root(model: str | Path, files: list[str], out: str | Path, *, chunk_
     columns: dict[str, list[np.ndarray]] = {}
     try:
         prep.check_chunk(chunk_size, max_chunk_bytes, "--chunk-size")
-        readers = [open_reader(f, tree=prep.specs.tree or None) for f in files]
+        # only the model's branches are selected (classifying every branch of a NanoAOD costs more than reading)
+        readers = [open_reader(f, tree=prep.specs.tree or None, include=prep.branches) for f in files]
         total = sum(r.num_entries for r in readers)
         bar = tqdm(total=total, unit="ev", desc="root-predict", disable=not progress, file=sys.stderr)
         for i, reader in enumerate(readers):

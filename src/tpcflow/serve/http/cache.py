@@ -50,12 +50,13 @@ class LoadedModel:
 
     @functools.cached_property
     def preprocessing(self):
-        """The model's :class:`~tpcflow.loader.root_preprocess.Preprocessing`, or None."""
+        """The model's preprocessing (rows or images: :func:`~tpcflow.loader.root_preprocess.load_preprocessing`),
+        or None."""
         if self.entry.params.preprocessing is None:
             return None
-        from tpcflow.loader.root_preprocess import Preprocessing
+        from tpcflow.loader.root_preprocess import load_preprocessing
 
-        return Preprocessing.from_dict(self.entry.params.preprocessing)
+        return load_preprocessing(self.entry.params.preprocessing)
 
 
 class ModelCache:

@@ -15,6 +15,7 @@ __all__ = [
     "check_sample_shape",
     "decode_image",
     "label_probabilities",
+    "is_row_preprocessing",
     "model_input",
     "order_columns",
     "preprocess_rows",
@@ -156,9 +157,18 @@ def model_input(loaded, x: np.ndarray, keys: list[str] | None, preprocessed: boo
     p = loaded.params
     if len(p.input_names) != 1:
         raise BadRequestError(f"model {p.name!r} takes {len(p.input_names)} inputs; use POST /v2/models/{{name}}/infer")
-    if loaded.preprocessing is not None and not preprocessed:
-        return preprocess_rows(x, keys, p, loaded.preprocessing)
-    return rows_to_array(x, keys, p)
+    prep = None if preprocessed else loaded.preprocessing
+    if prep is not None and is_row_preprocessing(prep):
+        return preprocess_rows(x, keys, p, prep)
+    x = rows_to_array(x, keys, p)
+    return x if prep is None else prep.apply(x)
+
+
+def is_row_preprocessing(prep) -> bool:
+    """Whether ``prep`` turns raw rows of a tree into inputs (else it transforms images, shape kept)."""
+    from tpcflow.loader.root_preprocess import Preprocessing
+
+    return isinstance(prep, Preprocessing)
 
 
 def transform_outputs(outputs: list[np.ndarray], params: ModelParams) -> list[np.ndarray]:

@@ -74,11 +74,12 @@ class ModelParams(BaseModel):
     probabilities : {"softmax", "sigmoid", "none"}
         How ``POST /image`` turns the output into probabilities.
     preprocessing : dict or None
-        What turns raw rows (physics units; NaN or ``null`` where there is no value)
-        into the network's input: ``tpcflow-root-preprocessing`` written by ``root-train``
-        (:mod:`tpcflow.loader.root_preprocess`).  When set, ``/json`` and KServe ``infer``
-        apply it to the rows they receive, unless the request says ``preprocessed``;
-        ``keys`` are then the raw columns.
+        What turns raw inputs into the network's input: raw rows (physics units; NaN or
+        ``null`` where there is no value) for ``tpcflow-root-preprocessing``
+        (:mod:`tpcflow.loader.root_preprocess`, written by ``root-train``; ``keys`` are then
+        the raw columns), raw images for ``tpcflow-image-preprocessing``
+        (:mod:`tpcflow.loader.image_preprocess`).  ``/json``, ``/proto``, ``/image`` and KServe
+        ``infer`` apply it, unless the request says ``preprocessed``.
     output_transform : {"sigmoid", "softmax", "none"} or None
         Applied to the first output by ``/json`` and KServe ``infer``, so that they answer
         probabilities; None (the default) answers the network's raw outputs.
@@ -134,14 +135,14 @@ class ModelParams(BaseModel):
     @classmethod
     def _preprocessing(cls, value: dict | None) -> dict | None:
         if value is not None:
-            from tpcflow.loader.root_preprocess import Preprocessing
+            from tpcflow.loader.root_preprocess import load_preprocessing
 
-            Preprocessing.from_dict(value)  # DataFormatError is a ValueError: a validation error
+            load_preprocessing(value)  # DataFormatError is a ValueError: a validation error
         return value
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelParams:
-        if self.preprocessing is not None:
+        if self.raw_columns is not None:
             columns = self.raw_columns
             if self.keys is not None and self.keys != columns:
                 raise ValueError(f"keys must be the preprocessing's columns {columns[:4]}..., in their order")
@@ -165,11 +166,10 @@ class ModelParams(BaseModel):
     @property
     def raw_columns(self) -> list[str] | None:
         """Columns of the raw rows the preprocessing takes (None without preprocessing)."""
-        if self.preprocessing is None:
-            return None
-        from tpcflow.loader.root_preprocess import Preprocessing
+        from tpcflow.loader.root_preprocess import Preprocessing, load_preprocessing
 
-        return Preprocessing.from_dict(self.preprocessing).columns
+        prep = load_preprocessing(self.preprocessing) if self.preprocessing is not None else None
+        return prep.columns if isinstance(prep, Preprocessing) else None
 
     @property
     def label_list(self) -> list[str] | None:

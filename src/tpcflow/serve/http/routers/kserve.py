@@ -15,7 +15,7 @@ from tpcflow.serve.http.bodies import OFFLOAD_ELEMENTS
 from tpcflow.serve.http.cache import LoadedModel
 from tpcflow.serve.http.deps import State, json_response
 from tpcflow.serve.http.errors import BadRequestError
-from tpcflow.serve.http.inputs import check_sample_shape, preprocess_rows, transform_outputs
+from tpcflow.serve.http.inputs import check_sample_shape, is_row_preprocessing, preprocess_rows, transform_outputs
 from tpcflow.serve.http.params import NAME_PATTERN
 from tpcflow.serve.http.repository import check_name
 from tpcflow.serve.http.schemas import (
@@ -109,11 +109,13 @@ def _arrange_inputs(loaded: LoadedModel, request: InferRequest, arrays: list, pr
     ordered = []
     for i, n in enumerate(p.input_names):
         inp, arr = by_name[n]
-        if inp.datatype != p.datatype and not (i == 0 and preprocess):
+        if inp.datatype != p.datatype and not (i == 0 and preprocess):  # raw inputs: any numbers
             raise BadRequestError(f"input {n!r} must be {p.datatype}, got {inp.datatype}")
         if arr.ndim < 1 or arr.shape[0] < 1:
             raise BadRequestError(f"input {n!r} needs a batch dimension of at least 1, got shape {list(arr.shape)}")
-        if i == 0 and preprocess:  # raw rows (N, columns), NaN where empty: the model's own preprocessing
+        if i == 0 and preprocess and not is_row_preprocessing(loaded.preprocessing):  # raw images
+            arr = loaded.preprocessing.apply(check_sample_shape(arr, p, what=f"input {n!r}"))
+        elif i == 0 and preprocess:  # raw rows (N, columns), NaN where empty: the model's own preprocessing
             if arr.ndim != 2 or arr.dtype.kind != "f":
                 raise BadRequestError(f"input {n!r} of model {p.name!r} takes raw rows: a 2-D FP32 or FP64 tensor "
                                       f"(N, {loaded.preprocessing.width}), or set parameters.preprocessed")

@@ -24,7 +24,13 @@ from tpcflow.serve.http.bodies import OFFLOAD_ELEMENTS, PredictRequest, predicti
 from tpcflow.serve.http.bundles import decode_base64_model, read_bundle
 from tpcflow.serve.http.deps import State, json_response, require_token
 from tpcflow.serve.http.errors import BadRequestError, ModelFormatError
-from tpcflow.serve.http.inputs import decode_image, label_probabilities, model_input, transform_outputs
+from tpcflow.serve.http.inputs import (
+    decode_image,
+    is_row_preprocessing,
+    label_probabilities,
+    model_input,
+    transform_outputs,
+)
 from tpcflow.serve.http.loading import onnx_available
 from tpcflow.serve.http.params import NAME_PATTERN
 from tpcflow.serve.http.repository import check_name, parse_labels
@@ -220,6 +226,10 @@ async def predict_image(request: Request, state: State) -> Response:
         await form.close()
     loaded = await state.cache.aget(name, version)
     x = await anyio.to_thread.run_sync(decode_image, data, loaded.params, state.settings.max_image_pixels)
+    if loaded.preprocessing is not None:  # pixels / 255 are the raw image the model was trained on
+        if is_row_preprocessing(loaded.preprocessing):
+            raise BadRequestError(f"model {loaded.name!r} takes rows of a tree (POST /json), not images")
+        x = loaded.preprocessing.apply(x)
     outputs = await loaded.batcher.submit([x])
     return json_response({"model": loaded.name, "version": loaded.version, "filename": filename,
                   "labels": label_probabilities(outputs[0][0], loaded.params, loaded.labels)})
