@@ -66,3 +66,21 @@ def ctx():
     c = zmq.Context()
     yield c
     c.destroy(linger=0)
+
+
+def png_image_folder(tmp_path: Path, count: int) -> tuple[Path, Path]:
+    """``count`` 32x32 crops of real larcv2 electron images saved as PNG (matplotlib, gray colour map, RGBA)
+    in ``tmp_path/hep_images/train`` with a ``labels.csv`` (background, signal alternating); returns both."""
+    import matplotlib.image as mpimg
+
+    from tpcflow.io.larcv_root import read_larcv2_images
+
+    imgs = read_larcv2_images(data_path("larcv2/electron.root"), producer="data")[0][:count, 0, :32, :32]
+    folder = tmp_path / "hep_images" / "train"
+    folder.mkdir(parents=True)
+    rows = ["file,label"]
+    for i, img in enumerate(imgs):
+        mpimg.imsave(folder / f"ev{i}.png", img, cmap="gray")
+        rows.append(f"ev{i}.png,{'signal' if i % 2 else 'background'}")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    return tmp_path / "hep_images", tmp_path / "labels.csv"

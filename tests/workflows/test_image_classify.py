@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import data_path
+from conftest import data_path, png_image_folder
 
 from tpcflow.cli.main import main
 from tpcflow.errors import DataFormatError
-from tpcflow.io.larcv_root import read_larcv2_images
 from tpcflow.workflows.image_classify import (
     load_image_folder,
     load_larcv2_images,
@@ -40,16 +39,7 @@ def test_resnet_trains_on_electron_vs_proton(tmp_path):
 
 
 def test_image_folder_with_labels_csv(tmp_path, capsys):
-    import matplotlib.image as mpimg
-
-    imgs = read_larcv2_images(data_path("larcv2/electron.root"), producer="data")[0][:3, 0, :32, :32]
-    folder = tmp_path / "hep_images" / "train"
-    folder.mkdir(parents=True)
-    rows = ["file,label"]
-    for i, img in enumerate(imgs):
-        mpimg.imsave(folder / f"ev{i}.png", img, cmap="gray")
-        rows.append(f"ev{i}.png,{'signal' if i % 2 else 'background'}")
-    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    png_image_folder(tmp_path, 3)
     x, y, names = load_image_folder(tmp_path / "hep_images", tmp_path / "labels.csv")
     assert x.shape == (3, 4, 32, 32) and names == ["background", "signal"] and y.tolist() == [0, 1, 0]
     (tmp_path / "p.json").write_text('{"epochs": 1, "widths": [4], "input_pool": 1}')

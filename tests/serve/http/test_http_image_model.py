@@ -11,27 +11,18 @@ import json
 import httpx
 import numpy as np
 import torch
-from conftest import data_path
+from conftest import png_image_folder
 from http_testutil import TOKEN, running_server
 
 from tpcflow.cli.main import main
-from tpcflow.io.larcv_root import read_larcv2_images
 from tpcflow.serve.http.client import TFaaSClient
 from tpcflow.serve.http.settings import Settings
 from tpcflow.workflows.image_classify import load_image_folder, preprocess
 
 
 def test_a_published_image_model_answers_with_its_training_preprocessing(tmp_path, capsys, monkeypatch):
-    import matplotlib.image as mpimg
-
-    imgs = read_larcv2_images(data_path("larcv2/electron.root"), producer="data")[0][:4, 0, :32, :32]
+    png_image_folder(tmp_path, 4)
     folder = tmp_path / "hep_images" / "train"
-    folder.mkdir(parents=True)
-    rows = ["file,label"]
-    for i, img in enumerate(imgs):
-        mpimg.imsave(folder / f"ev{i}.png", img, cmap="gray")
-        rows.append(f"ev{i}.png,{'signal' if i % 2 else 'background'}")
-    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
     (tmp_path / "p.json").write_text('{"epochs": 1, "widths": [4], "input_pool": 1}')
     monkeypatch.setenv("TPCFLOW_API_TOKEN", TOKEN)
     with running_server(Settings(models_dir=tmp_path / "repo", api_token=TOKEN)) as (url, _app):
