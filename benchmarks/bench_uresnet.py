@@ -16,6 +16,12 @@ inference = eval-mode forward without gradients; peak memory per image):
    this pair because the dense default preset does not fit in memory at full resolution here
    (about 40 GB of activations; the reference quotes > 10 GB even at half resolution).
 3. The sparse default preset at full resolution, against the dense default at 640x1024.
+4. End to end (issue 14): ``tpcflow train`` (``tpcflow.train.loop.train``) of the sparse ``a21``
+   network at full resolution on synthetic events (``data.synthetic=true data.downsample=0``,
+   float32, batch 1, no validation or checkpoints in the timed steps), against the network-only
+   sparse step of case 2 measured in the same run; the trainer takes the sparse network's voxel
+   path (``TrainNetwork.step``).  The rate is the steady state between the first and the last step
+   (from ``metrics.csv``).
 
 Each case runs in its own process, so that its peak RSS (``ru_maxrss``; on GPU
 ``torch.cuda.max_memory_allocated``) is its own; the memory figure is the peak minus the RSS
@@ -149,6 +155,36 @@ def run_case(name: str, iters: int, warmup: int, compile_: bool) -> dict:
     }
 
 
+def run_train_case(iters: int) -> dict:
+    """``tpcflow train`` of the sparse a21 network at full resolution on synthetic events, in this process."""
+    import csv
+    import tempfile
+
+    from tpcflow.config import load_config
+    from tpcflow.train.loop import train
+
+    with tempfile.TemporaryDirectory() as out:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        cfg = load_config([
+            "network=a21", "network.conv_mode=sparse", "data.synthetic=true", "data.downsample=0",
+            f"data.synthetic_events={iters + 1}", "run.minibatch_size=1", f"run.iterations={iters + 1}",
+            "run.aux_iterations=0", f"mode.checkpoint_iteration={iters + 1}", "mode.logging_iteration=1",
+            "run.progress=false", f"run.output_dir={out}", "run.id=bench"])
+        t0 = time.perf_counter()
+        result = train(cfg, echo=lambda *_a, **_k: None)
+        wall = time.perf_counter() - t0
+        with open(result.run_dir / "metrics.csv") as f:
+            rows = [r for r in csv.DictReader(f) if r["split"] == "train" and r.get("img_per_s")]
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+    # img_per_s is cumulative: k steps took k / r_k seconds
+    t = [int(r["iteration"]) / float(r["img_per_s"]) for r in rows]
+    steps = [b - a for a, b in zip(t, t[1:])]
+    return {"case": "train-full-a21-sparse", "img_s": len(steps) / (t[-1] - t[0]), "best_img_s": 1 / min(steps),
+            "step_s": steps, "warmup_s": t[0], "peak_gb": peak / 1e9, "params": result.n_parameters,
+            "occupancy": float("nan"), "source": "tpcflow train, synthetic", "device": "cpu", "threads": 0,
+            "compiled": False, "wall_s": wall}
+
+
 def _event_arrays(ev):
     import numpy as np
 
@@ -258,7 +294,10 @@ def main(argv=None) -> int:
 
         if args.threads:
             torch.set_num_threads(args.threads)
-        print(json.dumps(run_case(args.case, args.iters, args.warmup, args.compile)))
+        if args.case.startswith("train-"):
+            print(json.dumps(run_train_case(args.iters)))
+        else:
+            print(json.dumps(run_case(args.case, args.iters, args.warmup, args.compile)))
         return 0
 
     if args.threads:
@@ -284,6 +323,7 @@ def main(argv=None) -> int:
     r["dfull_infer"] = _launch("dense-full-a21-baseinfer", 1, 0 if q else 1, args)
     r["sfull_train"] = _launch("sparse-full-a21-basetrain", it_sparse, 1, args)
     r["sfull_infer"] = _launch("sparse-full-a21-baseinfer", it_sparse, 1, args)
+    r["e2e_train"] = _launch("train-full-a21-sparse", it_sparse, 1, args)
     if not q:
         r["sfull_u_train"] = _launch("sparse-full-uresnet-basetrain", it_sparse, 1, args)
         r["sfull_u_infer"] = _launch("sparse-full-uresnet-baseinfer", it_sparse, 1, args)
@@ -296,6 +336,10 @@ def main(argv=None) -> int:
     _bench("sparse_vs_dense_a21_1280x2048_inference", r["sfull_infer"]["img_s"], "img/s", r["dfull_infer"]["img_s"])
     _bench("sparse_vs_dense_a21_1280x2048_train_peak_memory_per_image", r["sfull_train"]["peak_gb"], "GB",
            r["dfull_train"]["peak_gb"])
+    _bench("tpcflow_train_sparse_a21_1280x2048_vs_network_step", r["e2e_train"]["img_s"], "img/s",
+           r["sfull_train"]["img_s"])
+    _bench("tpcflow_train_sparse_a21_1280x2048_peak_memory_per_image", r["e2e_train"]["peak_gb"], "GB",
+           r["sfull_train"]["peak_gb"])
     if not q:
         _bench("sparse_uresnet_1280x2048_vs_dense_uresnet_640x1024_train", r["sfull_u_train"]["img_s"], "img/s",
                r["base_train"]["img_s"])

@@ -33,8 +33,11 @@ def quiet(*_a, **_k):
     pass
 
 
-def test_resume_reproduces_uninterrupted_losses(tmp_path):
-    common = ["run.iterations=6", "mode.optimizer.lr_schedule=one_cycle", "mode.checkpoint_iteration=3", "run.aux_iterations=0"]
+@pytest.mark.parametrize("conv_mode", ["2D", "sparse"])
+def test_resume_reproduces_uninterrupted_losses(tmp_path, conv_mode):
+    """Also for the sparse network, which trains on its voxels (TrainNetwork.step)."""
+    common = ["run.iterations=6", "mode.optimizer.lr_schedule=one_cycle", "mode.checkpoint_iteration=3",
+              "run.aux_iterations=0", f"network.conv_mode={conv_mode}"]
     full = train(cfg_of(tmp_path, "run.id=full", *common), echo=quiet)
     first = train(cfg_of(tmp_path, "run.id=cut", *common), echo=quiet, stop_at=3)
     assert len(first.losses) == 3

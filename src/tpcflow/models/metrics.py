@@ -37,7 +37,7 @@ import torch
 
 from tpcflow.models.logits import plane_pairs
 
-__all__ = ["METRIC_NAMES", "plane_metrics", "segmentation_metrics"]
+__all__ = ["METRIC_NAMES", "combine_planes", "masked_mean", "plane_metrics", "segmentation_metrics"]
 
 METRIC_NAMES = (
     "Total_Accuracy",
@@ -49,7 +49,8 @@ METRIC_NAMES = (
 )
 
 
-def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float:
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float:
+    """Mean of ``values`` where ``mask`` holds (the images that have a value); NaN if none does."""
     if not bool(mask.any()):
         return math.nan
     return float(values[mask].mean())
@@ -83,12 +84,12 @@ def plane_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float
     nonbkg = lab != 0
     n_nb = nonbkg.sum(dims).double()
     ok_nb = (correct & nonbkg).sum(dims).double()
-    out["Non_Bkg_Accuracy"] = _masked_mean(ok_nb / n_nb.clamp_min(1), n_nb > 0)
+    out["Non_Bkg_Accuracy"] = masked_mean(ok_nb / n_nb.clamp_min(1), n_nb > 0)
 
     is_nu = lab == 2
     n_nu = is_nu.sum(dims).double()
     ok_nu = ((pred == 2) & is_nu).sum(dims).double()
-    out["Neutrino_Accuracy"] = _masked_mean(ok_nu / n_nu.clamp_min(1), n_nu > 0)
+    out["Neutrino_Accuracy"] = masked_mean(ok_nu / n_nu.clamp_min(1), n_nu > 0)
 
     for cls, name in ((1, "Cosmic_IoU"), (2, "Neutrino_IoU")):
         p, t = pred == cls, lab == cls
@@ -123,8 +124,12 @@ def segmentation_metrics(logits_per_plane: Sequence[torch.Tensor] | torch.Tensor
     ValueError
         If the planes or shapes do not match.
     """
+    return combine_planes([plane_metrics(lg, lb) for lg, lb in plane_pairs(logits_per_plane, labels)])
+
+
+def combine_planes(per_plane: Sequence[dict[str, float]]) -> dict[str, float]:
+    """``plane{p}/<name>`` for each plane's metrics, and ``Average/<name>`` over the planes that have a value."""
     result: dict[str, float] = {}
-    per_plane = [plane_metrics(lg, lb) for lg, lb in plane_pairs(logits_per_plane, labels)]
     for p, values in enumerate(per_plane):
         for name in METRIC_NAMES:
             result[f"plane{p}/{name}"] = values[name]

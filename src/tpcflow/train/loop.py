@@ -211,11 +211,10 @@ def _step(run: _Run) -> tuple[dict, float, int]:
         x, y = batch_to_device(next(run.source), info.device, run.cfg.run.channels_last)
         sync = micro == accum - 1 or not info.enabled
         with contextlib.nullcontext() if sync else net.forward_model.no_sync():
-            logits = net.forward(x)
-            loss = net.loss(logits, y)
+            loss, metrics = net.step(x, y)
             scaled = loss / accum
             (run.scaler.scale(scaled) if run.scaler is not None else scaled).backward()
-        acc.add({"loss": float(loss.detach()), **net.metrics(logits.detach(), y)})
+        acc.add({"loss": float(loss.detach()), **metrics})
         images += x.shape[0] * info.world_size
     if run.scaler is not None:
         run.scaler.step(run.optimizer)

@@ -1,6 +1,9 @@
 """What train, iotest and inference share: building the network on a device, forward, metrics.
 
 The network returns one logits tensor ``[B, n_classes, P, H, W]`` (:mod:`tpcflow.models.logits`).
+Training and validation of the sparse network take its fast path instead (:meth:`TrainNetwork.step`):
+the voxels of the minibatch go through ``forward_sparse``, the loss is per voxel and the metrics
+come from the voxels, equal to the dense metrics (:mod:`tpcflow.models.sparse.minibatch`).
 """
 
 from __future__ import annotations
@@ -57,6 +60,34 @@ class TrainNetwork:
         self.loss_fn = SegmentationLoss(cfg.mode.optimizer.loss_balance_scheme)
         self.forward_model = self.model  # replaced by the DDP / compiled wrapper
 
+    @property
+    def sparse(self) -> bool:
+        """Whether :meth:`step` takes the sparse network's voxel path (not under DDP or torch.compile,
+        which wrap ``forward`` only)."""
+        return hasattr(self.model, "forward_sparse") and self.forward_model is self.model
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """Loss (a scalar tensor with its graph) and metrics of one labelled minibatch ``[B, P, H, W]``.
+
+        Dense networks: the dense logits, :class:`~tpcflow.models.loss.SegmentationLoss` over every
+        pixel, :func:`~tpcflow.models.metrics.segmentation_metrics`.  The sparse network: its voxels
+        only (:attr:`sparse`), with the loss over the voxels and
+        :func:`~tpcflow.models.sparse.minibatch.voxel_metrics` (equal to the dense metrics).  With the
+        ``focal`` scheme (the default) the two losses are equal too, as pixels without charge are
+        certain background in the dense output; the other schemes average over voxels, not pixels.
+        """
+        if not self.sparse:
+            logits = self.forward(x)
+            return self.loss(logits, y), self.metrics(logits.detach(), y)
+        from tpcflow.models.sparse.minibatch import SparseMinibatch, voxel_metrics
+
+        batch = SparseMinibatch.from_dense(x, y, self.netcfg.n_classes)
+        with self.autocast():
+            logits = self.model.forward_sparse(batch.planes(), batch.batch_size, batch.shape)
+        logits = [lg.float() for lg in logits]
+        loss = self.loss_fn(logits, batch.labels)
+        return loss, {k: float(v) for k, v in voxel_metrics([lg.detach() for lg in logits], batch).items()}
+
     def use_model(self, model: torch.nn.Module) -> None:
         """Run ``model`` (for example a trained one) instead of the freshly built network."""
         self.model = self.forward_model = model
@@ -101,9 +132,8 @@ def evaluate(runner: TrainNetwork, source, max_batches: int | None = None) -> di
                 if max_batches is not None and i >= max_batches:
                     break
                 x, y = batch_to_device(batch, runner.device, runner.cfg.run.channels_last)
-                logits = runner.forward(x)
-                m = {"loss": float(runner.loss(logits, y)), **runner.metrics(logits, y)}
-                acc.add(m, weight=x.shape[0])
+                loss, metrics = runner.step(x, y)
+                acc.add({"loss": float(loss), **metrics}, weight=x.shape[0])
     finally:
         model.train(was_training)
     return acc.mean()
