@@ -34,10 +34,10 @@ def trained(tmp_path_factory):
     return out, res.checkpoint
 
 
-def _infer(out, ckpt, file, *extra):
+def _infer(out, ckpt, file, *extra, run="train"):
     # the run's own config.yaml as the base: its run.iterations=1 must not cap inference
     cfg = load_config(["data.synthetic=false", f"data.file={file}", f"mode.weights_location={ckpt}", "run.id=infer", "run.minibatch_size=2",
-                       "mode.event_displays=1", *extra], base=out / "train" / "config.yaml", mode="inference")
+                       "mode.event_displays=1", *extra], base=out / run / "config.yaml", mode="inference")
     return infer(cfg, echo=quiet)
 
 
@@ -141,3 +141,40 @@ def test_training_files_need_only_the_products_the_run_reads(trained, tmp_path):
                        "run.aux_iterations=0", "run.num_threads=1", f"run.output_dir={tmp_path}", *TINY_NETWORK])
     res = train(cfg, echo=quiet)
     assert len(res.losses) == 1 and np.isfinite(res.losses[0])
+
+
+@pytest.mark.parametrize("downsample", [4, 2])
+def test_the_sparse_network_infers_on_its_voxels_with_the_dense_paths_outputs(tmp_path, monkeypatch, downsample):
+    """Issue 14: tpcflow inference of a sparse network uses forward_sparse (no dense logits), and writes the
+    same predictions, scores and per-entry metrics as the dense detour did, on the real file."""
+    from tpcflow.train.network import TrainNetwork
+
+    cfg = load_config([
+        "data.synthetic=true", f"data.downsample={downsample}", "data.synthetic_events=2", "run.minibatch_size=2",
+        "run.iterations=1", "run.aux_iterations=0", "run.progress=false", "run.num_threads=1",
+        f"run.output_dir={tmp_path}", "run.id=sparse", "network.conv_mode=sparse", *TINY_NETWORK])
+    ckpt = train(cfg, echo=quiet).checkpoint
+    real = data_path("larcv3/cosmic_tagging_light.h5")
+
+    def no_dense_logits(self, x):
+        raise AssertionError("the sparse network's inference computed dense logits")
+
+    with monkeypatch.context() as m:
+        m.setattr(TrainNetwork, "forward", no_dense_logits)
+        sparse = _infer(tmp_path, ckpt, real, f"data.downsample={downsample}",
+                        f"mode.output_file={tmp_path / 'sparse.h5'}", "run.id=s", run="sparse")
+    monkeypatch.setattr(TrainNetwork, "sparse", property(lambda self: False))  # today's dense detour
+    dense = _infer(tmp_path, ckpt, real, f"data.downsample={downsample}", f"mode.output_file={tmp_path / 'dense.h5'}",
+                   "run.id=d", run="sparse")
+    assert sparse.events == dense.events == 5
+    with open_larcv3(tmp_path / "sparse.h5") as a, open_larcv3(tmp_path / "dense.h5") as b:
+        for e in range(5):
+            ea, eb = a.read(e), b.read(e)
+            for key in (PRED, SCORE):
+                for pa, pb in zip(ea.products[key], eb.products[key], strict=True):
+                    np.testing.assert_array_equal(pa.index, pb.index)
+                    np.testing.assert_allclose(pa.values, pb.values, rtol=1e-5, atol=1e-6)
+    for ra, rb in zip(sparse.rows, dense.rows, strict=True):
+        assert ra.keys() == rb.keys()
+        for k in ra:
+            assert ra[k] == pytest.approx(rb[k], rel=1e-9, abs=1e-9, nan_ok=True), k

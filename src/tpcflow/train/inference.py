@@ -44,6 +44,7 @@ from tpcflow.io.products import (
 )
 from tpcflow.models.checkpoint import check_compatible, input_pooling, read_checkpoint, restore_model
 from tpcflow.models.runtime import pick_device
+from tpcflow.models.sparse.minibatch import SparseMinibatch, voxel_metrics
 from tpcflow.train.checkpoint import CheckpointManager
 from tpcflow.train.displays import draw_event
 from tpcflow.train.network import TrainNetwork, batch_to_device
@@ -135,15 +136,23 @@ def check_resolution(data: dict | None, native_shape: tuple[int, int], cfg: Conf
                           f"with data.downsample={ds}")
 
 
-def voxel_predictions(projections: list[SparseProjection], pred: np.ndarray, score: np.ndarray,
-                      downsample: int) -> tuple[list[SparseProjection], list[SparseProjection]]:
+def voxel_predictions(projections: list[SparseProjection], pred, score, downsample: int,
+                      voxels: list[np.ndarray] | None = None,
+                      shape: tuple[int, int] | None = None) -> tuple[list[SparseProjection], list[SparseProjection]]:
     """Labels and scores of a pooled prediction at the voxels of the input projections.
 
     Parameters
     ----------
     projections : P input SparseProjection (the charge product), their own grid and metas
-    pred, score : (P, h, w) predicted label and its probability on the pooled grid
+    pred, score : the predicted label and its probability on the pooled grid: (P, h, w) arrays,
+        or, with ``voxels``, P arrays (N_p,) at the pooled grid's voxels
     downsample : k; voxel (H, W) fell in pooled pixel (H >> k, W >> k) (clipped to the grid)
+    voxels : P arrays (N_p, 2) int64, optional
+        ``(y, x)`` of the pooled grid's voxels, sorted (the sparse network's path, no dense
+        grid); pooled pixels that are no voxel are background with probability 1, as in the
+        dense output of the sparse network.
+    shape : (h, w)
+        The pooled grid's size, with ``voxels``.
 
     Returns
     -------
@@ -152,10 +161,20 @@ def voxel_predictions(projections: list[SparseProjection], pred: np.ndarray, sco
     labels, scores = [], []
     for p, proj in enumerate(projections):
         h, w = image_coordinates(proj.index, proj.meta.number_of_voxels)
-        hh = np.minimum(h >> downsample, pred.shape[1] - 1)
-        ww = np.minimum(w >> downsample, pred.shape[2] - 1)
-        labels.append(SparseProjection(proj.meta, proj.index, pred[p][hh, ww].astype(np.float32)))
-        scores.append(SparseProjection(proj.meta, proj.index, score[p][hh, ww].astype(np.float32)))
+        grid = pred.shape[1:] if voxels is None else shape
+        hh = np.minimum(h >> downsample, grid[0] - 1)
+        ww = np.minimum(w >> downsample, grid[1] - 1)
+        if voxels is None:
+            lab, sc = pred[p][hh, ww], score[p][hh, ww]
+        else:
+            keys = voxels[p][:, 0] * grid[1] + voxels[p][:, 1]
+            want = hh * grid[1] + ww
+            at = np.minimum(np.searchsorted(keys, want), max(len(keys) - 1, 0))
+            found = keys[at] == want if len(keys) else np.zeros(len(want), bool)
+            lab = np.where(found, pred[p][at] if len(keys) else 0, 0)
+            sc = np.where(found, score[p][at] if len(keys) else 1.0, 1.0)
+        labels.append(SparseProjection(proj.meta, proj.index, np.asarray(lab).astype(np.float32)))
+        scores.append(SparseProjection(proj.meta, proj.index, np.asarray(sc).astype(np.float32)))
     return labels, scores
 
 
@@ -215,20 +234,40 @@ def _infer(cfg: Config, source, ckpt, wpath, netcfg, device, echo, max_events) -
             if cfg.run.iterations and i >= cfg.run.iterations:
                 break
             x, y = batch_to_device(batch, device, cfg.run.channels_last)
-            logits = runner.forward(x)  # [B, C, P, H, W]
-            score, pred = torch.softmax(logits, dim=1).max(dim=1)
-            pred_np, score_np = pred.cpu().numpy(), score.cpu().numpy()
+            if runner.sparse:  # the sparse network on its voxels: no dense logits
+                sb = SparseMinibatch.from_dense(x, y, netcfg.n_classes)
+                with runner.autocast():
+                    vox_logits = runner.model.forward_sparse(sb.planes(), sb.batch_size, sb.shape)
+                vox = [torch.softmax(lg.float(), dim=1).max(dim=1) for lg in vox_logits]
+            else:
+                logits = runner.forward(x)  # [B, C, P, H, W]
+                score, pred = torch.softmax(logits, dim=1).max(dim=1)
+                pred_np, score_np = pred.cpu().numpy(), score.cpu().numpy()
             for b in range(x.shape[0]):
                 if result.events >= total:
                     break
                 entry = int(batch["entries"][b])
                 eid = EventID(*(int(v) for v in batch["event_ids"][b]))
                 planes = reader.read(entry, products=[image_key]).products[image_key]
-                lab, sc = voxel_predictions(planes, pred_np[b], score_np[b], k)
+                if runner.sparse:
+                    mine = [c[:, 0] == b for c in sb.coords]
+                    lab, sc = voxel_predictions(
+                        planes, [v.indices[m].cpu().numpy() for v, m in zip(vox, mine, strict=True)],
+                        [v.values[m].cpu().numpy() for v, m in zip(vox, mine, strict=True)], k,
+                        voxels=[c[m][:, 1:].cpu().numpy() for c, m in zip(sb.coords, mine, strict=True)],
+                        shape=sb.shape)
+                else:
+                    lab, sc = voxel_predictions(planes, pred_np[b], score_np[b], k)
                 writer.write(Event(event_id=eid, products={label_key: lab, score_key: sc}, entry=entry))
                 row = {"entry": entry, "run": eid.run, "subrun": eid.subrun, "event": eid.event,
                        **_label_fractions(lab)}
-                m = runner.metrics(logits[b : b + 1], y[b : b + 1]) if y is not None else {}
+                if y is None:
+                    m = {}
+                elif runner.sparse:
+                    m = voxel_metrics([lg[c[:, 0] == b] for lg, c in zip(vox_logits, sb.coords, strict=True)],
+                                      sb.select(b))
+                else:
+                    m = runner.metrics(logits[b : b + 1], y[b : b + 1])
                 result.rows.append({**row, **m})
                 if len(result.displays) < cfg.mode.event_displays:
                     # the entry keeps names unique when event ids are unset (-1), as in cosmic_tagging_light.h5
@@ -237,7 +276,8 @@ def _infer(cfg: Config, source, ckpt, wpath, netcfg, device, echo, max_events) -
                     title = f"entry {entry}: run {eid.run} subrun {eid.subrun} event {eid.event}" + (
                         f"  mIoU {miou:.3f}" if miou is not None else "")
                     truth = batch["label"][b] if "label" in batch else None
-                    result.displays.append(draw_event(png, batch["image"][b], truth, pred_np[b], title))
+                    shown = (sparse_prediction_image(sb, vox, b) if runner.sparse else pred_np[b])
+                    result.displays.append(draw_event(png, batch["image"][b], truth, shown, title))
                 result.events += 1
                 bar.update(1)
             if result.events >= total:
@@ -249,6 +289,17 @@ def _infer(cfg: Config, source, ckpt, wpath, netcfg, device, echo, max_events) -
     result.metrics = {k: float(np.nanmean([r[k] for r in result.rows])) for k in keys}
     echo(f"inference: {result.events} events, {result.images_per_second:.2f} img/s -> {out_path}")
     return result
+
+
+def sparse_prediction_image(batch, predictions, b: int) -> np.ndarray:
+    """Dense ``(P, H, W)`` predicted labels of image ``b`` from per-voxel predictions (for event displays)."""
+    h, w = batch.shape
+    out = np.zeros((len(batch.coords), h, w), np.int64)
+    for p, (c, v) in enumerate(zip(batch.coords, predictions, strict=True)):
+        mine = c[:, 0] == b
+        yx = c[mine][:, 1:].cpu().numpy()
+        out[p, yx[:, 0], yx[:, 1]] = v.indices[mine].cpu().numpy()
+    return out
 
 
 def _label_fractions(labels: list[SparseProjection]) -> dict:

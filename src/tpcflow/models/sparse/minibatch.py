@@ -86,6 +86,15 @@ class SparseMinibatch:
         return SparseMinibatch(move(self.coords), move(self.features), move(self.labels),
                                None if self.missed is None else self.missed.to(device), self.batch_size, self.shape)
 
+    def select(self, b: int) -> SparseMinibatch:
+        """The minibatch of image ``b`` alone (batch index 0)."""
+        keep = [c[:, 0] == b for c in self.coords]
+        coords = [c[m] * torch.tensor([0, 1, 1], device=c.device) for c, m in zip(self.coords, keep, strict=True)]
+        return SparseMinibatch(
+            coords, [f[m] for f, m in zip(self.features, keep, strict=True)],
+            None if self.labels is None else [lb[m] for lb, m in zip(self.labels, keep, strict=True)],
+            None if self.missed is None else self.missed[b : b + 1], 1, self.shape)
+
     @property
     def voxels(self) -> int:
         """Voxels of all planes together."""
