@@ -22,6 +22,10 @@ inference = eval-mode forward without gradients; peak memory per image):
    backward, Adam, logging), against the network-only step (``forward_sparse``, focal loss,
    backward, Adam) on the same minibatches in the same process; the first step of each is
    warm-up.  Synthetic events differ in occupancy, so only the same events make a fair ratio.
+5. End to end: ``tpcflow inference`` (``tpcflow.train.inference.infer``) of a sparse a21 checkpoint over
+   synthetic full-resolution events, the whole command (reading, the network on its voxels, writing
+   the predictions), against the network-only ``forward_sparse`` on the same events; steady state
+   from the first event written to the last (the loader's start, about 2 s, is reported apart).
 
 Each case runs in its own process, so that its peak RSS (``ru_maxrss``; on GPU
 ``torch.cuda.max_memory_allocated``) is its own; the memory figure is the peak minus the RSS
@@ -217,6 +221,70 @@ def run_train_case(iters: int) -> dict:
             "compiled": False, "network_only_img_s": len(net_times[1:]) / alone, "network_only_step_s": net_times[1:]}
 
 
+def run_infer_case(iters: int) -> dict:
+    """``tpcflow inference`` of a sparse a21 checkpoint over synthetic full-resolution events (events/s, whole
+    command: reading, the network, writing predictions), against the network-only forward on the same events."""
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+
+    from tpcflow.config import DataConfig, load_config
+    from tpcflow.models.checkpoint import data_section, save_checkpoint
+    from tpcflow.models.registry import PRESETS, build_network
+    from tpcflow.models.runtime import TorchRunner
+    from tpcflow.models.sparse.minibatch import SparseMinibatch
+    from tpcflow.sim.sbnd import generate_file
+    from tpcflow.train.data import FileSource
+    from tpcflow.train.inference import infer
+
+    n = iters + 1
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        cfg_net = PRESETS["a21"].replace(conv_mode="sparse")
+        torch.manual_seed(0)
+        ckpt = save_checkpoint(tmp / "a21.ckpt", build_network(cfg_net).eval(), cfg_net,
+                               extra={"data": data_section(0, FULL)})
+        events = generate_file(tmp / "events.h5", n, 7, downsample=0)
+        cfg = load_config([f"data.file={events}", "data.synthetic=false", "data.downsample=0",
+                           f"mode.weights_location={ckpt}", "run.minibatch_size=1", "mode.event_displays=0",
+                           "run.progress=false", f"run.output_dir={tmp}", "run.id=infer", "network=a21",
+                           "network.conv_mode=sparse"], mode="inference")
+        import tpcflow.io as tio
+
+        written = []
+        write = tio.Larcv3Writer.write
+
+        def timed_write(self, event):  # the steady state: from the first event written to the last
+            write(self, event)
+            written.append(time.perf_counter())
+
+        tio.Larcv3Writer.write = timed_write
+        t0 = time.perf_counter()
+        result = infer(cfg, echo=lambda *_a, **_k: None)
+        wall = time.perf_counter() - t0
+        tio.Larcv3Writer.write = write
+        steady = (len(written) - 1) / (written[-1] - written[0])
+        source = FileSource([events], DataConfig(file=str(events), downsample=0, num_threads=1), 1, cycle=False,
+                            shuffle=False)
+        batches = [SparseMinibatch.from_dense(torch.as_tensor(b["image"]).clone()) for b in source]
+        source.close()
+    runner = TorchRunner(build_network(cfg_net), device="cpu")
+    times = []
+    for batch in batches:
+        t = time.perf_counter()
+        runner.forward_sparse(batch.planes(), batch.batch_size, batch.shape)
+        times.append(time.perf_counter() - t)
+    alone = len(times[1:]) / sum(times[1:])
+    return {"case": "infer-full-a21-sparse", "img_s": steady, "best_img_s": steady,
+            "step_s": list(np.diff(written)), "warmup_s": written[0] - t0, "peak_gb": 0.0,
+            "command_img_s": result.images_per_second,
+            "params": 0, "occupancy": float(sum(b.voxels for b in batches) / (len(batches) * 3 * FULL[0] * FULL[1])),
+            "source": "tpcflow inference, synthetic", "device": "cpu", "threads": torch.get_num_threads(),
+            "compiled": False, "network_only_img_s": alone, "network_only_step_s": times[1:], "wall_s": wall}
+
+
 def _event_arrays(ev):
     import numpy as np
 
@@ -328,6 +396,8 @@ def main(argv=None) -> int:
             torch.set_num_threads(args.threads)
         if args.case.startswith("train-"):
             print(json.dumps(run_train_case(args.iters)))
+        elif args.case.startswith("infer-"):
+            print(json.dumps(run_infer_case(args.iters)))
         else:
             print(json.dumps(run_case(args.case, args.iters, args.warmup, args.compile)))
         return 0
@@ -356,6 +426,7 @@ def main(argv=None) -> int:
     r["sfull_train"] = _launch("sparse-full-a21-basetrain", it_sparse, 1, args)
     r["sfull_infer"] = _launch("sparse-full-a21-baseinfer", it_sparse, 1, args)
     r["e2e_train"] = _launch("train-full-a21-sparse", it_sparse, 1, args)
+    r["e2e_infer"] = _launch("infer-full-a21-sparse", it_sparse, 1, args)
     if not q:
         r["sfull_u_train"] = _launch("sparse-full-uresnet-basetrain", it_sparse, 1, args)
         r["sfull_u_infer"] = _launch("sparse-full-uresnet-baseinfer", it_sparse, 1, args)
@@ -370,6 +441,8 @@ def main(argv=None) -> int:
            r["dfull_train"]["peak_gb"])
     _bench("tpcflow_train_sparse_a21_1280x2048_vs_network_step", r["e2e_train"]["img_s"], "img/s",
            r["e2e_train"]["network_only_img_s"])
+    _bench("tpcflow_inference_sparse_a21_1280x2048_vs_network_forward", r["e2e_infer"]["img_s"], "events/s",
+           r["e2e_infer"]["network_only_img_s"])
     _bench("tpcflow_train_sparse_a21_1280x2048_peak_memory_per_image", r["e2e_train"]["peak_gb"], "GB",
            r["sfull_train"]["peak_gb"])
     if not q:

@@ -216,3 +216,50 @@ def test_submit_through_majortomos_broker_without_mmi(ctx, real_input, tmp_path)
         thread.join(5)
     assert rc == 0
     _check_output(out, events)
+
+
+@pytest.mark.parametrize("downsample", [4, 0])
+def test_a_sparse_checkpoint_serves_voxels_without_a_dense_image(tmp_path, monkeypatch, downsample):
+    """Issue 14: a worker hosting the sparse network sends the COO voxels straight into forward_sparse
+    (one call per batch) and answers the labels of the dense path, on the real cosmic_tagging_light.h5."""
+    torch = pytest.importorskip("torch")
+    from conftest import data_path
+
+    from tpcflow.io import open_larcv3
+    from tpcflow.io.products import image_coordinates
+    from tpcflow.models.checkpoint import data_section, save_checkpoint
+    from tpcflow.models.registry import NetworkConfig, build_network
+    from tpcflow.serve.mdp import cosmic
+
+    cfg = NetworkConfig(n_initial_filters=2, network_depth=2, blocks_per_layer=1, blocks_deepest_layer=1,
+                        blocks_final=1, bottleneck_deepest=4, conv_mode="sparse")
+    torch.manual_seed(0)
+    model = build_network(cfg).eval()
+    ckpt = save_checkpoint(tmp_path / "sparse.ckpt", model, cfg,
+                           extra={"data": data_section(downsample, (1280 >> downsample, 2048 >> downsample))})
+    with open_larcv3(data_path("larcv3/cosmic_tagging_light.h5")) as r:
+        events = [r.read(e) for e in range(3)]
+    bodies = [[bytes(f) for f in encode_request(ev.event_id, ev.products["sparse2d/sbndwire"])] for ev in events]
+    predict, spec = load_service(model_path=ckpt, device="cpu")
+    assert predict.sparse
+    calls = []
+    real = predict.runner.forward_sparse
+    monkeypatch.setattr(predict.runner, "forward_sparse", lambda *a: calls.append(a[1]) or real(*a))
+    monkeypatch.setattr(cosmic, "_scatter", lambda *a: pytest.fail("the sparse worker made a dense image"))
+    sparse = CosmicTaggerHandler(predict, spec)(bodies)
+    assert calls == [3]  # one forward_sparse for the batch of three events
+    monkeypatch.undo()
+    monkeypatch.setattr(type(predict), "sparse", property(lambda self: False))  # today's dense detour
+    dense = CosmicTaggerHandler(predict, spec)(bodies)
+    images = cosmic._scatter([cosmic.decode_request(b)[1] for b in bodies], (2048, 1280))
+    with torch.inference_mode():
+        top2 = predict(images).topk(2, dim=1).values  # the dense logits [B, 2, P, H, W]
+    gap = (top2[:, 0] - top2[:, 1]).numpy()
+    for e, (a, b) in enumerate(zip(sparse, dense, strict=True)):
+        ta, tb = codec.decode_all(a), codec.decode_all(b)
+        for k, proj in enumerate(events[e].products["sparse2d/sbndwire"]):
+            la, lb = ta[2 * k].data, tb[2 * k].data
+            np.testing.assert_allclose(ta[2 * k + 1].data, tb[2 * k + 1].data, rtol=1e-5)  # the scores
+            # labels equal, but where the untrained network's two best logits tie to 1e-4 (last-bit order effects)
+            h, w = image_coordinates(proj.index, proj.meta.number_of_voxels)
+            assert len(la) > 1000 and np.all((la == lb) | (gap[e, k, h, w] < 1e-4))

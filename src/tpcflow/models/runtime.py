@@ -123,6 +123,23 @@ class TorchRunner:
         with torch.inference_mode(), self._autocast():
             return self.model(*tensors)
 
+    def forward_sparse(self, planes, batch_size: int, shape: tuple[int, int]) -> list[torch.Tensor]:
+        """The sparse network's per-voxel logits (``forward_sparse``) on the device, float32.
+
+        ``planes``: per plane ``(coords (N_p, 3) int (batch index, y, x), features (N_p, 1))``,
+        numpy or torch.
+
+        Raises
+        ------
+        TypeError
+            If the model has no ``forward_sparse``.
+        """
+        if not hasattr(self.model, "forward_sparse"):
+            raise TypeError(f"{type(self.model).__name__} has no forward_sparse (not the sparse network)")
+        moved = [(torch.as_tensor(c).to(self.device), torch.as_tensor(f).to(self.device)) for c, f in planes]
+        with torch.inference_mode(), self._autocast():
+            return [lg.float() for lg in self.model.forward_sparse(moved, batch_size, shape)]
+
     def describe(self) -> str:
         """``"cuda:0, bfloat16"``-style summary for start-up lines."""
         return f"{self.device}, {self.precision}"

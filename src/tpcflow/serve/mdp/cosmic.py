@@ -11,7 +11,9 @@ N = the plane's voxel count, in the request's voxel order, plus the event id.
 
 The worker scatters each event into CosmicTagger's image layout [3, H, W] with
 ``image[p, h, w] = dense_p[w, h]`` (H = number_of_voxels[1], W = number_of_voxels[0]), runs the
-network on a batch, and gathers its prediction at the input voxels only.
+network on a batch, and gathers its prediction at the input voxels only.  A checkpoint of the
+sparse network takes the voxels instead, pooled sparsely, in one ``forward_sparse`` call per
+batch (:meth:`PooledPredictor.predict_voxels`): no dense image is made.
 
 Source: CosmicTagger image layout and label convention (tpcflow products docstring).
 """
@@ -182,6 +184,9 @@ class CosmicTaggerHandler:
             self._sparse(groups, replies)
             return replies
         for (nplanes, shape), items in groups.items():
+            if self.spec == COSMIC_TAGGER and getattr(self.predict, "sparse", False):
+                self._voxels(items, shape, replies)
+                continue
             images = _scatter([planes for _, _, planes in items], shape)
             result = self.predict(images)
             cosmic = self.spec == COSMIC_TAGGER
@@ -202,6 +207,16 @@ class CosmicTaggerHandler:
                 except ValueError as err:  # this request's reply breaks the contract: its own error reply
                     replies[i] = err
         return replies
+
+    def _voxels(self, items: list, shape, replies: list) -> None:
+        """A sparse checkpoint: the batch's voxels straight into ``forward_sparse``, never a dense image."""
+        per_event = self.predict.predict_voxels([planes for _, _, planes in items], shape)
+        for (i, eid, _planes), planes_out in zip(items, per_event, strict=True):
+            values = {"label": [lab for lab, _ in planes_out], "score": [sc for _, sc in planes_out]}
+            try:
+                replies[i] = encode_outputs(eid, values, self.spec)
+            except ValueError as err:
+                replies[i] = err
 
     def _sparse(self, groups: dict, replies: list) -> None:
         """``form: sparse``: process_net takes per-event, per-plane (coords, values) and answers per voxel."""
@@ -295,6 +310,69 @@ class PooledPredictor:
                             "x".join(str(v) for v in self.data["image_shape"]), k)
             self._seen[shape] = k
         return self._seen[shape]
+
+    @property
+    def sparse(self) -> bool:
+        """Whether the network is the sparse one: requests then go to :meth:`predict_voxels`, never densified."""
+        return hasattr(getattr(self.runner, "model", None), "forward_sparse") and hasattr(self.runner, "forward_sparse")
+
+    def predict_voxels(self, events: list, shape) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+        """Labels (uint8) and scores (float32) at the voxels of each event, by the sparse network's own path.
+
+        ``events``: per event, its planes (COO tensors of ``shape`` = larcv3 ``number_of_voxels``).
+        One ``forward_sparse`` call runs the whole batch.  The voxels are pooled sparsely as
+        :meth:`__call__` pools the dense images (window sum / window size, the same float32 sums;
+        the grid's remainder rows and columns dropped; pixels that pool to 0 inactive), and each voxel gets its pooled
+        pixel's prediction (background with probability 1 where that pixel holds no charge, as in
+        the network's dense output).
+        """
+        import torch
+
+        n_planes = len(events[0])
+        h, w = image_shape(shape)
+        k = self.pooling((h, w))
+        f = 1 << k
+        hh, ww = h // f, w // f
+        planes, keys_in = [], []
+        for p in range(n_planes):
+            keys, fine, values = [], [], []
+            per_event = []
+            for b, ev in enumerate(events):
+                y, x = image_coordinates(ev[p].index, shape)
+                inside = (y < hh * f) & (x < ww * f)
+                keys.append((b * hh + (y[inside] >> k)) * ww + (x[inside] >> k))
+                fine.append(y[inside] * w + x[inside])
+                values.append(np.asarray(ev[p].values, np.float32)[inside])
+                per_event.append((b * hh + np.minimum(y >> k, hh - 1)) * ww + np.minimum(x >> k, ww - 1))
+            all_keys, all_fine = np.concatenate(keys), np.concatenate(fine)
+            # window sums in float32, each window's pixels in row-major order: avg_pool2d's own sums, bit for bit
+            order = np.lexsort((all_fine, all_keys))
+            sorted_keys = all_keys[order]
+            first = np.r_[True, sorted_keys[1:] != sorted_keys[:-1]] if len(order) else np.zeros(0, bool)
+            key = sorted_keys[first]
+            window = torch.from_numpy(np.cumsum(first) - 1)
+            sums = torch.zeros(len(key), dtype=torch.float32).index_add_(
+                0, window, torch.from_numpy(np.concatenate(values)[order]))
+            charge = (sums / (f * f)).numpy()
+            active = charge != 0
+            key, charge = key[active], charge[active]
+            b_idx, rest = np.divmod(key, hh * ww)
+            coords = np.stack([b_idx, *np.divmod(rest, ww)], axis=1)
+            planes.append((torch.from_numpy(coords), torch.from_numpy(charge[:, None])))
+            keys_in.append((key, per_event))
+        logits = self.runner.forward_sparse(planes, len(events), (hh, ww))
+        out: list[list] = [[] for _ in events]
+        for p, lg in enumerate(logits):
+            score, label = torch.softmax(lg, dim=1).max(dim=1)
+            score, label = score.cpu().numpy(), label.cpu().numpy()
+            key, per_event = keys_in[p]
+            for b, want in enumerate(per_event):
+                at = np.minimum(np.searchsorted(key, want), max(len(key) - 1, 0))
+                found = (key[at] == want) if len(key) else np.zeros(len(want), bool)
+                lab = np.where(found, label[at] if len(key) else 0, 0).astype(np.uint8)
+                sc = np.where(found, score[at] if len(key) else 1.0, 1.0).astype(np.float32)
+                out[b].append((lab, sc))
+        return out
 
     def __call__(self, images):
         import torch
