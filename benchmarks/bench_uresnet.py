@@ -26,6 +26,10 @@ inference = eval-mode forward without gradients; peak memory per image):
    synthetic full-resolution events, the whole command (reading, the network on its voxels, writing
    the predictions), against the network-only ``forward_sparse`` on the same events; steady state
    from the first event written to the last (the loader's start, about 2 s, is reported apart).
+6. End to end: ``tpcflow submit`` of the same kind of events through ``tpcflow worker --bind`` (a hosted
+   broker; the sparse checkpoint served on its voxels, one event per batch), after one warm-up
+   event, against the worker's own network call (``PooledPredictor.predict_voxels``) on the same
+   events in this process.
 
 Each case runs in its own process, so that its peak RSS (``ru_maxrss``; on GPU
 ``torch.cuda.max_memory_allocated``) is its own; the memory figure is the peak minus the RSS
@@ -285,6 +289,66 @@ def run_infer_case(iters: int) -> dict:
             "compiled": False, "network_only_img_s": alone, "network_only_step_s": times[1:], "wall_s": wall}
 
 
+def run_submit_case(iters: int) -> dict:
+    """``tpcflow submit`` of synthetic full-resolution events through ``tpcflow worker --bind`` (a hosted broker)
+    serving a sparse a21 checkpoint, events/s, against the network-only forward on the same events."""
+    import socket
+    import tempfile
+    from pathlib import Path
+
+    import torch
+
+    from tpcflow.io import open_larcv3
+    from tpcflow.models.checkpoint import data_section, save_checkpoint
+    from tpcflow.models.registry import PRESETS, build_network
+    from tpcflow.models.runtime import TorchRunner
+    from tpcflow.serve.mdp.cosmic import PooledPredictor, decode_request, encode_request
+    from tpcflow.serve.mdp.submit import submit_files
+    from tpcflow.sim.sbnd import generate_file
+
+    n = iters + 1
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        cfg_net = PRESETS["a21"].replace(conv_mode="sparse")
+        torch.manual_seed(0)
+        ckpt = save_checkpoint(tmp / "a21.ckpt", build_network(cfg_net).eval(), cfg_net,
+                               extra={"data": data_section(0, FULL)})
+        events = generate_file(tmp / "events.h5", n, 7, downsample=0)
+        warm = generate_file(tmp / "warm.h5", 1, 8, downsample=0)
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        endpoint = f"tcp://127.0.0.1:{port}"
+        worker = subprocess.Popen([sys.executable, "-m", "tpcflow.cli.main", "worker", "--bind", endpoint, "--model",
+                                   str(ckpt), "--max-batch", "1", "--device", "cpu"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            submit_files(endpoint, "cosmic_tagger", [warm], tmp / "warm_out.h5", progress=False)  # loads the network
+            t0 = time.perf_counter()
+            result = submit_files(endpoint, "cosmic_tagger", [events], tmp / "out.h5", progress=False)
+            wall = time.perf_counter() - t0
+        finally:
+            worker.terminate()
+            worker.wait(timeout=30)
+        with open_larcv3(events) as reader:
+            planes = [reader.read(e).products["sparse2d/sbndwire"] for e in range(n)]
+    runner = TorchRunner(build_network(cfg_net), device="cpu")
+    predictor = PooledPredictor(runner, data_section(0, FULL))
+    times = []
+    for ev in planes:
+        _, decoded = decode_request([bytes(f) for f in encode_request(None, ev)])
+        t = time.perf_counter()
+        predictor.predict_voxels([decoded], decoded[0].shape)
+        times.append(time.perf_counter() - t)
+    alone = len(times[1:]) / sum(times[1:])
+    sent = result.sent
+    return {"case": "submit-full-a21-sparse", "img_s": sent / wall, "best_img_s": sent / wall, "step_s": [wall / sent],
+            "warmup_s": times[0], "peak_gb": 0.0, "params": 0, "occupancy": float("nan"),
+            "source": "tpcflow submit through a hosted worker, synthetic", "device": "cpu",
+            "threads": torch.get_num_threads(), "compiled": False, "network_only_img_s": alone,
+            "network_only_step_s": times[1:], "wall_s": wall}
+
+
 def _event_arrays(ev):
     import numpy as np
 
@@ -398,6 +462,8 @@ def main(argv=None) -> int:
             print(json.dumps(run_train_case(args.iters)))
         elif args.case.startswith("infer-"):
             print(json.dumps(run_infer_case(args.iters)))
+        elif args.case.startswith("submit-"):
+            print(json.dumps(run_submit_case(args.iters)))
         else:
             print(json.dumps(run_case(args.case, args.iters, args.warmup, args.compile)))
         return 0
@@ -427,6 +493,7 @@ def main(argv=None) -> int:
     r["sfull_infer"] = _launch("sparse-full-a21-baseinfer", it_sparse, 1, args)
     r["e2e_train"] = _launch("train-full-a21-sparse", it_sparse, 1, args)
     r["e2e_infer"] = _launch("infer-full-a21-sparse", it_sparse, 1, args)
+    r["e2e_submit"] = _launch("submit-full-a21-sparse", it_sparse, 1, args)
     if not q:
         r["sfull_u_train"] = _launch("sparse-full-uresnet-basetrain", it_sparse, 1, args)
         r["sfull_u_infer"] = _launch("sparse-full-uresnet-baseinfer", it_sparse, 1, args)
@@ -443,6 +510,8 @@ def main(argv=None) -> int:
            r["e2e_train"]["network_only_img_s"])
     _bench("tpcflow_inference_sparse_a21_1280x2048_vs_network_forward", r["e2e_infer"]["img_s"], "events/s",
            r["e2e_infer"]["network_only_img_s"])
+    _bench("tpcflow_submit_sparse_a21_1280x2048_vs_network_forward", r["e2e_submit"]["img_s"], "events/s",
+           r["e2e_submit"]["network_only_img_s"])
     _bench("tpcflow_train_sparse_a21_1280x2048_peak_memory_per_image", r["e2e_train"]["peak_gb"], "GB",
            r["sfull_train"]["peak_gb"])
     if not q:
