@@ -44,7 +44,7 @@ from tpcflow.io.products import (
 )
 from tpcflow.models.checkpoint import check_compatible, input_pooling, read_checkpoint, restore_model
 from tpcflow.models.runtime import pick_device
-from tpcflow.models.sparse.minibatch import SparseMinibatch, voxel_metrics
+from tpcflow.models.sparse.minibatch import SparseMinibatch, predictions_at, voxel_metrics
 from tpcflow.train.checkpoint import CheckpointManager
 from tpcflow.train.displays import draw_event
 from tpcflow.train.network import TrainNetwork, batch_to_device
@@ -168,11 +168,7 @@ def voxel_predictions(projections: list[SparseProjection], pred, score, downsamp
             lab, sc = pred[p][hh, ww], score[p][hh, ww]
         else:
             keys = voxels[p][:, 0] * grid[1] + voxels[p][:, 1]
-            want = hh * grid[1] + ww
-            at = np.minimum(np.searchsorted(keys, want), max(len(keys) - 1, 0))
-            found = keys[at] == want if len(keys) else np.zeros(len(want), bool)
-            lab = np.where(found, pred[p][at] if len(keys) else 0, 0)
-            sc = np.where(found, score[p][at] if len(keys) else 1.0, 1.0)
+            lab, sc = predictions_at(keys, pred[p], score[p], hh * grid[1] + ww)
         labels.append(SparseProjection(proj.meta, proj.index, np.asarray(lab).astype(np.float32)))
         scores.append(SparseProjection(proj.meta, proj.index, np.asarray(sc).astype(np.float32)))
     return labels, scores

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from tpcflow.models.metrics import combine_planes, masked_mean
 
-__all__ = ["SparseMinibatch", "voxel_metrics"]
+__all__ = ["SparseMinibatch", "predictions_at", "voxel_metrics"]
 
 
 @dataclass
@@ -99,6 +100,22 @@ class SparseMinibatch:
     def voxels(self) -> int:
         """Voxels of all planes together."""
         return sum(int(c.shape[0]) for c in self.coords)
+
+
+def predictions_at(keys: np.ndarray, label: np.ndarray, score: np.ndarray,
+                   want: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The sparse network's prediction at pixels ``want``, from its per-voxel predictions.
+
+    ``keys`` (sorted, int64) are the voxels' linear pixel keys, ``label`` and ``score`` their
+    predicted label and its probability; ``want`` the linear keys asked for.  A pixel that is no
+    voxel holds no charge: background with probability 1, as in the network's dense output
+    (:func:`~tpcflow.models.sparse.background_logits`).  Returns ``(label, score)`` at ``want``.
+    """
+    if not len(keys):
+        return np.zeros(len(want), label.dtype), np.ones(len(want), score.dtype)
+    at = np.minimum(np.searchsorted(keys, want), len(keys) - 1)
+    found = keys[at] == want
+    return np.where(found, label[at], 0).astype(label.dtype), np.where(found, score[at], 1.0).astype(score.dtype)
 
 
 def _count(index: torch.Tensor, mask: torch.Tensor, n: int) -> torch.Tensor:

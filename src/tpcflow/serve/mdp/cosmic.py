@@ -328,6 +328,8 @@ class PooledPredictor:
         """
         import torch
 
+        from tpcflow.models.sparse.minibatch import predictions_at
+
         n_planes = len(events[0])
         h, w = image_shape(shape)
         k = self.pooling((h, w))
@@ -367,11 +369,8 @@ class PooledPredictor:
             score, label = score.cpu().numpy(), label.cpu().numpy()
             key, per_event = keys_in[p]
             for b, want in enumerate(per_event):
-                at = np.minimum(np.searchsorted(key, want), max(len(key) - 1, 0))
-                found = (key[at] == want) if len(key) else np.zeros(len(want), bool)
-                lab = np.where(found, label[at] if len(key) else 0, 0).astype(np.uint8)
-                sc = np.where(found, score[at] if len(key) else 1.0, 1.0).astype(np.float32)
-                out[b].append((lab, sc))
+                lab, sc = predictions_at(key, label, score, want)
+                out[b].append((lab.astype(np.uint8), sc.astype(np.float32)))
         return out
 
     def __call__(self, images):
