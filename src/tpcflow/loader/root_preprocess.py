@@ -244,12 +244,19 @@ class Preprocessing:
         Raises
         ------
         DataFormatError
-            If ``raw`` is not ``width`` columns wide.
+            If ``raw`` is not ``width`` columns wide, or holds finite values beyond float32's range
+            (they would become infinite, and then read as empty slots).
         """
         raw = np.asarray(raw)
         if raw.ndim != 2 or raw.shape[1] != self.width:
             raise DataFormatError(f"raw rows must have shape (N, {self.width}) ({self.width} columns: "
                                   f"{self.columns[:4]}...), but got {list(raw.shape)}")
+        if raw.dtype.kind == "f" and raw.dtype.itemsize > 4:
+            big = np.isfinite(raw) & (np.abs(raw) > np.finfo(np.float32).max)
+            if big.any():
+                rows, cols = np.nonzero(big)
+                raise DataFormatError(f"{len(rows)} raw values are beyond float32's range, e.g. "
+                                      f"{raw[rows[0], cols[0]]:g} in column {self.columns[cols[0]]!r} of row {rows[0]}")
         x = raw.astype(np.float32, copy=copy)
         mask = np.isfinite(x)
         if self.normalise:

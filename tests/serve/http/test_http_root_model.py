@@ -22,7 +22,7 @@ from tpcflow.cli.main import main
 from tpcflow.io.root import DataReader
 from tpcflow.loader.root_generator import DataGenerator
 from tpcflow.loader.root_preprocess import Preprocessing, output_transform
-from tpcflow.serve.http.client import TFaaSClient
+from tpcflow.serve.http.client import HTTPServiceError, TFaaSClient
 from tpcflow.serve.http.settings import Settings
 from tpcflow.workflows.root_predict import predict_root
 from tpcflow.workflows.root_train import RootTrainParams, train_root
@@ -90,6 +90,12 @@ def test_every_path_answers_raw_events_with_the_trained_probabilities(trained, t
                              "values": Preprocessing.from_dict(json.loads((out / "params.json").read_text())[
                                  "preprocessing"]).model_input(raw).tolist()})["predictions"]
             answers["preprocessed"] = pre
+            # a raw value beyond float32 is refused, not turned into inf and read as an empty slot
+            huge = [list(rows[0])]
+            huge[0][0] = 1e39
+            with pytest.raises(HTTPServiceError, match="beyond float32's range") as err:
+                c.predict({"model": "hzz-model", "keys": keys, "values": huge})
+            assert err.value.status == 400
         served = predict_root(f"{url}/hzz-model", [str(data_path(HZZ))], tmp_path / "served.root", progress=False,
                               echo=lambda *_: None)
     local = predict_root(out, [str(data_path(HZZ))], tmp_path / "local.root", progress=False, echo=lambda *_: None)
