@@ -107,21 +107,13 @@ async def upload(request: Request, state: State) -> Response:
             raise BadRequestError("missing multipart file 'model' (the model file)")
         labels_part = form.get("labels")
         labels = parse_labels(await _read_part(labels_part, "labels")) if labels_part is not None else None
-        scratch = state.repository.scratch_dir()
-        fd, tmp = tempfile.mkstemp(prefix="model-", dir=scratch)
-        tmp_path = Path(tmp)
-        try:
-            with open(fd, "wb") as out:
-                await model.seek(0)
-                if base64:
-                    out.write(decode_base64_model(await model.read()))
-                else:
-                    await anyio.to_thread.run_sync(shutil.copyfileobj, model.file, out)
-            entry = await anyio.to_thread.run_sync(
-                lambda: state.repository.add(name, params, tmp_path, filename=model.filename, labels=labels)
-            )
-        finally:
-            tmp_path.unlink(missing_ok=True)
+        await model.seek(0)
+        if base64:
+            data = decode_base64_model(await model.read())
+            entry = await _add_model(state, name, params, model.filename, labels, lambda out: out.write(data))
+        else:
+            entry = await _add_model(state, name, params, model.filename, labels,
+                                     lambda out: shutil.copyfileobj(model.file, out))
     finally:
         await form.close()
     return _uploaded(entry)
@@ -132,19 +124,27 @@ def _uploaded(entry) -> Response:
                           "params": entry.params.model_dump(mode="json", exclude_none=True)}, 201)
 
 
-async def _upload_bundle(request: Request, state: State) -> Response:
-    bundle = await anyio.to_thread.run_sync(read_bundle, await request.body(), state.settings.max_upload_bytes)
-    name = check_name(bundle.name)
-    labels = parse_labels(bundle.labels) if bundle.labels is not None else None
+async def _add_model(state: State, name: str, params: dict, filename: str | None, labels, write):
+    """Add a model version from a scratch file that ``write(file)`` fills (in a worker thread); the file is removed."""
     fd, tmp = tempfile.mkstemp(prefix="model-", dir=state.repository.scratch_dir())
     tmp_path = Path(tmp)
-    try:
+
+    def add():
         with open(fd, "wb") as out:
-            out.write(bundle.model)
-        entry = await anyio.to_thread.run_sync(
-            lambda: state.repository.add(name, bundle.params, tmp_path, filename=bundle.model_name, labels=labels))
+            write(out)
+        return state.repository.add(name, params, tmp_path, filename=filename, labels=labels)
+
+    try:
+        return await anyio.to_thread.run_sync(add)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+async def _upload_bundle(request: Request, state: State) -> Response:
+    bundle = await anyio.to_thread.run_sync(read_bundle, await request.body(), state.settings.max_upload_bytes)
+    labels = parse_labels(bundle.labels) if bundle.labels is not None else None
+    entry = await _add_model(state, check_name(bundle.name), bundle.params, bundle.model_name, labels,
+                             lambda out: out.write(bundle.model))
     return _uploaded(entry)
 
 
