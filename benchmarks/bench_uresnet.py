@@ -225,6 +225,22 @@ def run_train_case(iters: int) -> dict:
             "compiled": False, "network_only_img_s": len(net_times[1:]) / alone, "network_only_step_s": net_times[1:]}
 
 
+def _sparse_a21_setup(tmp, n: int):
+    """A sparse a21 checkpoint (untrained, seed 0, trained resolution the full grid) and a larcv3 file of ``n``
+    synthetic full-resolution events in ``tmp``; returns ``(network config, checkpoint, events file)``."""
+    import torch
+
+    from tpcflow.models.checkpoint import data_section, save_checkpoint
+    from tpcflow.models.registry import PRESETS, build_network
+    from tpcflow.sim.sbnd import generate_file
+
+    cfg_net = PRESETS["a21"].replace(conv_mode="sparse")
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp / "a21.ckpt", build_network(cfg_net).eval(), cfg_net,
+                           extra={"data": data_section(0, FULL)})
+    return cfg_net, ckpt, generate_file(tmp / "events.h5", n, 7, downsample=0)
+
+
 def run_infer_case(iters: int) -> dict:
     """``tpcflow inference`` of a sparse a21 checkpoint over synthetic full-resolution events (events/s, whole
     command: reading, the network, writing predictions), against the network-only forward on the same events."""
@@ -235,22 +251,15 @@ def run_infer_case(iters: int) -> dict:
     import torch
 
     from tpcflow.config import DataConfig, load_config
-    from tpcflow.models.checkpoint import data_section, save_checkpoint
-    from tpcflow.models.registry import PRESETS, build_network
+    from tpcflow.models.registry import build_network
     from tpcflow.models.runtime import TorchRunner
     from tpcflow.models.sparse.minibatch import SparseMinibatch
-    from tpcflow.sim.sbnd import generate_file
     from tpcflow.train.data import FileSource
     from tpcflow.train.inference import infer
 
-    n = iters + 1
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        cfg_net = PRESETS["a21"].replace(conv_mode="sparse")
-        torch.manual_seed(0)
-        ckpt = save_checkpoint(tmp / "a21.ckpt", build_network(cfg_net).eval(), cfg_net,
-                               extra={"data": data_section(0, FULL)})
-        events = generate_file(tmp / "events.h5", n, 7, downsample=0)
+        cfg_net, ckpt, events = _sparse_a21_setup(tmp, iters + 1)
         cfg = load_config([f"data.file={events}", "data.synthetic=false", "data.downsample=0",
                            f"mode.weights_location={ckpt}", "run.minibatch_size=1", "mode.event_displays=0",
                            "run.progress=false", f"run.output_dir={tmp}", "run.id=infer", "network=a21",
@@ -299,8 +308,8 @@ def run_submit_case(iters: int) -> dict:
     import torch
 
     from tpcflow.io import open_larcv3
-    from tpcflow.models.checkpoint import data_section, save_checkpoint
-    from tpcflow.models.registry import PRESETS, build_network
+    from tpcflow.models.checkpoint import data_section
+    from tpcflow.models.registry import build_network
     from tpcflow.models.runtime import TorchRunner
     from tpcflow.serve.mdp.cosmic import PooledPredictor, decode_request, encode_request
     from tpcflow.serve.mdp.submit import submit_files
@@ -309,11 +318,7 @@ def run_submit_case(iters: int) -> dict:
     n = iters + 1
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        cfg_net = PRESETS["a21"].replace(conv_mode="sparse")
-        torch.manual_seed(0)
-        ckpt = save_checkpoint(tmp / "a21.ckpt", build_network(cfg_net).eval(), cfg_net,
-                               extra={"data": data_section(0, FULL)})
-        events = generate_file(tmp / "events.h5", n, 7, downsample=0)
+        cfg_net, ckpt, events = _sparse_a21_setup(tmp, n)
         warm = generate_file(tmp / "warm.h5", 1, 8, downsample=0)
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
@@ -364,7 +369,6 @@ def _event_arrays(ev):
 
 def demo_task(steps: int, downsample: int = 3) -> dict:
     """Train the same small network dense and sparse on synthetic events; metrics on held-out events."""
-    import numpy as np
     import torch
 
     from tpcflow.models.loss import SegmentationLoss
