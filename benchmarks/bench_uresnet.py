@@ -311,7 +311,8 @@ def run_submit_case(iters: int) -> dict:
     from tpcflow.models.checkpoint import data_section
     from tpcflow.models.registry import build_network
     from tpcflow.models.runtime import TorchRunner
-    from tpcflow.serve.mdp.cosmic import PooledPredictor, decode_request, encode_request
+    from tpcflow.serve.mdp.cosmic import decode_request, encode_request
+    from tpcflow.serve.mdp.service import PooledPredictor
     from tpcflow.serve.mdp.submit import submit_files
     from tpcflow.sim.sbnd import generate_file
 

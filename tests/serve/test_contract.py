@@ -12,8 +12,8 @@ from tpcflow.errors import ConfigError, ServiceError
 from tpcflow.io import open_larcv3
 from tpcflow.io.larcv_root import iterate_image2d
 from tpcflow.serve.mdp.contract import COSMIC_TAGGER, Output, ServiceSpec, decode_outputs, encode_outputs, label_dtype
-from tpcflow.serve.mdp.cosmic import load_service
 from tpcflow.serve.mdp.inprocess import segment_via_broker
+from tpcflow.serve.mdp.service import load_service
 
 SSNET = '''
 import numpy as np

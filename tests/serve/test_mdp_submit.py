@@ -17,7 +17,8 @@ from tpcflow.errors import ConfigError, ServiceError  # noqa: E402
 from tpcflow.io import EventID, open_larcv3, write_larcv3  # noqa: E402
 from tpcflow.serve import codec  # noqa: E402
 from tpcflow.serve.mdp import Broker, Worker  # noqa: E402
-from tpcflow.serve.mdp.cosmic import CosmicTaggerHandler, encode_request, load_service  # noqa: E402
+from tpcflow.serve.mdp.cosmic import CosmicTaggerHandler, encode_request  # noqa: E402
+from tpcflow.serve.mdp.service import load_service  # noqa: E402
 from tpcflow.serve.mdp.submit import submit_files  # noqa: E402
 
 KEY = "sparse2d/sbndwire"

@@ -75,8 +75,9 @@ def run(args) -> int:
     import zmq
 
     from tpcflow.cli.broker import build_broker
-    from tpcflow.serve.mdp.cosmic import CosmicTaggerHandler, load_service
+    from tpcflow.serve.mdp.cosmic import CosmicTaggerHandler
     from tpcflow.serve.mdp.curve import CurveClient
+    from tpcflow.serve.mdp.service import load_service
     from tpcflow.serve.mdp.worker import Worker
 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,

@@ -13,33 +13,29 @@ The worker scatters each event into CosmicTagger's image layout [3, H, W] with
 ``image[p, h, w] = dense_p[w, h]`` (H = number_of_voxels[1], W = number_of_voxels[0]), runs the
 network on a batch, and gathers its prediction at the input voxels only.  A checkpoint of the
 sparse network takes the voxels instead, pooled sparsely, in one ``forward_sparse`` call per
-batch (:meth:`PooledPredictor.predict_voxels`): no dense image is made.
+batch (:meth:`tpcflow.serve.mdp.service.PooledPredictor.predict_voxels`): no dense image is made.
+What a worker runs (a checkpoint, a TorchScript file or a user module) is loaded by
+:mod:`tpcflow.serve.mdp.service`.
 
 Source: CosmicTagger image layout and label convention (tpcflow products docstring).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import importlib.util
 import logging
-import sys
-from pathlib import Path
 
 import numpy as np
 
-from tpcflow.errors import ConfigError, ProtocolError
+from tpcflow.errors import ProtocolError
 from tpcflow.io.products import image_coordinates, image_shape
 from tpcflow.serve import codec
 from tpcflow.serve.mdp.contract import COSMIC_TAGGER, ServiceSpec, decode_outputs, encode_outputs
 
 __all__ = [
     "CosmicTaggerHandler",
-    "PooledPredictor",
     "decode_reply",
     "decode_request",
     "encode_request",
-    "load_service",
 ]
 
 log = logging.getLogger(__name__)
@@ -270,211 +266,3 @@ def _outputs(result, spec: ServiceSpec) -> dict[str, np.ndarray]:
             raise RuntimeError(f"output {o.name!r} has shape {arr.shape}, expected [B, P, H, W] or [B, C, P, H, W]")
         out[o.name] = arr
     return out
-
-
-class PooledPredictor:
-    """A checkpoint's network fed images at the resolution it was trained at.
-
-    ``predict(images [B, P, H, W])``: the images are average-pooled by ``2**k`` (window sum /
-    window size, what the batch loader's ``Pooling: mean`` gives from sparse voxels), the network
-    runs, and its logits [B, C, P, H >> k, W >> k] are repeated back to [B, C, P, H, W], so that every
-    voxel sent gets the label of the pooled pixel it fell in, as ``tpcflow inference`` writes it.
-
-    ``k`` comes from the checkpoint's ``data`` entry (:func:`tpcflow.models.checkpoint.input_pooling`):
-    the power of two that maps the request's grid onto the training images; for another grid, the
-    training ``data.downsample`` (logged once per grid).  Checkpoints without a ``data`` entry
-    (written before it existed) run unpooled, with a warning at start-up.
-    """
-
-    def __init__(self, runner, data: dict | None):
-        self.runner = runner
-        self.device = getattr(runner, "device", None)
-        self.data = data or None
-        self._seen: dict[tuple, int] = {}
-        if self.data is None:
-            log.warning("the checkpoint stores no training resolution (data.downsample): images are fed to the "
-                        "network at the resolution they are sent; retrain or re-save it to store it")
-
-    def pooling(self, shape: tuple[int, int]) -> int:
-        """The pooling power ``k`` for images of ``shape`` (H, W)."""
-        from tpcflow.models.checkpoint import input_pooling
-
-        if self.data is None:
-            return 0
-        if shape not in self._seen:
-            k = input_pooling(self.data, shape)
-            if k is None:
-                k = int(self.data.get("downsample", 0))
-                log.warning("requests of %dx%d pixels do not pool onto the training images %s by a power of two; "
-                            "pooling them by 2**%d (the training data.downsample)", shape[0], shape[1],
-                            "x".join(str(v) for v in self.data["image_shape"]), k)
-            self._seen[shape] = k
-        return self._seen[shape]
-
-    @property
-    def sparse(self) -> bool:
-        """Whether the network is the sparse one: requests then go to :meth:`predict_voxels`, never densified."""
-        return hasattr(getattr(self.runner, "model", None), "forward_sparse") and hasattr(self.runner, "forward_sparse")
-
-    def predict_voxels(self, events: list, shape) -> list[list[tuple[np.ndarray, np.ndarray]]]:
-        """Labels (uint8) and scores (float32) at the voxels of each event, by the sparse network's own path.
-
-        ``events``: per event, its planes (COO tensors of ``shape`` = larcv3 ``number_of_voxels``).
-        One ``forward_sparse`` call runs the whole batch.  The voxels are pooled sparsely as
-        :meth:`__call__` pools the dense images (window sum / window size, the same float32 sums;
-        the grid's remainder rows and columns dropped; pixels that pool to 0 inactive), and each voxel gets its pooled
-        pixel's prediction (background with probability 1 where that pixel holds no charge, as in
-        the network's dense output).
-        """
-        import torch
-
-        from tpcflow.models.sparse.minibatch import predictions_at
-
-        n_planes = len(events[0])
-        h, w = image_shape(shape)
-        k = self.pooling((h, w))
-        f = 1 << k
-        hh, ww = h // f, w // f
-        planes, keys_in = [], []
-        for p in range(n_planes):
-            keys, fine, values = [], [], []
-            per_event = []
-            for b, ev in enumerate(events):
-                y, x = image_coordinates(ev[p].index, shape)
-                inside = (y < hh * f) & (x < ww * f)
-                keys.append((b * hh + (y[inside] >> k)) * ww + (x[inside] >> k))
-                fine.append(y[inside] * w + x[inside])
-                values.append(np.asarray(ev[p].values, np.float32)[inside])
-                per_event.append((b * hh + np.minimum(y >> k, hh - 1)) * ww + np.minimum(x >> k, ww - 1))
-            all_keys, all_fine = np.concatenate(keys), np.concatenate(fine)
-            # window sums in float32, each window's pixels in row-major order: avg_pool2d's own sums, bit for bit
-            order = np.lexsort((all_fine, all_keys))
-            sorted_keys = all_keys[order]
-            first = np.r_[True, sorted_keys[1:] != sorted_keys[:-1]] if len(order) else np.zeros(0, bool)
-            key = sorted_keys[first]
-            window = torch.from_numpy(np.cumsum(first) - 1)
-            sums = torch.zeros(len(key), dtype=torch.float32).index_add_(
-                0, window, torch.from_numpy(np.concatenate(values)[order]))
-            charge = (sums / (f * f)).numpy()
-            active = charge != 0
-            key, charge = key[active], charge[active]
-            b_idx, rest = np.divmod(key, hh * ww)
-            coords = np.stack([b_idx, *np.divmod(rest, ww)], axis=1)
-            planes.append((torch.from_numpy(coords), torch.from_numpy(charge[:, None])))
-            keys_in.append((key, per_event))
-        logits = self.runner.forward_sparse(planes, len(events), (hh, ww))
-        out: list[list] = [[] for _ in events]
-        for p, lg in enumerate(logits):
-            score, label = torch.softmax(lg, dim=1).max(dim=1)
-            score, label = score.cpu().numpy(), label.cpu().numpy()
-            key, per_event = keys_in[p]
-            for b, want in enumerate(per_event):
-                lab, sc = predictions_at(key, label, score, want)
-                out[b].append((lab.astype(np.uint8), sc.astype(np.float32)))
-        return out
-
-    def __call__(self, images):
-        import torch
-
-        b, p, h, w = images.shape
-        k = self.pooling((h, w))
-        if k == 0:
-            return self.runner(images)
-        f = 1 << k
-        x = torch.from_numpy(np.ascontiguousarray(images)) if isinstance(images, np.ndarray) else images
-        pooled = torch.nn.functional.avg_pool2d(x.reshape(b * p, 1, h, w), f).reshape(b, p, h // f, w // f)
-        out = self.runner(pooled)
-        _, hh, ww = out.shape[-3:]
-        rows = torch.clamp(torch.arange(h, device=out.device) >> k, max=hh - 1)
-        cols = torch.clamp(torch.arange(w, device=out.device) >> k, max=ww - 1)
-        return out[..., rows[:, None], cols[None, :]]
-
-
-def torch_predictor(model, *, device: str | None = None, precision: str | None = None):
-    """Wrap a torch module as ``predict(images ndarray) -> output`` on ``device`` with autocast.
-
-    A :class:`~tpcflow.models.runtime.TorchRunner`: ``device`` as
-    :func:`~tpcflow.models.runtime.pick_device`, ``precision`` in the one vocabulary
-    (``float32``, ``bfloat16``, ``mixed``, or ``fp32`` / ``bf16`` / ``fp16``).
-    """
-    from tpcflow.models.runtime import TorchRunner
-
-    return TorchRunner(model, device=device, precision=precision)
-
-
-def load_user_module(path, *, device: str | None = None, precision: str | None = None):
-    """Import ``path`` (a user's Python file): its ``process_net``, its ``SERVICE`` spec, its ``setup``.
-
-    ``setup(device, precision)``, when defined, is called once with the worker's ``--device`` and
-    ``--precision`` (canonical names, :mod:`tpcflow.models.runtime`).  Without it, a non-default
-    device or precision cannot reach the network: a warning says so.
-
-    Returns
-    -------
-    (process_net, ServiceSpec)
-
-    Raises
-    ------
-    ConfigError
-        If the file does not exist, defines no callable ``process_net``, or a malformed ``SERVICE``.
-    """
-    import warnings
-
-    from tpcflow.config.schema import PRECISION_ALIASES
-
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"--module: {str(path)!r} does not exist")
-    name = f"tpcflow_user_{path.stem}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    fn = getattr(mod, "process_net", None)
-    if not callable(fn):
-        raise ConfigError(f"--module: {str(path)!r} must define process_net(images) -> outputs")
-    service = ServiceSpec.from_declaration(mod.SERVICE) if hasattr(mod, "SERVICE") else COSMIC_TAGGER
-    precision = PRECISION_ALIASES.get(precision, precision) or "float32"
-    if callable(getattr(mod, "setup", None)):
-        mod.setup(device=device or "auto", precision=precision)
-    elif device not in (None, "auto") or precision != "float32":
-        warnings.warn(f"--module {path.name} defines no setup(device, precision): device={device!r} and "
-                      f"precision={precision!r} are not applied to its network", UserWarning, stacklevel=2)
-    return fn, service
-
-
-def load_service(*, model_path=None, module_path=None, device=None, precision=None):
-    """``(predict, ServiceSpec)`` of a tpcflow checkpoint / TorchScript file or a user module.
-
-    Raises
-    ------
-    ConfigError
-        Neither or both given; a missing file; a module without ``process_net``.
-    """
-    if (model_path is None) == (module_path is None):
-        raise ConfigError("give exactly one of --model CHECKPOINT or --module user.py")
-    if module_path is not None:
-        predict, spec = load_user_module(module_path, device=device, precision=precision)
-        return predict, dataclasses.replace(spec, model=file_identity(module_path))
-    if not Path(model_path).is_file():
-        raise ConfigError(f"--model: {str(model_path)!r} does not exist")
-    from tpcflow.models.checkpoint import load_model
-
-    data: dict = {}
-    model, config = load_model(model_path, map_location="cpu", data=data)
-    runner = torch_predictor(model, device=device, precision=precision)
-    spec = dataclasses.replace(COSMIC_TAGGER, model=file_identity(model_path))
-    if config is None:  # TorchScript: no stored resolution, run as sent
-        return runner, spec
-    return PooledPredictor(runner, data), spec
-
-
-def file_identity(path) -> str:
-    """``sha256:<16 hex>`` of a file's bytes: the identity of the network a worker serves."""
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return f"sha256:{h.hexdigest()[:16]}"

@@ -11,7 +11,8 @@ import zmq
 
 from tpcflow.io.products import PREDICTION_PRODUCER
 from tpcflow.serve.mdp.broker import Broker
-from tpcflow.serve.mdp.cosmic import CosmicTaggerHandler, load_service
+from tpcflow.serve.mdp.cosmic import CosmicTaggerHandler
+from tpcflow.serve.mdp.service import load_service
 from tpcflow.serve.mdp.submit import SubmitResult, submit_files
 
 __all__ = ["segment_via_broker"]
