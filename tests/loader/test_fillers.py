@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from tpcflow.io import Event, EventID, ParticleSet
 from tpcflow.io.larcv3.schema import PARTICLE_DTYPE
 from tpcflow.loader.fillers import make_filler
-from tpcflow.loader.voxels import VoxelBatch, dense_shape, fill_coo, fill_dense, fill_padded
+from tpcflow.loader.fillers.base import PositionError
+from tpcflow.loader.voxels import VoxelBatch, dense_shape, fill_coo, fill_dense, fill_padded, fill_pooled_coo
 
 
 def _random_batch(rng, nv, batch, channels, max_n=60):
@@ -62,6 +63,52 @@ def test_fill_dense_equals_dense_pooling(seed, k, transpose, pooling, nv):
     touched = np.zeros(out.size, bool)
     touched[flat] = True
     assert not out.reshape(-1)[~touched].any()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    k=st.integers(0, 3),
+    transpose=st.booleans(),
+    pooling=st.sampled_from(["mean", "max", "sum"]),
+    nv=st.sampled_from([(16, 12), (13, 8), (32, 20), (6, 5, 9)]),
+    dtype=st.sampled_from([np.float32, np.int64]),
+    shuffled=st.booleans(),
+)
+def test_pooled_coo_rows_are_the_dense_batchs_nonzero_pixels_bit_for_bit(seed, k, transpose, pooling, nv, dtype,
+                                                                        shuffled):
+    """Issue 14: the sparse network's batch (pooled COO) holds exactly the non-zero pixels of the dense
+    batch, with identical values (float32 sums in the same order), at every downsample and pooling."""
+    rng = np.random.default_rng(seed)
+    vb = _random_batch(rng, nv, 3, 2, max_n=min(200, int(np.prod(nv))))
+    if dtype is np.int64:
+        vb.values = np.round(np.abs(vb.values) % 3).astype(np.float32)
+    if shuffled:  # file order is not pixel order: the sums must still be taken in file order
+        order = rng.permutation(len(vb.index))
+        vb = VoxelBatch(vb.batch[order], vb.channel[order], vb.index[order], vb.values[order], nv)
+    if len(nv) == 3:
+        transpose = False
+    dense = np.zeros((3, 2, *dense_shape(nv, k, transpose)), dtype)
+    fill_dense(dense, vb, downsample=k, transpose=transpose, pooling=pooling)
+    rows = np.zeros((3 * 2 * 200, 3 + len(nv)), dtype)
+    n = fill_pooled_coo(rows, vb, n_channels=2, max_voxels=200, downsample=k, transpose=transpose, pooling=pooling)
+    nonzero = np.argwhere(dense != 0)
+    assert n == len(nonzero)
+    np.testing.assert_array_equal(rows[:n, :-1].astype(np.int64), nonzero)
+    np.testing.assert_array_equal(rows[:n, -1], dense[dense != 0])  # bit for bit, not approximately
+
+
+def test_pooled_coo_refuses_to_truncate_and_names_the_entry():
+    vb = _random_batch(np.random.default_rng(3), (16, 12), 3, 2, max_n=60)
+    filler = make_filler("image", "BatchFillerSparseCOO2D",
+                         {"Producer": "wire", "MaxVoxels": 5, "Pooling": "mean", "Downsample": 1})
+    filler.channels, filler.chan_of_proj, filler.number_of_voxels = [0, 1], np.array([0, 1]), (16, 12)
+    counts = np.bincount(vb.batch * 2 + vb.channel, minlength=6)
+    with pytest.raises(PositionError, match="more than MaxVoxels 5") as err:
+        filler.fill(np.zeros((30, 5), np.float32), (vb.index, vb.values, counts.reshape(3, 2)), 3)
+    assert err.value.position in range(3)
+    with pytest.raises(Exception, match="Downsample and Transpose need Pooling"):
+        make_filler("image", "BatchFillerSparseCOO2D", {"Producer": "wire", "MaxVoxels": 5, "Downsample": 1})
 
 
 def test_fill_dense_3d_and_integer_labels():

@@ -79,3 +79,28 @@ def test_an_empty_plane_and_no_labels():
     assert unlabeled.labels is None and unlabeled.missed is None
     with pytest.raises(ValueError, match="need the labels"):
         voxel_metrics([torch.zeros(len(c), 3) for c in unlabeled.coords], unlabeled)
+
+
+def _coo(t: torch.Tensor) -> torch.Tensor:
+    """Rows (batch, plane, y, x, value) of the non-zero pixels, in the loader's order (batch, plane, pixel)."""
+    nz = torch.nonzero(t)
+    return torch.cat([nz.to(t.dtype), t[t != 0][:, None]], dim=1)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_minibatch_of_coo_rows_equals_the_minibatch_of_the_dense_batch(seed):
+    """The loader's COO rows (image and label) give the same voxels, labels and missed counts as the
+    dense batch they come from, including labelled pixels without charge and planes without voxels."""
+    x, y = _events(seed=seed)
+    x[1, 2] = 0
+    want = SparseMinibatch.from_dense(x, y)
+    got = SparseMinibatch.from_coo(_coo(x.float()).numpy(), _coo(y).numpy(), 3, 3, (32, 64))
+    assert got.batch_size == 3 and got.shape == (32, 64)
+    for a, b in zip(got.coords + got.labels, want.coords + want.labels, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    for a, b in zip(got.features, want.features, strict=True):
+        torch.testing.assert_close(a, b.float(), rtol=0, atol=0)
+    torch.testing.assert_close(got.missed, want.missed, rtol=0, atol=0)
+    assert got.missed[..., 1:].sum() > 0
+    unlabeled = SparseMinibatch.from_coo(_coo(x.float()).numpy(), None, 3, 3, (32, 64))
+    assert unlabeled.labels is None and unlabeled.missed is None and unlabeled.voxels == want.voxels

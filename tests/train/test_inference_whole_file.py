@@ -145,8 +145,10 @@ def test_training_files_need_only_the_products_the_run_reads(trained, tmp_path):
 
 @pytest.mark.parametrize("downsample", [4, 2])
 def test_the_sparse_network_infers_on_its_voxels_with_the_dense_paths_outputs(tmp_path, monkeypatch, downsample):
-    """Issue 14: tpcflow inference of a sparse network uses forward_sparse (no dense logits), and writes the
-    same predictions, scores and per-entry metrics as the dense detour did, on the real file."""
+    """Issue 14: tpcflow inference of a sparse network takes voxel minibatches from the loader (no dense
+    batch) into forward_sparse (no dense logits), and writes the same predictions, scores and per-entry
+    metrics as the dense detour did, on the real file."""
+    from tpcflow.models.sparse.minibatch import SparseMinibatch
     from tpcflow.train.network import TrainNetwork
 
     cfg = load_config([
@@ -161,9 +163,11 @@ def test_the_sparse_network_infers_on_its_voxels_with_the_dense_paths_outputs(tm
 
     with monkeypatch.context() as m:
         m.setattr(TrainNetwork, "forward", no_dense_logits)
+        m.setattr(SparseMinibatch, "from_dense", classmethod(no_dense_logits))  # the loader's voxels, not densified
         sparse = _infer(tmp_path, ckpt, real, f"data.downsample={downsample}",
                         f"mode.output_file={tmp_path / 'sparse.h5'}", "run.id=s", run="sparse")
-    monkeypatch.setattr(TrainNetwork, "sparse", property(lambda self: False))  # today's dense detour
+    monkeypatch.setattr(TrainNetwork, "sparse", property(lambda self: False))  # the dense detour
+    monkeypatch.setattr("tpcflow.train.inference.takes_voxels", lambda *a, **k: False)
     dense = _infer(tmp_path, ckpt, real, f"data.downsample={downsample}", f"mode.output_file={tmp_path / 'dense.h5'}",
                    "run.id=d", run="sparse")
     assert sparse.events == dense.events == 5
@@ -178,3 +182,34 @@ def test_the_sparse_network_infers_on_its_voxels_with_the_dense_paths_outputs(tm
         assert ra.keys() == rb.keys()
         for k in ra:
             assert ra[k] == pytest.approx(rb[k], rel=1e-9, abs=1e-9, nan_ok=True), k
+
+
+@pytest.mark.parametrize("downsample", [0, 2])
+def test_the_sparse_source_gives_the_dense_sources_voxels_on_the_real_file(downsample):
+    """Issue 14: the loader's voxel minibatches (pooled sparsely, never densified) equal the voxels of the
+    dense minibatches (pooled densely) on the real SBND events, values bit for bit."""
+    import torch
+
+    from tpcflow.config import DataConfig
+    from tpcflow.models.sparse.minibatch import SparseMinibatch
+    from tpcflow.train.data import FileSource
+
+    real = data_path("larcv3/cosmic_tagging_light.h5")
+    data = DataConfig(file=str(real), downsample=downsample, num_threads=1)
+    dense = FileSource([real], data, 2, cycle=False, shuffle=False)
+    sparse = FileSource([real], data, 2, cycle=False, shuffle=False, sparse=True)
+    try:
+        n = 0
+        for d, s in zip(dense, sparse, strict=True):
+            np.testing.assert_array_equal(d["entries"], s["entries"])
+            want = SparseMinibatch.from_dense(torch.as_tensor(d["image"]), torch.as_tensor(d["label"]))
+            got = s["voxels"]
+            for a, b in zip(got.coords + got.features + got.labels, want.coords + want.features + want.labels,
+                            strict=True):
+                torch.testing.assert_close(a, b, rtol=0, atol=0)
+            torch.testing.assert_close(got.missed, want.missed, rtol=0, atol=0)
+            n += got.batch_size
+        assert n == 5  # every event, the last minibatch holds one
+    finally:
+        dense.close()
+        sparse.close()

@@ -52,6 +52,25 @@ def test_resume_reproduces_uninterrupted_losses(tmp_path, conv_mode):
     assert len(set(full.losses)) > 1
 
 
+def test_the_sparse_network_trains_on_the_loaders_voxels_as_on_the_dense_detour(tmp_path, monkeypatch):
+    """Issue 14: a sparse run takes voxel minibatches from the loader (no dense batch is made sparse), with
+    the same losses and validation metrics, bit for bit, as densifying and sparsifying again."""
+    from tpcflow.models.sparse.minibatch import SparseMinibatch
+
+    common = ["run.iterations=3", "run.aux_iterations=3", "network.conv_mode=sparse"]
+
+    def densified(*_a, **_k):
+        raise AssertionError("a dense minibatch was made sparse")
+
+    with monkeypatch.context() as m:
+        m.setattr(SparseMinibatch, "from_dense", classmethod(densified))
+        voxels = train(cfg_of(tmp_path, "run.id=vox", *common), echo=quiet)
+    monkeypatch.setattr("tpcflow.train.loop.takes_voxels", lambda *a, **k: False)  # the dense detour
+    detour = train(cfg_of(tmp_path, "run.id=detour", *common), echo=quiet)
+    assert voxels.losses == detour.losses and len(set(voxels.losses)) > 1
+    assert voxels.validation == detour.validation and voxels.validation
+
+
 def test_a_resumed_run_logs_each_iteration_once(tmp_path):
     """Rows written after the last checkpoint of a killed run are computed again on resume, not repeated."""
     import csv

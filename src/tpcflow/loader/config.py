@@ -251,6 +251,7 @@ def cosmic_tagger_config(
     num_threads: int = 2,
     num_storage: int | None = None,
     seed: int = 0,
+    max_voxels: int | None = None,
 ) -> dict:
     """Return the config dict that fills CosmicTagger's ``image`` and ``label`` batches.
 
@@ -260,9 +261,18 @@ def cosmic_tagger_config(
     (1280 x 2048 for SBND at downsample 0).  Source: CosmicTagger ``src/utils/core/larcvio``
     (sparse2d ``sbndwire`` / ``sbnd_cosmicseg``, densified, downsample by pooling).
     ``label_producer=None`` fills ``image`` only (files without truth labels).
+
+    With ``max_voxels`` the same batches come sparse, for the sparse network: ``image`` and
+    ``label`` are COO rows ``(batch, plane, y, x, value)`` of the dense batches' non-zero
+    pixels (``BatchFillerSparseCOO2D`` with ``Pooling``), at most ``max_voxels`` per entry
+    and plane (take :meth:`tpcflow.io.Larcv3Reader.max_voxels`, which always suffices).
     """
     files = _as_list(files, "files")
     fill = {"Channels": [0, 1, 2], "Downsample": int(downsample)}
+    ptype = "BatchFillerSparseToDense2D"
+    if max_voxels is not None:
+        ptype = "BatchFillerSparseCOO2D"
+        fill.update(Transpose=True, MaxVoxels=max(1, int(max_voxels)))
     process = {"image": {"Producer": image_producer, "Pooling": "mean", "DataType": "float32", **fill}}
     if label_producer is not None:
         process["label"] = {"Producer": label_producer, "Pooling": "max", "DataType": "int64", **fill}
@@ -273,11 +283,10 @@ def cosmic_tagger_config(
             "RandomAccess": int(random_access),
             "RandomSeed": int(seed),
             "InputFiles": [str(f) for f in files],
-            "ProcessType": ["BatchFillerSparseToDense2D"] * len(process),
+            "ProcessType": [ptype] * len(process),
             "ProcessName": list(process),
             "NumThreads": int(num_threads),
             "NumStorage": int(num_storage if num_storage is not None else max(2, 2 * num_threads)),
             "ProcessList": process,
         }
     }
-

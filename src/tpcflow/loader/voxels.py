@@ -16,6 +16,9 @@ turn it into the batch layouts of the fillers:
 * :func:`fill_coo`: variable-length ``[N, 2 + ndim + 1]`` rows
   ``(batch, channel, coords..., value)`` (spine's ``CollateAll`` convention with an
   extra channel column).
+* :func:`fill_pooled_coo`: the same rows for the pixels that :func:`fill_dense` would make
+  non-zero, pooled and transposed as it does, with its values bit for bit (the sparse
+  network's input, without a dense batch).
 
 Sources: larcv3 ``ImageMeta`` (row-major voxel index), CosmicTagger ``larcv_io``
 (downsample by average pooling), larcv3 ``BatchFillerSparseTensor.cxx``.
@@ -27,7 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["VoxelBatch", "dense_shape", "fill_coo", "fill_dense", "fill_padded", "flip_voxels", "group_rank"]
+__all__ = ["VoxelBatch", "dense_shape", "fill_coo", "fill_dense", "fill_padded", "fill_pooled_coo", "flip_voxels",
+           "group_rank"]
 
 
 @dataclass
@@ -221,4 +225,72 @@ def fill_coo(out: np.ndarray, vb: VoxelBatch, *, n_channels: int, max_voxels: in
     for axis, coord in enumerate(coords):
         out[:n, 2 + axis] = coord
     out[:n, 2 + len(coords)] = vb.values[sel]
+    return n
+
+
+class GroupOverflowError(ValueError):
+    """More pixels in one (entry, channel) than a COO batch holds; ``position`` is the entry's batch position."""
+
+    def __init__(self, message: str, position: int):
+        super().__init__(message)
+        self.position = position
+
+
+def fill_pooled_coo(out: np.ndarray, vb: VoxelBatch, *, n_channels: int, max_voxels: int, downsample: int = 0,
+                    transpose: bool = False, pooling: str = "mean") -> int:
+    """Write the non-zero pixels of the dense batch as rows ``(batch, channel, coords..., value)``; return N.
+
+    The rows are exactly the pixels of :func:`fill_dense` (same ``downsample``, ``transpose`` and
+    ``pooling``, fill 0) whose value is not 0, with the same values bit for bit: a window's
+    voxels are summed in float32 in file order, as ``np.add.at`` does there.  Coordinates are in
+    the dense batch's axis order (CosmicTagger ``(y, x)`` with ``transpose``).  Rows are sorted
+    by batch position, channel, then row-major pixel index.
+
+    Parameters
+    ----------
+    out : ndarray ``[capacity, 3 + ndim]``
+    vb : VoxelBatch
+    n_channels, max_voxels : int
+        The filler's channel count and the most pixels one (entry, channel) may hold.
+    downsample, transpose, pooling
+        As :func:`fill_dense`.
+
+    Raises
+    ------
+    GroupOverflowError
+        If one (entry, channel) holds more than ``max_voxels`` pixels (never truncated silently).
+    """
+    b = int(vb.batch.max()) + 1 if len(vb.batch) else 1
+    shape = dense_shape(vb.number_of_voxels, downsample, transpose)
+    flat, keep = _flat_targets(vb, n_channels, downsample, transpose)
+    values = vb.values if keep is None else vb.values[keep]
+    native = np.dtype(out.dtype.name)
+    pixels, inv = np.unique(flat, return_inverse=True)
+    if downsample == 0:  # no pooling: a repeated index keeps its last voxel, as fill_dense
+        pooled = np.zeros(len(pixels), native)
+        pooled[inv] = values
+    elif pooling == "max":
+        pooled = np.zeros(len(pixels), native)
+        np.maximum.at(pooled, inv, values.astype(native))
+    else:
+        scale = 1.0 if pooling == "sum" else 1.0 / float(2 ** (downsample * len(vb.number_of_voxels)))
+        if np.issubdtype(native, np.floating):
+            pooled = np.zeros(len(pixels), native)
+            np.add.at(pooled, inv, (values * scale).astype(native))
+        else:
+            pooled = (np.bincount(inv, weights=values.astype(np.float64)) * scale).astype(native)
+    nz = pooled != 0
+    pixels, pooled = pixels[nz], pooled[nz]
+    n = len(pixels)
+    idx = np.unravel_index(pixels, (b, n_channels, *shape))
+    counts = np.bincount(idx[0] * n_channels + idx[1], minlength=b * n_channels)
+    if len(counts) and counts.max() > max_voxels:
+        g = int(np.argmax(counts))
+        raise GroupOverflowError(f"channel {g % n_channels} has {int(counts[g])} pixels, more than MaxVoxels "
+                                 f"{max_voxels}", g // n_channels)
+    if n > out.shape[0]:
+        raise ValueError(f"COO capacity {out.shape[0]} is smaller than {n} rows")
+    for col, v in enumerate(idx):
+        out[:n, col] = v
+    out[:n, len(idx)] = pooled
     return n

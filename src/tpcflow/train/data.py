@@ -2,7 +2,9 @@
 
 A source yields dicts ``{"image": float32 [b,3,H,W], "label": int64 [b,3,H,W],
 "event_ids": int64 (b,3), "entries": int64 (b,)}`` as numpy arrays (no ``"label"`` when the
-source reads no labels), where ``b`` is this rank's share of the global minibatch.
+source reads no labels), where ``b`` is this rank's share of the global minibatch.  A sparse
+source (for the sparse network) yields ``{"voxels": SparseMinibatch, "event_ids", "entries"}``
+instead: the same pixels, never densified (:meth:`~tpcflow.models.sparse.SparseMinibatch.from_coo`).
 ``state_dict()`` / ``load_state_dict()`` capture the position (epoch, batch within the epoch),
 so that a resumed run sees the same minibatches.
 
@@ -133,7 +135,8 @@ class FileSource:
     """
 
     def __init__(self, files, cfg: DataConfig, batch_size: int, *, seed=0, rank=0, world_size=1, cycle=True,
-                 shuffle=None, labels: bool | None = True):
+                 shuffle=None, labels: bool | None = True, sparse: bool = False):
+        from tpcflow.io import open_larcv3
         from tpcflow.loader import BatchLoader, cosmic_tagger_config
 
         if batch_size % world_size:
@@ -144,13 +147,21 @@ class FileSource:
         nx, ny = self.metas[0].number_of_voxels
         k = cfg.downsample
         self.shape = (int(ny) >> k, int(nx) >> k)
+        self.sparse = sparse
+        max_voxels = None
+        if sparse:  # COO rows: room for the most voxels a plane of these files holds
+            keys = [f"sparse2d/{cfg.image_producer}"] + ([f"sparse2d/{cfg.label_producer}"] if self.labels else [])
+            with open_larcv3(self.files, products=keys) as reader:
+                max_voxels = max(reader.max_voxels(key) for key in keys)
         lcfg = cosmic_tagger_config(
             self.files,
             downsample=k,
             image_producer=cfg.image_producer,
             label_producer=cfg.label_producer if self.labels else None,
             num_threads=cfg.num_threads,
+            max_voxels=max_voxels,
         )
+        self.n_planes = len(lcfg["ThreadProcessor"]["ProcessList"]["image"]["Channels"])
         self.cycle = cycle
         self.loader = BatchLoader(
             lcfg,
@@ -189,6 +200,12 @@ class FileSource:
         self.batch_in_epoch += 1
         ids = np.asarray(self.loader.last_event_ids, dtype=np.int64).reshape(-1, 3)
         entries = np.asarray(getattr(self.loader, "last_entries", np.full(len(ids), -1)), dtype=np.int64)
+        if self.sparse:
+            from tpcflow.models.sparse.minibatch import SparseMinibatch
+
+            voxels = SparseMinibatch.from_coo(batch["image"], batch["label"] if self.labels else None, len(ids),
+                                              self.n_planes, self.shape)
+            return {"voxels": voxels, "event_ids": ids, "entries": entries}
         out = {"image": np.asarray(batch["image"]), "event_ids": ids, "entries": entries}
         if self.labels:
             out["label"] = np.asarray(batch["label"])

@@ -47,7 +47,7 @@ from tpcflow.models.runtime import pick_device
 from tpcflow.models.sparse.minibatch import SparseMinibatch, predictions_at, voxel_metrics
 from tpcflow.train.checkpoint import CheckpointManager
 from tpcflow.train.displays import draw_event
-from tpcflow.train.network import TrainNetwork, batch_to_device
+from tpcflow.train.network import TrainNetwork, batch_to_device, minibatch_size, takes_voxels
 from tpcflow.train.resolve import make_run_directory, make_source, resolve_network, run_directory
 
 __all__ = ["InferenceResult", "check_resolution", "infer", "load_weights", "voxel_predictions"]
@@ -190,7 +190,8 @@ def infer(cfg: Config, *, echo=print, max_events: int | None = None) -> Inferenc
         torch.set_num_threads(cfg.run.num_threads)
     ckpt, wpath, netcfg = load_weights(cfg, resolve_network(cfg), device)
     make_run_directory(cfg)
-    source = make_source(cfg, "train", cycle=False, shuffle=False, labels=None)  # labels when the file has them
+    source = make_source(cfg, "train", cycle=False, shuffle=False, labels=None,  # labels when the file has them
+                         sparse=takes_voxels(cfg, netcfg))
     try:
         return _infer(cfg, source, ckpt, wpath, netcfg, device, echo, max_events)
     finally:
@@ -231,15 +232,17 @@ def _infer(cfg: Config, source, ckpt, wpath, netcfg, device, echo, max_events) -
                 break
             x, y = batch_to_device(batch, device, cfg.run.channels_last)
             if runner.sparse:  # the sparse network on its voxels: no dense logits
-                sb = SparseMinibatch.from_dense(x, y, netcfg.n_classes)
+                sb = x if isinstance(x, SparseMinibatch) else SparseMinibatch.from_dense(x, y, netcfg.n_classes)
                 with runner.autocast():
                     vox_logits = runner.model.forward_sparse(sb.planes(), sb.batch_size, sb.shape)
                 vox = [torch.softmax(lg.float(), dim=1).max(dim=1) for lg in vox_logits]
+                labelled = sb.labels is not None
             else:
                 logits = runner.forward(x)  # [B, C, P, H, W]
                 score, pred = torch.softmax(logits, dim=1).max(dim=1)
                 pred_np, score_np = pred.cpu().numpy(), score.cpu().numpy()
-            for b in range(x.shape[0]):
+                labelled = y is not None
+            for b in range(minibatch_size(x)):
                 if result.events >= total:
                     break
                 entry = int(batch["entries"][b])
@@ -257,7 +260,7 @@ def _infer(cfg: Config, source, ckpt, wpath, netcfg, device, echo, max_events) -
                 writer.write(Event(event_id=eid, products={label_key: lab, score_key: sc}, entry=entry))
                 row = {"entry": entry, "run": eid.run, "subrun": eid.subrun, "event": eid.event,
                        **_label_fractions(lab)}
-                if y is None:
+                if not labelled:
                     m = {}
                 elif runner.sparse:
                     m = voxel_metrics([lg[c[:, 0] == b] for lg, c in zip(vox_logits, sb.coords, strict=True)],
@@ -271,9 +274,13 @@ def _infer(cfg: Config, source, ckpt, wpath, netcfg, device, echo, max_events) -
                     miou = m.get("Average/mIoU", m.get("mIoU"))
                     title = f"entry {entry}: run {eid.run} subrun {eid.subrun} event {eid.event}" + (
                         f"  mIoU {miou:.3f}" if miou is not None else "")
-                    truth = batch["label"][b] if "label" in batch else None
-                    shown = (sparse_prediction_image(sb, vox, b) if runner.sparse else pred_np[b])
-                    result.displays.append(draw_event(png, batch["image"][b], truth, shown, title))
+                    if runner.sparse:
+                        image, shown = sb.image(b), sb.image(b, [v.indices for v in vox])
+                        truth = sb.image(b, sb.labels) if labelled else None
+                    else:
+                        image, shown = batch["image"][b], pred_np[b]
+                        truth = batch["label"][b] if labelled else None
+                    result.displays.append(draw_event(png, image, truth, shown, title))
                 result.events += 1
                 bar.update(1)
             if result.events >= total:
@@ -285,17 +292,6 @@ def _infer(cfg: Config, source, ckpt, wpath, netcfg, device, echo, max_events) -
     result.metrics = {k: float(np.nanmean([r[k] for r in result.rows])) for k in keys}
     echo(f"inference: {result.events} events, {result.images_per_second:.2f} img/s -> {out_path}")
     return result
-
-
-def sparse_prediction_image(batch, predictions, b: int) -> np.ndarray:
-    """Dense ``(P, H, W)`` predicted labels of image ``b`` from per-voxel predictions (for event displays)."""
-    h, w = batch.shape
-    out = np.zeros((len(batch.coords), h, w), np.int64)
-    for p, (c, v) in enumerate(zip(batch.coords, predictions, strict=True)):
-        mine = c[:, 0] == b
-        yx = c[mine][:, 1:].cpu().numpy()
-        out[p, yx[:, 0], yx[:, 1]] = v.indices[mine].cpu().numpy()
-    return out
 
 
 def _label_fractions(labels: list[SparseProjection]) -> dict:

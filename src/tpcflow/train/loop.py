@@ -23,7 +23,14 @@ from tpcflow.models.runtime import pick_device
 from tpcflow.train import distributed
 from tpcflow.train.checkpoint import CheckpointManager, get_rng_state, require_keys, set_rng_state
 from tpcflow.train.logging import MetricsLogger
-from tpcflow.train.network import MeanAccumulator, TrainNetwork, batch_to_device, evaluate
+from tpcflow.train.network import (
+    MeanAccumulator,
+    TrainNetwork,
+    batch_to_device,
+    evaluate,
+    minibatch_size,
+    takes_voxels,
+)
 from tpcflow.train.optim import build_optimizer, build_scheduler
 from tpcflow.train.resolve import make_run_directory, make_source, resolve_network, run_directory
 
@@ -123,8 +130,10 @@ def _build(cfg: Config, info: distributed.DistInfo, echo) -> _Run:
     _seed_all(cfg.run.seed)
     netcfg = resolve_network(cfg)
     make_run_directory(cfg)
-    source = make_source(cfg, "train", rank=info.rank, world_size=info.world_size)
-    aux = make_source(cfg, "aux", rank=info.rank, world_size=info.world_size) if cfg.run.aux_iterations else None
+    sparse = takes_voxels(cfg, netcfg, info.world_size)  # the sparse network takes voxels from the loader
+    source = make_source(cfg, "train", rank=info.rank, world_size=info.world_size, sparse=sparse)
+    aux = (make_source(cfg, "aux", rank=info.rank, world_size=info.world_size, sparse=sparse)
+           if cfg.run.aux_iterations else None)
     net = TrainNetwork(cfg, netcfg, info.device, source.shape)
     run_dir = run_directory(cfg)
     resolved = net.resolved_dict()
@@ -215,7 +224,7 @@ def _step(run: _Run) -> tuple[dict, float, int]:
             scaled = loss / accum
             (run.scaler.scale(scaled) if run.scaler is not None else scaled).backward()
         acc.add({"loss": float(loss.detach()), **metrics})
-        images += x.shape[0] * info.world_size
+        images += minibatch_size(x) * info.world_size
     if run.scaler is not None:
         run.scaler.step(run.optimizer)
         run.scaler.update()

@@ -16,13 +16,34 @@ import torch
 from tpcflow.config import Config, config_to_dict
 from tpcflow.errors import ConfigError
 from tpcflow.models.runtime import autocast_context
+from tpcflow.models.sparse.minibatch import SparseMinibatch, voxel_metrics
 from tpcflow.train.resolve import check_downsample_fits
 
-__all__ = ["MeanAccumulator", "TrainNetwork", "batch_to_device", "evaluate"]
+__all__ = ["MeanAccumulator", "TrainNetwork", "batch_to_device", "evaluate", "minibatch_size", "takes_voxels"]
+
+
+def takes_voxels(cfg: Config, netcfg, world_size: int = 1) -> bool:
+    """Whether a run feeds the network voxel minibatches (``make_source(..., sparse=True)``).
+
+    True for the sparse network run as it is; DDP and torch.compile wrap ``forward`` only, so
+    they take dense minibatches (:attr:`TrainNetwork.sparse` agrees).
+    """
+    return netcfg.conv_mode == "sparse" and not cfg.run.compile and world_size == 1
+
+
+def minibatch_size(x) -> int:
+    """Images in a minibatch: a dense ``[B, P, H, W]`` tensor or a :class:`SparseMinibatch`."""
+    return x.batch_size if isinstance(x, SparseMinibatch) else int(x.shape[0])
 
 
 def batch_to_device(batch: dict, device: torch.device, channels_last: bool = False):
-    """Return (image float32 [B,3,H,W], label int64 [B,3,H,W] or None without labels) tensors on ``device``."""
+    """The minibatch on ``device``: ``(x, y)``.
+
+    Dense batches: image float32 ``[B,3,H,W]`` and label int64 ``[B,3,H,W]`` (None without labels).
+    Sparse batches (``"voxels"``): the :class:`SparseMinibatch` (its labels inside) and None.
+    """
+    if "voxels" in batch:
+        return batch["voxels"].to(device), None
     x = torch.as_tensor(batch["image"]).to(device, non_blocking=True)
     y = torch.as_tensor(batch["label"]).to(device, non_blocking=True).long() if "label" in batch else None
     if channels_last:
@@ -66,22 +87,32 @@ class TrainNetwork:
         which wrap ``forward`` only)."""
         return hasattr(self.model, "forward_sparse") and self.forward_model is self.model
 
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """Loss (a scalar tensor with its graph) and metrics of one labelled minibatch ``[B, P, H, W]``.
+    def step(self, x, y: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, float]]:
+        """Loss (a scalar tensor with its graph) and metrics of one labelled minibatch.
 
-        Dense networks: the dense logits, :class:`~tpcflow.models.loss.SegmentationLoss` over every
-        pixel, :func:`~tpcflow.models.metrics.segmentation_metrics`.  The sparse network: its voxels
-        only (:attr:`sparse`), with the loss over the voxels and
+        ``x`` is a dense ``[B, P, H, W]`` tensor with labels ``y``, or a :class:`SparseMinibatch`
+        (labels inside, ``y`` None) from a sparse source.  Dense networks: the dense logits,
+        :class:`~tpcflow.models.loss.SegmentationLoss` over every pixel,
+        :func:`~tpcflow.models.metrics.segmentation_metrics`.  The sparse network: its voxels only
+        (:attr:`sparse`; a dense minibatch is made sparse first), with the loss over the voxels and
         :func:`~tpcflow.models.sparse.minibatch.voxel_metrics` (equal to the dense metrics).  With the
         ``focal`` scheme (the default) the two losses are equal too, as pixels without charge are
         certain background in the dense output; the other schemes average over voxels, not pixels.
+
+        Raises
+        ------
+        ValueError
+            A sparse minibatch for a network that is not run on voxels.
         """
-        if not self.sparse:
+        if isinstance(x, SparseMinibatch):
+            if not self.sparse:
+                raise ValueError("a voxel minibatch needs the sparse network run as it is (no DDP, no torch.compile)")
+            batch = x
+        elif not self.sparse:
             logits = self.forward(x)
             return self.loss(logits, y), self.metrics(logits.detach(), y)
-        from tpcflow.models.sparse.minibatch import SparseMinibatch, voxel_metrics
-
-        batch = SparseMinibatch.from_dense(x, y, self.netcfg.n_classes)
+        else:
+            batch = SparseMinibatch.from_dense(x, y, self.netcfg.n_classes)
         with self.autocast():
             logits = self.model.forward_sparse(batch.planes(), batch.batch_size, batch.shape)
         logits = [lg.float() for lg in logits]
@@ -133,7 +164,7 @@ def evaluate(runner: TrainNetwork, source, max_batches: int | None = None) -> di
                     break
                 x, y = batch_to_device(batch, runner.device, runner.cfg.run.channels_last)
                 loss, metrics = runner.step(x, y)
-                acc.add({"loss": float(loss), **metrics}, weight=x.shape[0])
+                acc.add({"loss": float(loss), **metrics}, weight=minibatch_size(x))
     finally:
         model.train(was_training)
     return acc.mean()

@@ -72,13 +72,15 @@ def make_run_directory(cfg: Config) -> Path:
     return path
 
 
-def make_source(cfg: Config, which: str, *, rank=0, world_size=1, cycle=True, shuffle=None, labels=True):
+def make_source(cfg: Config, which: str, *, rank=0, world_size=1, cycle=True, shuffle=None, labels=True,
+                sparse=False):
     """Return the :class:`~tpcflow.train.data.Source` of ``data.file`` (``which="train"``) or ``data.aux_file`` ("aux").
 
     With ``data.synthetic=true`` the events are generated once into ``<run dir>/synthetic/`` and read
     through the same loader as files; ``data.file`` must then be empty (never silently ignored).
     Returns None for "aux" when no validation data is configured.  ``labels=False`` reads the charge only;
-    ``labels=None`` reads the labels when the files have them.
+    ``labels=None`` reads the labels when the files have them.  ``sparse=True`` yields voxel
+    minibatches for the sparse network, never densified (:class:`~tpcflow.train.data.FileSource`).
     """
     from tpcflow.train.data import FileSource, resolve_files, synthetic_file
 
@@ -95,7 +97,7 @@ def make_source(cfg: Config, which: str, *, rank=0, world_size=1, cycle=True, sh
         d = dataclasses.replace(d, file=str(path), downsample=0, image_producer="sbndwire",
                                 label_producer="sbnd_cosmicseg")
         return FileSource([path], d, batch, seed=cfg.run.seed, rank=rank, world_size=world_size, cycle=cycle,
-                          shuffle=shuffle, labels=labels)
+                          shuffle=shuffle, labels=labels, sparse=sparse)
     spec, key, batch_key = ((d.aux_file, "data.aux_file", "run.aux_minibatch_size") if which == "aux"
                             else (d.file, "data.file", "run.minibatch_size"))
     if not spec and which == "aux":
@@ -103,6 +105,6 @@ def make_source(cfg: Config, which: str, *, rank=0, world_size=1, cycle=True, sh
     files = resolve_files(spec, d.data_directory, what=key)
     try:
         return FileSource(files, d, batch, seed=cfg.run.seed, rank=rank, world_size=world_size, cycle=cycle,
-                          shuffle=shuffle, labels=labels)
+                          shuffle=shuffle, labels=labels, sparse=sparse)
     except ConfigError as err:  # name the options behind it: a message from the loader knows neither
         raise ConfigError(f"{err}\n(reading {key}={spec} with {batch_key}={batch})") from None

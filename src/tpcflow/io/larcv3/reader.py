@@ -254,6 +254,24 @@ class Larcv3Reader:
                     events[g - start + j].products[key] = v
         return events
 
+    def max_voxels(self, key: str) -> int:
+        """The most voxels one projection of sparse product ``key`` holds in any entry of the files.
+
+        Read from the ``voxel_extents`` index tables (no voxel data is read); 0 without entries.
+
+        Raises
+        ------
+        ProductNotFoundError, DataFormatError
+        """
+        (key,) = self._resolve([key], None)
+        if not key.startswith("sparse"):
+            raise DataFormatError(f"max_voxels needs a sparse2d/sparse3d product, but got {key!r}")
+        most = 0
+        for f in self._files:
+            n = f.tables(key).tables["voxel_extents"]["N"]
+            most = max(most, int(n.max()) if n.size else 0)
+        return most
+
     def read_sparse_block(self, key: str, start: int, stop: int) -> SparseBlock:
         """Read the voxels of a sparse2d/sparse3d product for entries ``[start, stop)`` (loader fast path).
 

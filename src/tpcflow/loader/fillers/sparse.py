@@ -10,7 +10,15 @@ import numpy as np
 from tpcflow.errors import ConfigError
 from tpcflow.io.products import Event
 from tpcflow.loader.fillers.base import _REQUIRED, PositionError, _VoxelFiller
-from tpcflow.loader.voxels import VoxelBatch, dense_shape, fill_coo, fill_dense, fill_padded
+from tpcflow.loader.voxels import (
+    GroupOverflowError,
+    VoxelBatch,
+    dense_shape,
+    fill_coo,
+    fill_dense,
+    fill_padded,
+    fill_pooled_coo,
+)
 
 __all__ = ["Cluster", "SparseCOO", "SparsePadded", "SparseToDense"]
 
@@ -76,8 +84,18 @@ class SparsePadded(_VoxelFiller):
 
 
 class SparseCOO(_VoxelFiller):
+    """COO rows ``(batch, channel, coords..., value)``.
+
+    Without ``Pooling``: the file's voxels, each (entry, channel) truncated at ``MaxVoxels``
+    (larcv3's convention).  With ``Pooling`` (mean/max/sum): the non-zero pixels of the dense
+    batch that ``BatchFillerSparseToDense`` makes with the same ``Downsample``, ``Pooling`` and
+    ``Transpose``, values bit for bit (:func:`~tpcflow.loader.voxels.fill_pooled_coo`); an
+    (entry, channel) with more than ``MaxVoxels`` pixels is an error, never truncated.
+    """
+
     variable = True
-    params = {"Channels": None, "MaxVoxels": _REQUIRED, "Augment": False}
+    params = {"Channels": None, "MaxVoxels": _REQUIRED, "Augment": False, "Downsample": 0, "Pooling": None,
+              "Transpose": False}
 
     def __init__(self, name, process_type, cfg):
         super().__init__(name, process_type, cfg)
@@ -85,13 +103,26 @@ class SparseCOO(_VoxelFiller):
         self.key = f"{self.ptype}/{self.producer}"
         self.max_voxels = int(self.cfg["MaxVoxels"])
         self.augment = bool(self.cfg["Augment"])
+        self.pooling = self.cfg["Pooling"]
+        self.downsample = int(self.cfg["Downsample"])
+        self.transpose = bool(self.cfg["Transpose"])
+        if self.pooling is None and (self.downsample or self.transpose):
+            raise ConfigError(f"batch filler {name!r}: Downsample and Transpose need Pooling (mean, max or sum)")
+        if self.pooling not in (None, "mean", "max", "sum") or self.downsample < 0:
+            raise ConfigError(f"batch filler {name!r}: Downsample must be >= 0 and Pooling mean/max/sum")
 
     def shape(self, batch_size):
         return (batch_size * len(self.channels) * self.max_voxels, 3 + len(self.number_of_voxels))
 
     def fill(self, out, data, batch_size, flips=None):
         vb = self._augmented(self.voxels(data, batch_size), flips)
-        return fill_coo(out, vb, n_channels=len(self.channels), max_voxels=self.max_voxels)
+        if self.pooling is None:
+            return fill_coo(out, vb, n_channels=len(self.channels), max_voxels=self.max_voxels)
+        try:
+            return fill_pooled_coo(out, vb, n_channels=len(self.channels), max_voxels=self.max_voxels,
+                                   downsample=self.downsample, transpose=self.transpose, pooling=self.pooling)
+        except GroupOverflowError as err:
+            raise PositionError(f"{self.key}: {err}", err.position) from None
 
 
 class Cluster(_VoxelFiller):

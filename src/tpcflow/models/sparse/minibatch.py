@@ -78,6 +78,55 @@ class SparseMinibatch:
             missed.index_put_((lost[:, 0], lost[:, 1], label), torch.ones_like(label), accumulate=True)
         return cls(coords, feats, labels if y is not None else None, missed, b, (h, w))
 
+    @classmethod
+    def from_coo(cls, image: np.ndarray, label: np.ndarray | None, batch_size: int, n_planes: int,
+                 shape: tuple[int, int], n_classes: int = 3) -> SparseMinibatch:
+        """The minibatch of the loader's COO rows, with no dense batch made.
+
+        Parameters
+        ----------
+        image : ndarray ``(N, 5)``
+            Rows ``(batch, plane, y, x, charge)`` of the non-zero pixels, sorted by batch, plane
+            and row-major pixel (``BatchFillerSparseCOO2D`` with ``Pooling``,
+            :func:`tpcflow.loader.cosmic_tagger_config` with ``max_voxels``).
+        label : ndarray ``(M, 5)`` or None
+            Rows ``(batch, plane, y, x, label)`` of the non-zero labels, sorted the same way.
+            A labelled pixel that is no image row counts in ``missed``.
+        batch_size, n_planes : int
+        shape : (H, W)
+
+        Equals :meth:`from_dense` of the dense batches those rows come from (tested).
+        """
+        h, w = shape
+
+        def by_plane(rows):  # rows by plane, then (batch, pixel) as they come: keys sorted per plane
+            rows = np.asarray(rows)
+            rows = rows[np.argsort(rows[:, 1], kind="stable")]
+            keys = (rows[:, 0].astype(np.int64) * h + rows[:, 2].astype(np.int64)) * w + rows[:, 3].astype(np.int64)
+            return rows, keys, np.searchsorted(rows[:, 1].astype(np.int64), np.arange(n_planes + 1))
+
+        img, keys, bounds = by_plane(image)
+        lab = None
+        if label is not None:
+            lab, lab_keys, lab_bounds = by_plane(label)
+            missed = np.zeros((batch_size, n_planes, n_classes), np.int64)
+        coords, feats, labels = [], [], []
+        for p in range(n_planes):
+            rows = slice(bounds[p], bounds[p + 1])
+            coords.append(torch.from_numpy(img[rows, [0, 2, 3]].astype(np.int64)))
+            feats.append(torch.from_numpy(img[rows, 4:5].astype(np.float32)))
+            if lab is None:
+                continue
+            lk, lv = lab_keys[lab_bounds[p]:lab_bounds[p + 1]], lab[lab_bounds[p]:lab_bounds[p + 1], 4].astype(np.int64)
+            at = np.searchsorted(lk, keys[rows])
+            at_c = np.minimum(at, max(len(lk) - 1, 0))
+            found = (at < len(lk)) & (lk[at_c] == keys[rows]) if len(lk) else np.zeros(len(at), bool)
+            labels.append(torch.from_numpy(np.where(found, lv[at_c] if len(lk) else 0, 0)))
+            lost = ~np.isin(lk, keys[rows], assume_unique=True)
+            np.add.at(missed, (lk[lost] // (h * w), p, lv[lost]), 1)
+        return cls(coords, feats, None if lab is None else labels,
+                   None if lab is None else torch.from_numpy(missed), batch_size, (h, w))
+
     def planes(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """``forward_sparse``'s input: one ``(coords, features)`` pair per plane."""
         return list(zip(self.coords, self.features, strict=True))
@@ -95,6 +144,22 @@ class SparseMinibatch:
             coords, [f[m] for f, m in zip(self.features, keep, strict=True)],
             None if self.labels is None else [lb[m] for lb, m in zip(self.labels, keep, strict=True)],
             None if self.missed is None else self.missed[b : b + 1], 1, self.shape)
+
+    def image(self, b: int, values: list[torch.Tensor] | None = None) -> np.ndarray:
+        """Dense ``(P, H, W)`` numpy picture of image ``b`` (for event displays, not for the network).
+
+        ``values``: P per-voxel tensors ``(N_p,)`` to draw (labels, predictions); default the
+        charge, float32.  Pixels that are no voxel hold 0; labelled pixels without charge
+        (``missed``) are not drawn.
+        """
+        planes = [f[:, 0] for f in self.features] if values is None else values
+        dtype = np.float32 if values is None else np.int64
+        out = np.zeros((len(self.coords), *self.shape), dtype)
+        for p, (c, v) in enumerate(zip(self.coords, planes, strict=True)):
+            mine = c[:, 0] == b
+            yx = c[mine][:, 1:].cpu().numpy()
+            out[p, yx[:, 0], yx[:, 1]] = v[mine].detach().cpu().numpy()
+        return out
 
     @property
     def voxels(self) -> int:
