@@ -16,12 +16,14 @@ inference = eval-mode forward without gradients; peak memory per image):
    this pair because the dense default preset does not fit in memory at full resolution here
    (about 40 GB of activations; the reference quotes > 10 GB even at half resolution).
 3. The sparse default preset at full resolution, against the dense default at 640x1024.
-4. End to end (issue 14): the training steps of ``tpcflow train`` (``tpcflow.train.loop.train``)
-   of the sparse ``a21`` network at full resolution on synthetic events (``data.synthetic=true
-   data.downsample=0``, float32, batch 1; each step: loader, voxels, forward, loss, metrics,
-   backward, Adam, logging), against the network-only step (``forward_sparse``, focal loss,
-   backward, Adam) on the same minibatches in the same process; the first step of each is
-   warm-up.  Synthetic events differ in occupancy, so only the same events make a fair ratio.
+4. End to end (issue 14; ``--e2e`` runs these alone, about 10 minutes): the training steps of
+   ``tpcflow train`` (``tpcflow.train.loop.train``) of the sparse ``a21`` and default networks at
+   full resolution, from synthetic events (``data.synthetic=true data.downsample=0``) and from a
+   larcv3 file through the loader (``data.file``), float32, batch 1; each step: the loader's voxel
+   minibatch, forward, loss, metrics, backward, Adam, logging; against the network-only step
+   (``forward_sparse``, focal loss, backward, Adam) on the same minibatches in the same process;
+   the first step of each is warm-up.  Synthetic events differ in occupancy, so only the same
+   events make a fair ratio.
 5. End to end: ``tpcflow inference`` (``tpcflow.train.inference.infer``) of a sparse a21 checkpoint over
    synthetic full-resolution events, the whole command (reading, the network on its voxels, writing
    the predictions), against the network-only ``forward_sparse`` on the same events; steady state
@@ -30,6 +32,10 @@ inference = eval-mode forward without gradients; peak memory per image):
    broker; the sparse checkpoint served on its voxels, one event per batch), after one warm-up
    event, against the worker's own network call (``PooledPredictor.predict_voxels``) on the same
    events in this process.
+
+7. The outside anchor (``--cosmictagger DIR``, a CosmicTagger checkout): its own dense A21 train
+   step at 640x1024 (:func:`run_cosmictagger_case`, run from a scratch copy), against ``tpcflow
+   train`` of the sparse a21 network at full resolution (case 4).
 
 Each case runs in its own process, so that its peak RSS (``ru_maxrss``; on GPU
 ``torch.cuda.max_memory_allocated``) is its own; the memory figure is the peak minus the RSS
@@ -163,19 +169,23 @@ def run_case(name: str, iters: int, warmup: int, compile_: bool) -> dict:
     }
 
 
-def run_train_case(iters: int) -> dict:
-    """``tpcflow train`` of the sparse a21 network at full resolution on synthetic events, in this process,
-    against the network-only step (forward_sparse + focal loss + backward + Adam) on the same minibatches."""
+def run_train_case(name: str, iters: int) -> dict:
+    """``tpcflow train`` of a sparse network at full resolution (``train-full-<preset>-sparse-<source>``:
+    preset a21 or uresnet, source ``synthetic`` = ``data.synthetic=true``, ``file`` = a larcv3 file of
+    synthetic events given as ``data.file``), in this process, against the network-only step
+    (forward_sparse + focal loss + backward + Adam) on the same voxel minibatches."""
     import tempfile
+    from pathlib import Path
 
     import torch
 
     import tpcflow.train.loop as loop
     from tpcflow.config import DataConfig, load_config
     from tpcflow.models.loss import SegmentationLoss
-    from tpcflow.models.sparse.minibatch import SparseMinibatch
+    from tpcflow.sim.sbnd import generate_file
     from tpcflow.train.data import FileSource
 
+    _, _, preset, _, source_kind = name.split("-")
     step_times = []
     timed = loop._step
 
@@ -187,23 +197,25 @@ def run_train_case(iters: int) -> dict:
 
     loop._step = step
     with tempfile.TemporaryDirectory() as out:
+        if source_kind == "file":
+            data = [f"data.file={generate_file(Path(out) / 'events.h5', iters + 1, 11, downsample=0)}",
+                    "data.synthetic=false"]
+        else:
+            data = ["data.synthetic=true", f"data.synthetic_events={iters + 1}"]
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         cfg = load_config([
-            "network=a21", "network.conv_mode=sparse", "data.synthetic=true", "data.downsample=0",
-            f"data.synthetic_events={iters + 1}", "data.shuffle=false", "run.minibatch_size=1", f"run.iterations={iters + 1}",
+            f"network={preset}", "network.conv_mode=sparse", *data, "data.downsample=0",
+            "data.shuffle=false", "run.minibatch_size=1", f"run.iterations={iters + 1}",
             "run.aux_iterations=0", f"mode.checkpoint_iteration={iters + 1}", "run.progress=false",
             f"run.output_dir={out}", "run.id=bench"])
         result = loop.train(cfg, echo=lambda *_a, **_k: None)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
-        # the network alone on the same minibatches, in the same order (no shuffling in either run)
-        files = sorted((result.run_dir / "synthetic").glob("*.h5"))
+        # the network alone on the same voxel minibatches, in the same order (no shuffling in either run)
+        files = ([Path(cfg.data.file)] if source_kind == "file"
+                 else sorted((result.run_dir / "synthetic").glob("*.h5")))
         source = FileSource(files, DataConfig(file=str(files[0]), downsample=0, num_threads=1), 1, cycle=True,
-                            shuffle=False)
-        batches = []
-        for _ in range(iters + 1):
-            b = next(source)
-            x, y = torch.as_tensor(b["image"]).clone(), torch.as_tensor(b["label"]).clone().long()
-            batches.append(SparseMinibatch.from_dense(x, y))
+                            shuffle=False, sparse=True)
+        batches = [next(source)["voxels"] for _ in range(iters + 1)]
         source.close()
     net = result.model
     net.train()
@@ -218,11 +230,72 @@ def run_train_case(iters: int) -> dict:
         opt.step()
         net_times.append(time.perf_counter() - t)
     e2e, alone = sum(step_times[1:]), sum(net_times[1:])  # the first step of each warms up
-    return {"case": "train-full-a21-sparse", "img_s": len(step_times[1:]) / e2e, "best_img_s": 1 / min(step_times[1:]),
+    return {"case": name, "img_s": len(step_times[1:]) / e2e, "best_img_s": 1 / min(step_times[1:]),
             "step_s": step_times[1:], "warmup_s": step_times[0], "peak_gb": peak / 1e9, "params": result.n_parameters,
             "occupancy": float(sum(bt.voxels for bt in batches) / (len(batches) * 3 * 1280 * 2048)),
-            "source": "tpcflow train, synthetic", "device": "cpu", "threads": torch.get_num_threads(),
+            "source": f"tpcflow train, {source_kind}", "device": "cpu", "threads": torch.get_num_threads(),
             "compiled": False, "network_only_img_s": len(net_times[1:]) / alone, "network_only_step_s": net_times[1:]}
+
+
+def run_cosmictagger_case(repo: str, iters: int) -> dict:
+    """CosmicTagger's own dense A21 network and loss (``src/networks/torch/uresnet2D.py``,
+    ``LossCalculator.py``), copied from a checkout ``repo`` into a scratch folder, one train step
+    (forward, its focal loss, backward, Adam) per synthetic 640x1024 event, float32, batch 1.
+
+    Only hydra's ``ConfigStore`` (registration of the config dataclasses, not installed here) is
+    replaced by a stand-in; the network, its config dataclass and the loss run as they are.
+    """
+    import shutil
+    import tempfile
+    import types
+
+    import torch
+
+    with tempfile.TemporaryDirectory() as scratch:
+        shutil.copytree(os.path.join(repo, "src"), os.path.join(scratch, "src"))
+        hydra = types.ModuleType("hydra")
+        core = types.ModuleType("hydra.core")
+        store = types.ModuleType("hydra.core.config_store")
+
+        class ConfigStore:  # hydra's registry of config nodes: nothing to register for a benchmark
+            @classmethod
+            def instance(cls):
+                return cls()
+
+            def store(self, *_a, **_k):
+                pass
+
+        store.ConfigStore = ConfigStore
+        sys.modules.update({"hydra": hydra, "hydra.core": core, "hydra.core.config_store": store})
+        sys.path.insert(0, scratch)
+        from src.config import LossBalanceScheme
+        from src.config.network import A21
+        from src.networks.torch.LossCalculator import LossCalculator
+        from src.networks.torch.uresnet2D import UResNet
+
+        params = A21()
+        torch.manual_seed(0)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        net = UResNet(params)
+        net.train()
+        opt = torch.optim.Adam(net.parameters(), lr=3e-4)
+        loss_fn = LossCalculator(LossBalanceScheme.focal)
+        events = [_event(HALF, seed) for seed in range(iters + 1)]
+        times = []
+        for image, labels, _src in events:
+            t = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            logits = net(image)
+            loss = loss_fn(labels=[labels[:, p] for p in range(3)], logits=logits)  # its trainer's per-plane split
+            loss.backward()
+            opt.step()
+            times.append(time.perf_counter() - t)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+        n_params = sum(p.numel() for p in net.parameters())
+    return {"case": "cosmictagger-half-a21-train", "img_s": len(times[1:]) / sum(times[1:]),
+            "best_img_s": 1 / min(times[1:]), "step_s": times[1:], "warmup_s": times[0], "peak_gb": peak / 1e9,
+            "params": n_params, "occupancy": float(sum(float((e[0] != 0).float().mean()) for e in events) / len(events)),
+            "source": f"CosmicTagger {repo}", "device": "cpu", "threads": torch.get_num_threads(), "compiled": False}
 
 
 def _sparse_a21_setup(tmp, n: int):
@@ -253,7 +326,6 @@ def run_infer_case(iters: int) -> dict:
     from tpcflow.config import DataConfig, load_config
     from tpcflow.models.registry import build_network
     from tpcflow.models.runtime import TorchRunner
-    from tpcflow.models.sparse.minibatch import SparseMinibatch
     from tpcflow.train.data import FileSource
     from tpcflow.train.inference import infer
 
@@ -274,14 +346,16 @@ def run_infer_case(iters: int) -> dict:
             written.append(time.perf_counter())
 
         tio.Larcv3Writer.write = timed_write
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         t0 = time.perf_counter()
         result = infer(cfg, echo=lambda *_a, **_k: None)
         wall = time.perf_counter() - t0
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
         tio.Larcv3Writer.write = write
         steady = (len(written) - 1) / (written[-1] - written[0])
         source = FileSource([events], DataConfig(file=str(events), downsample=0, num_threads=1), 1, cycle=False,
-                            shuffle=False)
-        batches = [SparseMinibatch.from_dense(torch.as_tensor(b["image"]).clone()) for b in source]
+                            shuffle=False, labels=False, sparse=True)
+        batches = [b["voxels"] for b in source]
         source.close()
     runner = TorchRunner(build_network(cfg_net), device="cpu")
     times = []
@@ -291,7 +365,7 @@ def run_infer_case(iters: int) -> dict:
         times.append(time.perf_counter() - t)
     alone = len(times[1:]) / sum(times[1:])
     return {"case": "infer-full-a21-sparse", "img_s": steady, "best_img_s": steady,
-            "step_s": list(np.diff(written)), "warmup_s": written[0] - t0, "peak_gb": 0.0,
+            "step_s": list(np.diff(written)), "warmup_s": written[0] - t0, "peak_gb": peak / 1e9,
             "command_img_s": result.images_per_second,
             "params": 0, "occupancy": float(sum(b.voxels for b in batches) / (len(batches) * 3 * FULL[0] * FULL[1])),
             "source": "tpcflow inference, synthetic", "device": "cpu", "threads": torch.get_num_threads(),
@@ -336,6 +410,7 @@ def run_submit_case(iters: int) -> dict:
         finally:
             worker.terminate()
             worker.wait(timeout=30)
+        worker_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # the largest child: the worker
         with open_larcv3(events) as reader:
             planes = [reader.read(e).products["sparse2d/sbndwire"] for e in range(n)]
     runner = TorchRunner(build_network(cfg_net), device="cpu")
@@ -349,7 +424,7 @@ def run_submit_case(iters: int) -> dict:
     alone = len(times[1:]) / sum(times[1:])
     sent = result.sent
     return {"case": "submit-full-a21-sparse", "img_s": sent / wall, "best_img_s": sent / wall, "step_s": [wall / sent],
-            "warmup_s": times[0], "peak_gb": 0.0, "params": 0, "occupancy": float("nan"),
+            "warmup_s": times[0], "peak_gb": worker_peak / 1e9, "params": 0, "occupancy": float("nan"),
             "source": "tpcflow submit through a hosted worker, synthetic", "device": "cpu",
             "threads": torch.get_num_threads(), "compiled": False, "network_only_img_s": alone,
             "network_only_step_s": times[1:], "wall_s": wall}
@@ -423,6 +498,8 @@ def demo_task(steps: int, downsample: int = 3) -> dict:
 
 def _launch(name, iters, warmup, args) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--case", name, "--iters", str(iters), "--warmup", str(warmup)]
+    if args.cosmictagger:
+        cmd += ["--cosmictagger", os.path.abspath(args.cosmictagger)]
     if args.compile:
         cmd.append("--compile")
     if args.threads:
@@ -445,6 +522,35 @@ def _bench(name, value, unit, baseline):
     print(f"BENCH {name} {value:.4g} {unit} baseline={baseline:.4g} ratio={ratio:.2f}", flush=True)
 
 
+def _end_to_end(args, iters: int) -> int:
+    """Issue 14's cases: each tpcflow command against the network-only step in the same process, with the
+    peak memory per image (batch 1) of each path; CosmicTagger's own A21 step as the outside anchor."""
+    r = {}
+    for preset in ("a21", "uresnet"):
+        for source in ("synthetic", "file"):
+            if preset == "uresnet" and args.quick:
+                continue
+            key = f"train-full-{preset}-sparse-{source}"
+            r[key] = _launch(key, iters, 1, args)
+            _bench(f"tpcflow_train_sparse_{preset}_1280x2048_{source}_vs_network_step", r[key]["img_s"], "img/s",
+                   r[key]["network_only_img_s"])
+    for kind, unit in (("infer", "events/s"), ("submit", "events/s")):
+        key = f"{kind}-full-a21-sparse"
+        r[key] = _launch(key, iters, 1, args)
+        what = {"infer": "inference", "submit": "submit"}[kind]
+        _bench(f"tpcflow_{what}_sparse_a21_1280x2048_vs_network_forward", r[key]["img_s"], unit,
+               r[key]["network_only_img_s"])
+    print("# peak memory per image (batch 1; RSS growth of the case's process, submit: the worker's peak RSS): "
+          + ", ".join(f"{k} {v['peak_gb']:.2f} GB" for k, v in r.items()), flush=True)
+    if args.cosmictagger:
+        anchor = _launch("cosmictagger-half-a21-train", max(2, iters // 2), 1, args)
+        ours = r["train-full-a21-sparse-synthetic"]
+        _bench("tpcflow_train_sparse_a21_1280x2048_vs_cosmictagger_a21_640x1024_train", ours["img_s"], "img/s",
+               anchor["img_s"])
+        _bench("cosmictagger_a21_640x1024_train_peak_memory_per_image", anchor["peak_gb"], "GB", ours["peak_gb"])
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -454,6 +560,11 @@ def main(argv=None) -> int:
     parser.add_argument("--demo-task", type=int, default=0, metavar="STEPS",
                         help="also train the same small network dense and sparse for STEPS steps on synthetic "
                              "160x256 events (downsample 3) and compare held-out metrics (0 = skip)")
+    parser.add_argument("--e2e", action="store_true",
+                        help="only the end-to-end cases of issue 14 (train, inference, submit) and the anchor")
+    parser.add_argument("--cosmictagger", metavar="DIR",
+                        help="a CosmicTagger checkout (git clone https://github.com/coreyjadams/CosmicTagger): adds "
+                             "its own A21 train step at 640x1024 as the outside anchor (copied to a scratch folder)")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--iters", type=int, default=3, help=argparse.SUPPRESS)
     parser.add_argument("--warmup", type=int, default=1, help=argparse.SUPPRESS)
@@ -464,7 +575,9 @@ def main(argv=None) -> int:
         if args.threads:
             torch.set_num_threads(args.threads)
         if args.case.startswith("train-"):
-            print(json.dumps(run_train_case(args.iters)))
+            print(json.dumps(run_train_case(args.case, args.iters)))
+        elif args.case.startswith("cosmictagger-"):
+            print(json.dumps(run_cosmictagger_case(args.cosmictagger, args.iters)))
         elif args.case.startswith("infer-"):
             print(json.dumps(run_infer_case(args.iters)))
         elif args.case.startswith("submit-"):
@@ -484,6 +597,8 @@ def main(argv=None) -> int:
         _bench("demo_task_sparse_vs_dense_train_time", d["sparse"]["train_s"], "s", d["2D"]["train_s"])
     q = args.quick
     it_dense, warm_dense, it_sparse = (1, 0, 3) if q else (2, 1, 5)
+    if args.e2e:
+        return _end_to_end(args, it_sparse)
     if args.compile:
         warm_dense = max(warm_dense, 1)  # compilation happens in the first step
     r = {}
@@ -496,9 +611,6 @@ def main(argv=None) -> int:
     r["dfull_infer"] = _launch("dense-full-a21-baseinfer", 1, 0 if q else 1, args)
     r["sfull_train"] = _launch("sparse-full-a21-basetrain", it_sparse, 1, args)
     r["sfull_infer"] = _launch("sparse-full-a21-baseinfer", it_sparse, 1, args)
-    r["e2e_train"] = _launch("train-full-a21-sparse", it_sparse, 1, args)
-    r["e2e_infer"] = _launch("infer-full-a21-sparse", it_sparse, 1, args)
-    r["e2e_submit"] = _launch("submit-full-a21-sparse", it_sparse, 1, args)
     if not q:
         r["sfull_u_train"] = _launch("sparse-full-uresnet-basetrain", it_sparse, 1, args)
         r["sfull_u_infer"] = _launch("sparse-full-uresnet-baseinfer", it_sparse, 1, args)
@@ -511,14 +623,7 @@ def main(argv=None) -> int:
     _bench("sparse_vs_dense_a21_1280x2048_inference", r["sfull_infer"]["img_s"], "img/s", r["dfull_infer"]["img_s"])
     _bench("sparse_vs_dense_a21_1280x2048_train_peak_memory_per_image", r["sfull_train"]["peak_gb"], "GB",
            r["dfull_train"]["peak_gb"])
-    _bench("tpcflow_train_sparse_a21_1280x2048_vs_network_step", r["e2e_train"]["img_s"], "img/s",
-           r["e2e_train"]["network_only_img_s"])
-    _bench("tpcflow_inference_sparse_a21_1280x2048_vs_network_forward", r["e2e_infer"]["img_s"], "events/s",
-           r["e2e_infer"]["network_only_img_s"])
-    _bench("tpcflow_submit_sparse_a21_1280x2048_vs_network_forward", r["e2e_submit"]["img_s"], "events/s",
-           r["e2e_submit"]["network_only_img_s"])
-    _bench("tpcflow_train_sparse_a21_1280x2048_peak_memory_per_image", r["e2e_train"]["peak_gb"], "GB",
-           r["sfull_train"]["peak_gb"])
+    _end_to_end(args, it_sparse)
     if not q:
         _bench("sparse_uresnet_1280x2048_vs_dense_uresnet_640x1024_train", r["sfull_u_train"]["img_s"], "img/s",
                r["base_train"]["img_s"])

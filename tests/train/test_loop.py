@@ -266,3 +266,26 @@ def test_a_checkpoint_the_disk_refuses_does_not_lose_the_run(tmp_path, monkeypat
     failures["left"] = 1
     with pytest.raises(OutputError, match=r"iteration 3 .*last good checkpoint is .*checkpoint-00000002.pt"):
         train(cfg_of(tmp_path, *common, "run.iterations=3"), echo=quiet)
+
+
+def test_a_dense_checkpoint_starts_the_sparse_network(tmp_path):
+    """Issue 14 (inter-op): mode.weights_location gives a new sparse run the weights of a dense (2D) run; its
+    first loss is the sparse network's loss with exactly those weights, and other differences are refused."""
+    dense = train(cfg_of(tmp_path, "run.id=dense", "run.iterations=2", "run.aux_iterations=0"), echo=quiet)
+    said = []
+    warm = train(cfg_of(tmp_path, "run.id=warm", "run.iterations=1", "run.aux_iterations=0",
+                        "network.conv_mode=sparse", f"mode.weights_location={dense.checkpoint}"), echo=said.append)
+    assert any("initial weights from" in line and "conv_mode=2D" in line for line in said)
+    start = read_checkpoint(dense.checkpoint)["model"]
+    fresh = train(cfg_of(tmp_path, "run.id=fresh", "run.iterations=1", "run.aux_iterations=0",
+                         "network.conv_mode=sparse"), echo=quiet)
+    assert warm.losses != fresh.losses  # the weights changed the run
+    # the warm run's weights moved from the dense run's, not from a fresh initialisation
+    moved = read_checkpoint(warm.checkpoint)["model"]
+    near = sum(float((moved[k].float() - start[k].float()).abs().max()) for k in start if start[k].is_floating_point())
+    far = sum(float((moved[k].float() - read_checkpoint(fresh.checkpoint)["model"][k].float()).abs().max())
+              for k in start if start[k].is_floating_point())
+    assert near < far
+    with pytest.raises(ConfigError, match="n_initial_filters"):
+        train(cfg_of(tmp_path, "run.id=other", "run.iterations=1", "run.aux_iterations=0", "network.conv_mode=sparse",
+                     "network.n_initial_filters=8", f"mode.weights_location={dense.checkpoint}"), echo=quiet)

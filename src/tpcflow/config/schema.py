@@ -98,7 +98,8 @@ class ModeConfig:
     checkpoint_iteration: int = _f(500, "write a checkpoint every this many iterations (and at the end)")
     keep_checkpoints: int = _f(3, "keep the newest this many checkpoints")
     logging_iteration: int = _f(1, "log metrics (CSV, TensorBoard) every this many iterations")
-    weights_location: str = _f("", "checkpoint (or TorchScript file) to load; inference defaults to the run's newest")
+    weights_location: str = _f("", "checkpoint (or TorchScript file) to load; inference defaults to the run's newest; "
+                                   "train: initial weights of a new run (a 2D checkpoint starts a sparse network)")
     output_file: str = _f("", "inference: larcv3 file of predictions (default <run dir>/predictions.h5)")
     event_displays: int = _f(4, "inference: write this many event-display PNGs")
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig, metadata={"help": "optimizer section"})

@@ -244,19 +244,24 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     return ckpt
 
 
-def config_differences(a: NetworkConfig, b: NetworkConfig, *, resume: bool = False) -> list[tuple[str, Any, Any]]:
+def config_differences(a: NetworkConfig, b: NetworkConfig, *, resume: bool = False,
+                       warm_start: bool = False) -> list[tuple[str, Any, Any]]:
     """Fields (name, value in a, value in b) that differ and matter.
 
     For use (inference, serving) the fields that change the parameters or the eval-mode outputs
-    matter; with ``resume=True`` also those that change training (``stack_planes``).
+    matter; with ``resume=True`` also those that change training (``stack_planes``).  With
+    ``warm_start=True`` (initial weights of a new training run) only the parameters matter: the
+    dense ``2D`` and the ``sparse`` network have the same ones, so either starts the other.
     """
     ignored = tuple(f for f in _NEUTRAL_FIELDS if not (resume and f in _TRAINING_FIELDS))
+    if warm_start and {a.conv_mode, b.conv_mode} <= {"2D", "sparse"}:
+        ignored += ("conv_mode",)
     return [(f.name, getattr(a, f.name), getattr(b, f.name)) for f in fields(NetworkConfig)
             if f.name not in ignored and getattr(a, f.name) != getattr(b, f.name)]
 
 
 def check_compatible(saved: NetworkConfig | Mapping[str, Any], current: NetworkConfig, where: object, *,
-                     resume: bool = False) -> None:
+                     resume: bool = False, warm_start: bool = False) -> None:
     """Raise if a checkpoint's network configuration cannot be used as ``current``.
 
     The one rule for every reader of checkpoints (inference, serving, ``load_model``, resume):
@@ -273,6 +278,8 @@ def check_compatible(saved: NetworkConfig | Mapping[str, Any], current: NetworkC
         The checkpoint, for the message.
     resume : bool
         Checking for resumed training rather than for use.
+    warm_start : bool
+        Checking initial weights of a new training run (:func:`config_differences`).
 
     Raises
     ------
@@ -284,12 +291,13 @@ def check_compatible(saved: NetworkConfig | Mapping[str, Any], current: NetworkC
             saved = network_config_from_dict(saved)
         except ConfigError as err:
             raise ConfigError(f"{err}\nin file {where}, entry 'network'") from None
-    if config_differences(saved, current, resume=resume):
-        raise _mismatch_error(saved, current, str(where), resume=resume)
+    if config_differences(saved, current, resume=resume, warm_start=warm_start):
+        raise _mismatch_error(saved, current, str(where), resume=resume, warm_start=warm_start)
 
 
-def _mismatch_error(saved: NetworkConfig, current: NetworkConfig, where: str, *, resume: bool = False) -> ConfigError:
-    diffs = config_differences(saved, current, resume=resume)
+def _mismatch_error(saved: NetworkConfig, current: NetworkConfig, where: str, *, resume: bool = False,
+                    warm_start: bool = False) -> ConfigError:
+    diffs = config_differences(saved, current, resume=resume, warm_start=warm_start)
     lines = [f"  network.{k}: {v_saved!r} in the checkpoint, {v_cur!r} in this configuration"
              for k, v_saved, v_cur in diffs]
     fix = " ".join(f"network.{k}={v_saved}" for k, v_saved, _ in diffs)
@@ -302,8 +310,11 @@ def _mismatch_error(saved: NetworkConfig, current: NetworkConfig, where: str, *,
 
 
 def restore_model(model: nn.Module, config: NetworkConfig, checkpoint: Mapping[str, Any], *,
-                  file_path: str | os.PathLike | None = None) -> nn.Module:
+                  file_path: str | os.PathLike | None = None, warm_start: bool = False) -> nn.Module:
     """Load ``checkpoint["model"]`` into ``model`` built from ``config``, checking compatibility.
+
+    ``warm_start=True``: the initial weights of a new training run; a dense ``2D`` checkpoint
+    may start the ``sparse`` network and the other way round (:func:`config_differences`).
 
     Raises
     ------
@@ -314,7 +325,7 @@ def restore_model(model: nn.Module, config: NetworkConfig, checkpoint: Mapping[s
     """
     where = str(file_path) if file_path is not None else "(in memory)"
     if "network" in checkpoint:
-        check_compatible(checkpoint["network"], config, where)
+        check_compatible(checkpoint["network"], config, where, warm_start=warm_start)
     state = strip_prefixes(checkpoint["model"] if "model" in checkpoint else checkpoint)
     target = unwrap_model(model)
     own = target.state_dict()

@@ -18,7 +18,7 @@ import yaml
 
 from tpcflow.config import Config, experiment_differences, read_yaml, save_yaml
 from tpcflow.errors import ConfigError, OutputError
-from tpcflow.models.checkpoint import data_section, restore_model
+from tpcflow.models.checkpoint import data_section, read_checkpoint, restore_model
 from tpcflow.models.runtime import pick_device
 from tpcflow.train import distributed
 from tpcflow.train.checkpoint import CheckpointManager, get_rng_state, require_keys, set_rng_state
@@ -209,6 +209,25 @@ def _resume(run: _Run, echo) -> int:
     return start
 
 
+def _warm_start(run: _Run, echo) -> None:
+    """Initial weights of a new run from ``mode.weights_location`` (the optimizer starts afresh).
+
+    A dense ``2D`` checkpoint starts the ``sparse`` network (same parameters) and the other way
+    round; every other difference of the network configuration is refused.
+
+    Raises
+    ------
+    ConfigError
+        Not a checkpoint, or one of another network configuration.
+    """
+    path = Path(run.cfg.mode.weights_location)
+    ckpt = read_checkpoint(path, map_location=run.info.device)
+    restore_model(run.net.model, run.netcfg, ckpt, file_path=path, warm_start=True)
+    saved = ckpt.get("network", {}).get("conv_mode", "?")
+    echo(f"initial weights from {path} (network.conv_mode={saved} checkpoint, trained here as "
+         f"{run.netcfg.conv_mode})")
+
+
 def _step(run: _Run) -> tuple[dict, float, int]:
     """One optimizer step over ``gradient_accumulation`` minibatches: (metrics, lr, images seen)."""
     net, info, accum = run.net, run.info, run.cfg.mode.optimizer.gradient_accumulation
@@ -270,6 +289,8 @@ def _save_checkpoint(run: _Run, result: TrainResult, iteration: int, state: dict
 def _train(cfg: Config, info: distributed.DistInfo, echo, stop_at=None) -> TrainResult:
     run = _build(cfg, info, echo)
     start = _resume(run, echo)
+    if start == 0 and cfg.mode.weights_location:
+        _warm_start(run, echo)
     if info.is_main:  # written once the run is known to be new or the same experiment resumed
         save_yaml(cfg, run_directory(cfg) / "config.yaml", run.net.resolved_dict()["network"])
     net = run.net

@@ -73,55 +73,41 @@ class PooledPredictor:
         """Labels (uint8) and scores (float32) at the voxels of each event, by the sparse network's own path.
 
         ``events``: per event, its planes (COO tensors of ``shape`` = larcv3 ``number_of_voxels``).
-        One ``forward_sparse`` call runs the whole batch.  The voxels are pooled sparsely as
-        :meth:`__call__` pools the dense images (window sum / window size, the same float32 sums;
-        the grid's remainder rows and columns dropped; pixels that pool to 0 inactive), and each voxel gets its pooled
-        pixel's prediction (background with probability 1 where that pixel holds no charge, as in
-        the network's dense output).
+        One ``forward_sparse`` call runs the whole batch.  The voxels are pooled sparsely by the
+        batch loader's own code (:func:`tpcflow.loader.voxels.fill_pooled_coo`: window sum / window
+        size in float32, the grid's remainder rows and columns dropped, pixels that pool to 0
+        inactive), so the worker feeds the network what ``tpcflow inference`` feeds it.  Each voxel
+        gets its pooled pixel's prediction (background with probability 1 where that pixel holds no
+        charge, as in the network's dense output).
         """
         import torch
 
-        from tpcflow.models.sparse.minibatch import predictions_at
+        from tpcflow.loader.voxels import VoxelBatch, fill_pooled_coo
+        from tpcflow.models.sparse.minibatch import SparseMinibatch, predictions_at
 
         n_planes = len(events[0])
         h, w = image_shape(shape)
         k = self.pooling((h, w))
-        f = 1 << k
-        hh, ww = h // f, w // f
-        planes, keys_in = [], []
-        for p in range(n_planes):
-            keys, fine, values = [], [], []
-            per_event = []
-            for b, ev in enumerate(events):
-                y, x = image_coordinates(ev[p].index, shape)
-                inside = (y < hh * f) & (x < ww * f)
-                keys.append((b * hh + (y[inside] >> k)) * ww + (x[inside] >> k))
-                fine.append(y[inside] * w + x[inside])
-                values.append(np.asarray(ev[p].values, np.float32)[inside])
-                per_event.append((b * hh + np.minimum(y >> k, hh - 1)) * ww + np.minimum(x >> k, ww - 1))
-            all_keys, all_fine = np.concatenate(keys), np.concatenate(fine)
-            # window sums in float32, each window's pixels in row-major order: avg_pool2d's own sums, bit for bit
-            order = np.lexsort((all_fine, all_keys))
-            sorted_keys = all_keys[order]
-            first = np.r_[True, sorted_keys[1:] != sorted_keys[:-1]] if len(order) else np.zeros(0, bool)
-            key = sorted_keys[first]
-            window = torch.from_numpy(np.cumsum(first) - 1)
-            sums = torch.zeros(len(key), dtype=torch.float32).index_add_(
-                0, window, torch.from_numpy(np.concatenate(values)[order]))
-            charge = (sums / (f * f)).numpy()
-            active = charge != 0
-            key, charge = key[active], charge[active]
-            b_idx, rest = np.divmod(key, hh * ww)
-            coords = np.stack([b_idx, *np.divmod(rest, ww)], axis=1)
-            planes.append((torch.from_numpy(coords), torch.from_numpy(charge[:, None])))
-            keys_in.append((key, per_event))
-        logits = self.runner.forward_sparse(planes, len(events), (hh, ww))
+        hh, ww = h >> k, w >> k
+        parts = [(b, p, np.asarray(plane.index, np.int64), np.asarray(plane.values, np.float32))
+                 for b, ev in enumerate(events) for p, plane in enumerate(ev)]
+        vb = VoxelBatch(np.concatenate([np.full(len(i), b) for b, _, i, _ in parts]),
+                        np.concatenate([np.full(len(i), p) for _, p, i, _ in parts]),
+                        np.concatenate([i for *_, i, _ in parts]), np.concatenate([v for *_, v in parts]),
+                        tuple(int(n) for n in shape))
+        rows = np.zeros((len(vb.index), 5), np.float32)
+        n = fill_pooled_coo(rows, vb, n_channels=n_planes, max_voxels=hh * ww, downsample=k, transpose=True)
+        batch = SparseMinibatch.from_coo(rows[:n], None, len(events), n_planes, (hh, ww))
+        logits = self.runner.forward_sparse(batch.planes(), len(events), (hh, ww))
         out: list[list] = [[] for _ in events]
-        for p, lg in enumerate(logits):
+        for p, (lg, coords) in enumerate(zip(logits, batch.coords, strict=True)):
             score, label = torch.softmax(lg, dim=1).max(dim=1)
             score, label = score.cpu().numpy(), label.cpu().numpy()
-            key, per_event = keys_in[p]
-            for b, want in enumerate(per_event):
+            c = coords.numpy()
+            key = (c[:, 0] * hh + c[:, 1]) * ww + c[:, 2]
+            for b, ev in enumerate(events):
+                y, x = image_coordinates(ev[p].index, shape)
+                want = (b * hh + np.minimum(y >> k, hh - 1)) * ww + np.minimum(x >> k, ww - 1)
                 lab, sc = predictions_at(key, label, score, want)
                 out[b].append((lab.astype(np.uint8), sc.astype(np.float32)))
         return out
