@@ -401,7 +401,8 @@ def run_submit_case(iters: int) -> dict:
         endpoint = f"tcp://127.0.0.1:{port}"
         worker = subprocess.Popen([sys.executable, "-m", "tpcflow.cli.main", "worker", "--bind", endpoint, "--model",
                                    str(ckpt), "--max-batch", "1", "--device", "cpu"],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())})
         try:
             submit_files(endpoint, "cosmic_tagger", [warm], tmp / "warm_out.h5", progress=False)  # loads the network
             t0 = time.perf_counter()

@@ -135,3 +135,11 @@ class ProtocolError(TpcflowError, ValueError):
 
 class ServiceError(TpcflowError, RuntimeError):
     """A remote service failed, timed out, or is unknown."""
+
+
+class ServiceUnavailableError(ServiceError):
+    """The broker or the service cannot be reached: no reply within the deadline, or no worker (404).
+
+    Not raised for an error reply about the request itself (which another server would give too):
+    this is the case where ``tpcflow submit --fallback local`` runs the model in-process.
+    """

@@ -38,6 +38,14 @@ def add_arguments(parser) -> None:
     parser.add_argument("--curve-secret", default=None, help="this client's CurveZMQ secret key file (*.key_secret)")
     parser.add_argument("--curve-server", default=None, help="the broker's public key file (*.key)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    fb = parser.add_argument_group("local fallback")
+    fb.add_argument("--fallback", choices=["none", "local"], default="none",
+                    help="local: when the broker or the service cannot be reached within --timeout (after --retries) "
+                    "or goes away, run the events left in this process with --model/--module (a warning says so)")
+    fb.add_argument("--model", default=None, metavar="CKPT", help="checkpoint or TorchScript file the service runs")
+    fb.add_argument("--module", default=None, metavar="USER.py", help="user module (process_net) the service runs")
+    fb.add_argument("--device", default=None, help="device of the local fallback (default: the GPU if any, else cpu)")
+    fb.add_argument("--precision", default=None, help="precision of the local fallback (as tpcflow worker)")
 
 
 def run(args) -> int:
@@ -50,11 +58,23 @@ def run(args) -> int:
         if not (args.curve_secret and args.curve_server):
             raise ConfigError("--curve-secret and --curve-server must be given together")
         curve = CurveClient(args.curve_secret, args.curve_server)
+    fallback = None
+    if args.fallback == "local":
+        from tpcflow.serve.mdp.fallback import LocalFallback
+
+        if (args.model is None) == (args.module is None):
+            raise ConfigError("--fallback local runs the service here: give exactly one of --model CKPT or "
+                              "--module USER.py (what the workers run)")
+        fallback = LocalFallback(model_path=args.model, module_path=args.module, device=args.device,
+                                 precision=args.precision)
+    elif args.model or args.module:
+        raise ConfigError("--model/--module are for the local fallback: add --fallback local")
     res = submit_files(args.broker, args.service, args.inputs, args.output, producer=args.producer,
                        out_producer=args.output_producer, max_in_flight=args.max_in_flight, timeout=args.timeout,
                        retries=args.retries, wait_service=args.wait_service,
                        compression=None if args.compression == "none" else args.compression,
-                       progress=not args.no_progress, curve=curve, root_out=args.root_out)
+                       progress=not args.no_progress, curve=curve, root_out=args.root_out, fallback=fallback)
+    local = f", {res.local} RUN LOCALLY by the fallback" if res.local else ""
     print(f"tpcflow submit: wrote {res.entries} entries to {res.output} "
-          f"({res.sent} sent, {res.skipped} resumed) in {res.seconds:.1f} s")
+          f"({res.sent} sent, {res.skipped} resumed{local}) in {res.seconds:.1f} s")
     return 0

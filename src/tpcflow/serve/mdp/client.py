@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import zmq
 
-from tpcflow.errors import ProtocolError, ServiceError
+from tpcflow.errors import ProtocolError, ServiceError, ServiceUnavailableError
 from tpcflow.serve.mdp import protocol as P
 
 __all__ = ["Client"]
@@ -149,7 +149,8 @@ class Client:
             err = P.parse_error(body)
             if err is not None:
                 code, text = err
-                raise ServiceError(f"request to service {pend.service.decode()!r} failed ({code}): {text}")
+                kind = ServiceUnavailableError if int(code) == 404 else ServiceError
+                raise kind(f"request to service {pend.service.decode()!r} failed ({code}): {text}")
             return pend.key, body
 
     def _parse(self, frames: list):
@@ -172,7 +173,7 @@ class Client:
                 continue
             if p.attempts > self.retries:
                 del self._pending[rid]
-                raise ServiceError(
+                raise ServiceUnavailableError(
                     f"request to service {p.service.decode()!r}: no reply within {self.timeout:g} s "
                     f"after {p.attempts} attempts (broker {self.broker})"
                 )
@@ -190,7 +191,7 @@ class Client:
             while True:
                 got = self.recv()
                 if got is None:
-                    raise ServiceError(f"request to service {service!r}: no reply")
+                    raise ServiceUnavailableError(f"request to service {service!r}: no reply")
                 if got[0] == rid:
                     return got[1]
         finally:
@@ -240,7 +241,8 @@ class Client:
         while True:
             left = end - time.monotonic()
             if left <= 0:
-                raise ServiceError(f"service {service!r}: no worker registered within {timeout:g} s (broker {self.broker})")
+                raise ServiceUnavailableError(f"service {service!r}: no worker registered within {timeout:g} s "
+                                              f"(broker {self.broker})")
             try:
                 if self.service_available(service, timeout=min(2.0, max(left, 0.1))):
                     return

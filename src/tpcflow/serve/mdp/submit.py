@@ -19,6 +19,7 @@ import os
 import shutil
 import time
 import uuid
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from tpcflow import atomic
-from tpcflow.errors import ConfigError, DataFormatError, ProtocolError
+from tpcflow.errors import ConfigError, DataFormatError, ProtocolError, ServiceUnavailableError
 from tpcflow.io.products import PREDICTION_PRODUCER, ImageMeta, prediction_producers
 from tpcflow.serve.mdp.client import Client
 from tpcflow.serve.mdp.contract import decode_outputs
@@ -47,6 +48,7 @@ class SubmitResult:
     sent: int
     skipped: int
     seconds: float
+    local: int = 0  # events run by the local fallback
 
 
 class _Sidecar:
@@ -379,6 +381,7 @@ def submit_files(
     curve=None,
     context=None,
     root_out=None,
+    fallback=None,
 ) -> SubmitResult:
     """Send every entry of ``inputs`` to ``service`` and write ``output`` (see module docstring).
 
@@ -399,6 +402,11 @@ def submit_files(
     wait_service : float
         Seconds to wait for a worker of ``service``, asked through MMI ``mmi.service`` [s]; ``0``
         sends at once without asking (brokers without MMI, such as majortomo's).
+    fallback : LocalFallback, optional
+        Run the events left in this process (:class:`~tpcflow.serve.mdp.fallback.LocalFallback`)
+        when the broker or the service cannot be reached within ``timeout`` (after ``retries``), or
+        goes away during the run; a warning says so.  Events already answered are kept, so each
+        event is written exactly once.
     root_out : path, optional
         Also write a flat ROOT TTree ``predictions`` (run, subrun, event; per plane the voxel
         indices ``p<k>_index`` and per output the values ``<producer>_p<k>``), entry-aligned with
@@ -440,16 +448,29 @@ def submit_files(
         skipped = n - len(todo)
         sent = 0
         ok = False
+        local = 0
         try:
             if todo:
                 client = Client(broker, timeout=timeout, retries=retries, copy=False, context=context, curve=curve)
                 bar = _progress_bar(progress, n, skipped, service)
+                flush = {"flush_every": flush_every, "flush_seconds": flush_seconds}
                 try:
-                    if wait_service > 0:  # 0: brokers without MMI (majortomo) are not asked
-                        client.wait_for_service(service, timeout=wait_service)
-                    sent = _exchange(client, service, reader, todo, keys, side, bar, compression=compression,
-                                     max_in_flight=max_in_flight, flush_every=flush_every,
-                                     flush_seconds=flush_seconds)
+                    try:
+                        if wait_service > 0:  # 0: brokers without MMI (majortomo) are not asked
+                            client.wait_for_service(service, timeout=wait_service)
+                        sent = _exchange(client, service, reader, todo, keys, side, bar, compression=compression,
+                                         max_in_flight=max_in_flight, **flush)
+                    except ServiceUnavailableError as err:
+                        if fallback is None:
+                            raise
+                        rest = [e for e in todo if e not in side.where]
+                        warnings.warn(f"tpcflow submit: {err}; FALLING BACK to {fallback.describe()} for the "
+                                      f"{len(rest)} events left ({len(side.where)} answered by the service)",
+                                      RuntimeWarning, stacklevel=2)
+                        log.warning("local fallback: %s", err)
+                        local = _exchange(fallback, service, reader, rest, keys, side, bar, compression=compression,
+                                          max_in_flight=1, **flush)
+                        sent = len(todo) - len(rest)
                 finally:
                     client.close()
                     if bar is not None:
@@ -461,4 +482,4 @@ def submit_files(
                 shutil.rmtree(side.dir, ignore_errors=True)
         _write_outputs(output, n, side, out_producer, h5_compression, root_out)
         shutil.rmtree(side.dir, ignore_errors=True)
-    return SubmitResult(output, n, sent, skipped, time.monotonic() - t0)
+    return SubmitResult(output, n, sent, skipped, time.monotonic() - t0, local)
