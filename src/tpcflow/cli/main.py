@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "client": "tpcflow.cli.client",
     "root-train": "tpcflow.cli.root_train",
     "root-predict": "tpcflow.cli.root_predict",
+    "export": "tpcflow.cli.export",
 }
 
 

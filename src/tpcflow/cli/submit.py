@@ -19,7 +19,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="IN", help="larcv3 (.h5) or larcv1/larcv2 ROOT input files")
     parser.add_argument("-o", "--output", required=True, metavar="OUT.h5", help="larcv3 file to write")
     parser.add_argument("--broker", default="tcp://127.0.0.1:5555", help="broker endpoint")
-    parser.add_argument("--service", default="cosmic_tagger", help="service name")
+    parser.add_argument("--kserve", default=None, metavar="URL",
+                        help="send the events to a KServe v2 server (Triton, tpcflow serve-http) instead of a broker; "
+                        "--service names its model (exported by tpcflow export --triton)")
+    parser.add_argument("--service", default="cosmic_tagger", help="service name (with --kserve: the model name)")
     parser.add_argument("--producer", default="sbndwire",
                         help="product(s) sent, comma-separated, planes in that order: larcv3 PRODUCER (sparse2d), "
                         "sparse2d/PRODUCER or image2d/PRODUCER; ROOT: image2d producers, e.g. wire,infill")
@@ -73,7 +76,8 @@ def run(args) -> int:
                        out_producer=args.output_producer, max_in_flight=args.max_in_flight, timeout=args.timeout,
                        retries=args.retries, wait_service=args.wait_service,
                        compression=None if args.compression == "none" else args.compression,
-                       progress=not args.no_progress, curve=curve, root_out=args.root_out, fallback=fallback)
+                       progress=not args.no_progress, curve=curve, root_out=args.root_out, fallback=fallback,
+                       kserve=args.kserve)
     local = f", {res.local} RUN LOCALLY by the fallback" if res.local else ""
     print(f"tpcflow submit: wrote {res.entries} entries to {res.output} "
           f"({res.sent} sent, {res.skipped} resumed{local}) in {res.seconds:.1f} s")

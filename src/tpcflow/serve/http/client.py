@@ -126,6 +126,16 @@ class TFaaSClient:
         """``POST /json`` with ``{"model", "keys", "values"}``; returns ``{"predictions", ...}``."""
         return self._request("POST", "/json", json=payload)
 
+    def metadata(self, name: str) -> dict:
+        """KServe v2 model metadata (``GET /v2/models/<name>``): name, versions, platform, inputs, outputs.
+
+        Raises
+        ------
+        HTTPServiceError
+            Unknown model, or the server cannot be reached.
+        """
+        return self._request("GET", f"/v2/models/{name}")
+
     def infer(self, name: str, x: np.ndarray, *, parameters: dict | None = None) -> list[np.ndarray]:
         """KServe v2 ``infer`` of one input tensor ``x``, both ways binary; returns the outputs.
 
@@ -141,7 +151,7 @@ class TFaaSClient:
 
         x = np.ascontiguousarray(x)
         blob = x.astype(x.dtype.newbyteorder("<"), copy=False).tobytes()
-        meta = self._request("GET", f"/v2/models/{name}")
+        meta = self.metadata(name)
         request = {"inputs": [{"name": meta["inputs"][0]["name"], "shape": list(x.shape),
                                "datatype": tensor_datatype(x.dtype), "parameters": {"binary_data_size": len(blob)}}],
                    "parameters": {"binary_data_output": True, **(parameters or {})}}

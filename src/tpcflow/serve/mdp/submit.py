@@ -382,6 +382,7 @@ def submit_files(
     context=None,
     root_out=None,
     fallback=None,
+    kserve: str | None = None,
 ) -> SubmitResult:
     """Send every entry of ``inputs`` to ``service`` and write ``output`` (see module docstring).
 
@@ -402,6 +403,10 @@ def submit_files(
     wait_service : float
         Seconds to wait for a worker of ``service``, asked through MMI ``mmi.service`` [s]; ``0``
         sends at once without asking (brokers without MMI, such as majortomo's).
+    kserve : str, optional
+        A KServe v2 server URL (Triton, ``tpcflow serve-http``) instead of the broker: ``service``
+        is then the model name of a cosmic tagger exported by ``tpcflow export --triton``
+        (:class:`~tpcflow.serve.mdp.kserve.KServeService`).
     fallback : LocalFallback, optional
         Run the events left in this process (:class:`~tpcflow.serve.mdp.fallback.LocalFallback`)
         when the broker or the service cannot be reached within ``timeout`` (after ``retries``), or
@@ -426,7 +431,8 @@ def submit_files(
         If a reply does not match its request (event id, voxel count).
     """
     t0 = time.monotonic()
-    check_endpoint(broker, "broker")
+    if kserve is None:
+        check_endpoint(broker, "broker")
     output = Path(output)
     if output.exists():
         raise ConfigError(f"output: {str(output)!r} already exists; remove it or choose another -o")
@@ -451,7 +457,13 @@ def submit_files(
         local = 0
         try:
             if todo:
-                client = Client(broker, timeout=timeout, retries=retries, copy=False, context=context, curve=curve)
+                if kserve is not None:
+                    from tpcflow.serve.mdp.kserve import KServeService
+
+                    client = KServeService(kserve, service, timeout=timeout)
+                else:
+                    client = Client(broker, timeout=timeout, retries=retries, copy=False, context=context,
+                                    curve=curve)
                 bar = _progress_bar(progress, n, skipped, service)
                 flush = {"flush_every": flush_every, "flush_seconds": flush_seconds}
                 try:
