@@ -18,12 +18,15 @@ HEADERS = {"workers": "slots"}
 
 
 def add_arguments(parser) -> None:
+    from tpcflow.cli._ssh import add_ssh_arguments
+
     parser.add_argument("--broker", default="tcp://127.0.0.1:5555", help="broker endpoint")
     parser.add_argument("service", nargs="*", help="only these services (default: all)")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the broker's answer")
     parser.add_argument("--json", action="store_true", help="print the statistics as JSON")
     parser.add_argument("--curve-secret", default=None, help="this client's CurveZMQ secret key file (*.key_secret)")
     parser.add_argument("--curve-server", default=None, help="the broker's public key file (*.key)")
+    add_ssh_arguments(parser)
 
 
 def format_table(stats: dict) -> str:
@@ -41,6 +44,7 @@ def format_table(stats: dict) -> str:
 def run(args) -> int:
     import json
 
+    from tpcflow.cli._ssh import ssh_from_args
     from tpcflow.errors import ConfigError
     from tpcflow.serve.mdp.client import Client
     from tpcflow.serve.mdp.curve import CurveClient
@@ -48,7 +52,12 @@ def run(args) -> int:
     if bool(args.curve_secret) != bool(args.curve_server):
         raise ConfigError("--curve-secret and --curve-server must be given together")
     curve = CurveClient(args.curve_secret, args.curve_server) if args.curve_secret else None
-    with Client(args.broker, timeout=args.timeout, retries=0, curve=curve) as client:
-        stats = client.stats(*args.service, timeout=args.timeout)
+    ssh = ssh_from_args(args)
+    try:
+        with Client(args.broker, timeout=args.timeout, retries=0, curve=curve, ssh=ssh) as client:
+            stats = client.stats(*args.service, timeout=args.timeout)
+    finally:
+        if ssh is not None:
+            ssh.close()
     print(json.dumps(stats, indent=2, sort_keys=True) if args.json else format_table(stats))
     return 0

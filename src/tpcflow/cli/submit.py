@@ -14,6 +14,7 @@ DESCRIPTION = (
 
 
 def add_arguments(parser) -> None:
+    from tpcflow.cli._ssh import add_ssh_arguments
     from tpcflow.io.products import PREDICTION_PRODUCER
 
     parser.add_argument("inputs", nargs="+", metavar="IN", help="larcv3 (.h5) or larcv1/larcv2 ROOT input files")
@@ -41,6 +42,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--curve-secret", default=None, help="this client's CurveZMQ secret key file (*.key_secret)")
     parser.add_argument("--curve-server", default=None, help="the broker's public key file (*.key)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_ssh_arguments(parser)
     fb = parser.add_argument_group("local fallback")
     fb.add_argument("--fallback", choices=["none", "local"], default="none",
                     help="local: when the broker or the service cannot be reached within --timeout (after --retries) "
@@ -52,6 +54,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from tpcflow.cli._ssh import ssh_from_args
     from tpcflow.errors import ConfigError
     from tpcflow.serve.mdp.curve import CurveClient
     from tpcflow.serve.mdp.submit import submit_files
@@ -72,12 +75,17 @@ def run(args) -> int:
                                  precision=args.precision)
     elif args.model or args.module:
         raise ConfigError("--model/--module are for the local fallback: add --fallback local")
-    res = submit_files(args.broker, args.service, args.inputs, args.output, producer=args.producer,
-                       out_producer=args.output_producer, max_in_flight=args.max_in_flight, timeout=args.timeout,
-                       retries=args.retries, wait_service=args.wait_service,
-                       compression=None if args.compression == "none" else args.compression,
-                       progress=not args.no_progress, curve=curve, root_out=args.root_out, fallback=fallback,
-                       kserve=args.kserve)
+    ssh = ssh_from_args(args)
+    try:
+        res = submit_files(args.broker, args.service, args.inputs, args.output, producer=args.producer,
+                           out_producer=args.output_producer, max_in_flight=args.max_in_flight, timeout=args.timeout,
+                           retries=args.retries, wait_service=args.wait_service,
+                           compression=None if args.compression == "none" else args.compression,
+                           progress=not args.no_progress, curve=curve, root_out=args.root_out, fallback=fallback,
+                           kserve=args.kserve, ssh=ssh)
+    finally:
+        if ssh is not None:
+            ssh.close()
     local = f", {res.local} RUN LOCALLY by the fallback" if res.local else ""
     print(f"tpcflow submit: wrote {res.entries} entries to {res.output} "
           f"({res.sent} sent, {res.skipped} resumed{local}) in {res.seconds:.1f} s")

@@ -19,6 +19,8 @@ DEFAULT_BROKER = "tcp://127.0.0.1:5555"
 
 
 def add_arguments(parser) -> None:
+    from tpcflow.cli._ssh import add_ssh_arguments
+
     parser.add_argument("--broker", default=None, help=f"broker endpoint to connect to (default {DEFAULT_BROKER})")
     parser.add_argument("--bind", default=None,
                         help="host the broker in this process, bound at this endpoint (instead of --broker)")
@@ -49,6 +51,7 @@ def add_arguments(parser) -> None:
                         help="seconds a busy remote worker may stay silent before its request is re-dispatched")
     hosted.add_argument("--max-attempts", type=int, default=3,
                         help="workers that may die on one request before it fails with a 500 error reply")
+    add_ssh_arguments(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="log reconnects and batches")
 
 
@@ -66,6 +69,8 @@ def _check(args) -> None:
         raise ConfigError("give either --broker (connect to a broker) or --bind (host one), not both")
     if args.curve_server:
         raise ConfigError("--curve-server names a remote broker's key: it does not go with --bind")
+    if args.ssh:
+        raise ConfigError("--ssh reaches a remote broker: it does not go with --bind")
 
 
 def run(args) -> int:
@@ -74,6 +79,7 @@ def run(args) -> int:
 
     import zmq
 
+    from tpcflow.cli._ssh import ssh_from_args
     from tpcflow.cli.broker import build_broker
     from tpcflow.serve.mdp.cosmic import CosmicTaggerHandler
     from tpcflow.serve.mdp.curve import CurveClient
@@ -95,10 +101,11 @@ def run(args) -> int:
     else:
         endpoint = args.broker or DEFAULT_BROKER
         curve = CurveClient(args.curve_secret, args.curve_server) if args.curve_secret else None
+        ssh = ssh_from_args(args)
         server = Worker(endpoint, args.service, handler, max_batch=args.max_batch, max_wait=args.max_wait, slots=slots,
                         heartbeat_interval=args.heartbeat_interval, heartbeat_liveness=args.heartbeat_liveness,
-                        curve=curve)
-        where = f"on {endpoint}"
+                        curve=curve, ssh=ssh)
+        where = f"on {endpoint}" + (f" through ssh {ssh.server}" if ssh is not None else "")
     print(f"tpcflow worker: service {args.service!r} {where} ({device})", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: server.stop(join=False))
     thread = server.start(freeze_gc=True) if args.bind is not None else server.start()

@@ -50,6 +50,8 @@ class Client:
         Return reply frames as ``bytes``; with False, as zero-copy ``zmq.Frame`` objects.
     context : zmq.Context, optional
     curve : tpcflow.serve.mdp.curve.CurveClient, optional
+    ssh : tpcflow.serve.mdp.ssh.SSHTunnel, optional
+        Reach ``broker`` (an address as seen from the ssh server) through an ssh tunnel.
 
     Notes
     -----
@@ -65,6 +67,7 @@ class Client:
         copy: bool = True,
         context: zmq.Context | None = None,
         curve=None,
+        ssh=None,
     ):
         self.broker = broker
         self.timeout = float(timeout)
@@ -78,7 +81,11 @@ class Client:
         self.socket.rcvhwm = 0
         if curve is not None:
             curve.apply(self.socket)
-        self.socket.connect(broker)
+        try:
+            self.socket.connect(ssh.endpoint(broker) if ssh is not None else broker)
+        except BaseException:
+            self.socket.close(linger=0)
+            raise
         self._ids = itertools.count(int.from_bytes(os.urandom(4), "big") << 24)
         self._pending: dict[int, _Pending] = {}
         self._poller = zmq.Poller()

@@ -383,6 +383,7 @@ def submit_files(
     root_out=None,
     fallback=None,
     kserve: str | None = None,
+    ssh=None,
 ) -> SubmitResult:
     """Send every entry of ``inputs`` to ``service`` and write ``output`` (see module docstring).
 
@@ -403,6 +404,9 @@ def submit_files(
     wait_service : float
         Seconds to wait for a worker of ``service``, asked through MMI ``mmi.service`` [s]; ``0``
         sends at once without asking (brokers without MMI, such as majortomo's).
+    ssh : SSHTunnel, optional
+        Reach ``broker`` (as seen from the ssh server) through an ssh tunnel
+        (:class:`~tpcflow.serve.mdp.ssh.SSHTunnel`).
     kserve : str, optional
         A KServe v2 server URL (Triton, ``tpcflow serve-http``) instead of the broker: ``service``
         is then the model name of a cosmic tagger exported by ``tpcflow export --triton``
@@ -463,7 +467,7 @@ def submit_files(
                     client = KServeService(kserve, service, timeout=timeout)
                 else:
                     client = Client(broker, timeout=timeout, retries=retries, copy=False, context=context,
-                                    curve=curve)
+                                    curve=curve, ssh=ssh)
                 bar = _progress_bar(progress, n, skipped, service)
                 flush = {"flush_every": flush_every, "flush_seconds": flush_seconds}
                 try:

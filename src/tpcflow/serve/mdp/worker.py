@@ -72,6 +72,8 @@ class Worker(ThreadLoop):
         heartbeat interval; no heartbeats while it runs).
     context : zmq.Context, optional
     curve : tpcflow.serve.mdp.curve.CurveClient, optional
+    ssh : tpcflow.serve.mdp.ssh.SSHTunnel, optional
+        Reach ``broker`` (an address as seen from the ssh server) through an ssh tunnel.
     max_refusals : int
         READYs the broker may refuse in a row (answered by DISCONNECT, as a broker does for a key
         that may not serve) before the worker gives up: :attr:`error` is set and :meth:`run`
@@ -94,6 +96,7 @@ class Worker(ThreadLoop):
         context: zmq.Context | None = None,
         curve=None,
         max_refusals: int = 5,
+        ssh=None,
     ):
         self.broker = P.check_endpoint(broker, "broker")
         self.service = P.validate_service_name(service)
@@ -108,6 +111,8 @@ class Worker(ThreadLoop):
         self.max_batch, self.max_wait = max_batch, max_wait
         self._ctx = context or zmq.Context.instance()
         self._curve = curve
+        # through ssh: the tunnel opens now (its errors are the caller's), and every reconnection uses it
+        self._endpoint = ssh.endpoint(self.broker) if ssh is not None else self.broker
         self._slots = [_Slot() for _ in range(self.slots_n)]
         ThreadLoop.__init__(self)
         self.thread_name = f"mdp-worker-{self.service.decode()}"
@@ -310,7 +315,7 @@ class Worker(ThreadLoop):
             self._curve.apply(sock)
             events = zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
             slot.monitor = sock.get_monitor_socket(events)
-        sock.connect(self.broker)
+        sock.connect(self._endpoint)
         slot.socket = sock
         self._poll_dirty = True
         slot.generation += 1
