@@ -8,7 +8,7 @@ ACCOUNT=${ACCOUNT:-myproject}
 CPU_QUEUE=${CPU_QUEUE:-debug}
 GPU_QUEUE=${GPU_QUEUE:-prod}
 N_WORKERS=${N_WORKERS:-4}
-IMAGE=${IMAGE:-$PWD/tpcflow.sif}
+IMAGE=${IMAGE-$PWD/tpcflow.sif}             # IMAGE= (empty): tpcflow from PATH
 RUN_DIR=${RUN_DIR:-$PWD/tpcflow-run}
 MODEL=${MODEL:-$PWD/cosmic_tagger.ckpt}
 FILE_LIST=${FILE_LIST:-$PWD/files.txt}

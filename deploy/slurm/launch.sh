@@ -8,7 +8,7 @@ export SBATCH_ACCOUNT=${SBATCH_ACCOUNT:-myproject}
 CPU_PARTITION=${CPU_PARTITION:-cpu}
 GPU_PARTITION=${GPU_PARTITION:-gpu}
 N_WORKERS=${N_WORKERS:-4}                 # one per GPU
-export IMAGE=${IMAGE:-$PWD/tpcflow.sif}
+export IMAGE=${IMAGE-$PWD/tpcflow.sif}      # IMAGE= (empty): tpcflow from PATH
 export RUN_DIR=${RUN_DIR:-$PWD/tpcflow-run}
 export MODEL=${MODEL:-$PWD/cosmic_tagger.ckpt}
 export FILE_LIST=${FILE_LIST:-$PWD/files.txt}

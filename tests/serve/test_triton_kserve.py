@@ -98,7 +98,7 @@ def test_submit_kserve_to_serve_http_equals_submit_through_the_broker(ctx, tmp_p
                    str(tmp_path / "kserve.h5"), "--no-progress"])
         assert rc == 0
         assert main(["submit", "--kserve", url, "--service", "nope", str(events_file), "-o",
-                     str(tmp_path / "nope.h5"), "--no-progress"]) == 1
+                     str(tmp_path / "nope.h5"), "--no-progress", "--wait-service", "1"]) == 1
     with open_larcv3(tmp_path / "broker.h5") as a, open_larcv3(tmp_path / "kserve.h5") as b:
         np.testing.assert_array_equal(a.event_ids, b.event_ids)
         assert len(a) == 3

@@ -17,6 +17,7 @@ Triton's binary tensor data extension.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -62,17 +63,26 @@ class KServeService:
         self.client = TFaaSClient(self.url, timeout=timeout)
         self._handler = None
 
-    def wait_for_service(self, service: str, timeout: float = 30.0) -> None:
-        """Read the model's metadata and build the handler.
+    def wait_for_service(self, service: str, timeout: float = 30.0, poll: float = 0.25) -> None:
+        """Wait until the server answers the model's metadata (a server still starting, a model still
+        loading), then build the handler.
 
         Raises
         ------
         ServiceUnavailableError
-            The server cannot be reached or has no such model.
+            No answer for the model within ``timeout`` [s] (server unreachable, unknown model).
         ServiceError
             The model's input is not ``[-1, P, H, W]``.
         """
-        self._ensure()
+        end = time.monotonic() + timeout
+        while True:
+            try:
+                self._ensure()
+                return
+            except ServiceUnavailableError:
+                if time.monotonic() + poll > end:
+                    raise
+                time.sleep(poll)
 
     def _ensure(self):
         if self._handler is not None:
