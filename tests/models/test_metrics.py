@@ -19,7 +19,15 @@ def _np_plane(pred, lab):
     """Per-plane metrics written as explicit per-image loops."""
     total = np.mean(pred == lab)
     nb, nu, ciou, niou = [], [], [], []
+    prec = {1: [], 2: []}
+    rec = {1: [], 2: []}
     for p, t in zip(pred, lab):
+        for c in (1, 2):
+            hits = np.sum((p == c) & (t == c))
+            if np.sum(p == c):
+                prec[c].append(hits / np.sum(p == c))
+            if np.sum(t == c):
+                rec[c].append(hits / np.sum(t == c))
         mask = t != 0
         if mask.sum():
             nb.append(np.sum((p == t) & mask) / mask.sum())
@@ -37,6 +45,9 @@ def _np_plane(pred, lab):
         "Neutrino_IoU": np.mean(niou),
     }
     out["mIoU"] = 0.5 * (out["Cosmic_IoU"] + out["Neutrino_IoU"])
+    for c, name in ((1, "Cosmic"), (2, "Neutrino")):
+        out[f"{name}_Precision"] = np.mean(prec[c]) if prec[c] else math.nan
+        out[f"{name}_Recall"] = np.mean(rec[c]) if rec[c] else math.nan
     return out
 
 
@@ -55,6 +66,10 @@ def test_hand_computed_single_image():
     assert m["plane0/Neutrino_IoU"] == pytest.approx(2 / 3)
     assert m["plane0/mIoU"] == pytest.approx(0.5)
     assert m["Average/mIoU"] == pytest.approx(0.5)
+    assert m["plane0/Cosmic_Precision"] == pytest.approx(1 / 2)  # predicted cosmic (0,1), (1,0): one right
+    assert m["plane0/Cosmic_Recall"] == pytest.approx(1 / 2)  # cosmic (0,1), (0,2): one found
+    assert m["plane0/Neutrino_Precision"] == pytest.approx(1.0)  # predicted neutrino (0,3), (1,2): both right
+    assert m["plane0/Neutrino_Recall"] == m["plane0/Neutrino_Accuracy"]
 
 
 def test_empty_union_gives_iou_one_and_empty_images_are_skipped():

@@ -289,3 +289,35 @@ def test_a_dense_checkpoint_starts_the_sparse_network(tmp_path):
     with pytest.raises(ConfigError, match="n_initial_filters"):
         train(cfg_of(tmp_path, "run.id=other", "run.iterations=1", "run.aux_iterations=0", "network.conv_mode=sparse",
                      "network.n_initial_filters=8", f"mode.weights_location={dense.checkpoint}"), echo=quiet)
+
+
+def test_the_best_validation_is_kept_and_early_stopping_ends_the_run(tmp_path, monkeypatch):
+    """Issue 15: checkpoints/best.pt holds the network of the best validation (mode.best_metric); with
+    mode.early_stopping=N the run stops after N validations without a better one; a resumed run keeps the best."""
+    import tpcflow.train.loop as loop
+
+    script = iter([0.50, 0.70, 0.60, 0.65, 0.69, 0.90, 0.95, 0.5])
+    real = loop.evaluate
+
+    def scripted(net, source, max_batches=None):
+        metrics = real(net, source, max_batches=max_batches)
+        return {**metrics, "Average/mIoU": next(script)}
+
+    monkeypatch.setattr(loop, "evaluate", scripted)
+    said = []
+    common = ["run.id=best", "run.aux_iterations=2", "mode.checkpoint_iteration=100", "mode.early_stopping=3"]
+    res = train(cfg_of(tmp_path, "run.iterations=20", *common), echo=said.append)
+    assert res.stopped_early and len(res.losses) == 10  # validations at 2, 4 (best), 6, 8, 10: stop
+    assert res.best == {"metric": "Average/mIoU", "value": 0.70, "iteration": 4, "stale": 3}
+    best = read_checkpoint(res.best_checkpoint)
+    assert res.best_checkpoint.name == "best.pt" and best["iteration"] == 4 and best["best"]["value"] == 0.70
+    assert res.checkpoint.name == "checkpoint-00000010.pt"  # the stopping point is saved for a resume
+    assert any("early stopping at iteration 10" in line for line in said)
+    # resumed with patience to spare: the best so far comes back from the checkpoint, then improves
+    more = train(cfg_of(tmp_path, "run.iterations=14", *common[:-1], "mode.early_stopping=0"), echo=quiet)
+    assert more.start_iteration == 10 and not more.stopped_early
+    assert more.best["value"] == 0.95 and more.best["iteration"] == 14
+    assert read_checkpoint(more.best_checkpoint)["iteration"] == 14
+    with pytest.raises(ConfigError, match="not a validation metric"):
+        train(cfg_of(tmp_path, "run.id=bad", "run.iterations=2", "run.aux_iterations=1",
+                     "mode.best_metric=Average/nope"), echo=quiet)

@@ -287,7 +287,7 @@ RESUMABLE_KEYS = (
     "run.iterations", "run.aux_iterations", "run.output_dir", "run.compute_mode", "run.num_threads",
     "run.progress", "run.resume", "run.compile", "mode.name", "mode.checkpoint_iteration",
     "mode.keep_checkpoints", "mode.logging_iteration", "mode.weights_location", "mode.output_file",
-    "mode.event_displays", "data.data_directory", "data.num_threads",
+    "mode.event_displays", "mode.best_metric", "mode.early_stopping", "data.data_directory", "data.num_threads",
 )
 
 

@@ -100,6 +100,9 @@ class ModeConfig:
     logging_iteration: int = _f(1, "log metrics (CSV, TensorBoard) every this many iterations")
     weights_location: str = _f("", "checkpoint (or TorchScript file) to load; inference defaults to the run's newest; "
                                    "train: initial weights of a new run (a 2D checkpoint starts a sparse network)")
+    best_metric: str = _f("Average/mIoU", "validation metric that picks checkpoints/best.pt (loss: lowest, others: "
+                          "highest; empty: no best checkpoint)")
+    early_stopping: int = _f(0, "stop after this many validations without a better best_metric (0 = never)")
     output_file: str = _f("", "inference: larcv3 file of predictions (default <run dir>/predictions.h5)")
     event_displays: int = _f(4, "inference: write this many event-display PNGs")
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig, metadata={"help": "optimizer section"})

@@ -16,6 +16,12 @@ Cosmic_IoU           per image: |pred=1 and label=1| / |pred=1 or label=1|, 1.0 
                      empty; then the batch mean
 Neutrino_IoU         the same for class 2
 mIoU                 (Cosmic_IoU + Neutrino_IoU) / 2 (background excluded)
+Cosmic_Precision     per image: |pred=1 and label=1| / |pred=1|; the mean over the images that
+                     predict cosmic pixels (tpcflow's addition, for quality work)
+Cosmic_Recall        per image: |pred=1 and label=1| / |label=1|; the mean over the images that
+                     have cosmic pixels
+Neutrino_Precision   the same for class 2
+Neutrino_Recall      the same for class 2 (equal to Neutrino_Accuracy, under its usual name)
 ===================  ==========================================================================
 
 Keys are ``plane{p}/<name>`` and ``Average/<name>``; ``Average`` is the mean over the planes with
@@ -37,7 +43,8 @@ import torch
 
 from tpcflow.models.logits import plane_pairs
 
-__all__ = ["METRIC_NAMES", "combine_planes", "masked_mean", "plane_metrics", "segmentation_metrics"]
+__all__ = ["METRIC_NAMES", "combine_planes", "masked_mean", "plane_metrics", "precision_recall",
+           "segmentation_metrics"]
 
 METRIC_NAMES = (
     "Total_Accuracy",
@@ -46,6 +53,10 @@ METRIC_NAMES = (
     "Cosmic_IoU",
     "Neutrino_IoU",
     "mIoU",
+    "Cosmic_Precision",
+    "Cosmic_Recall",
+    "Neutrino_Precision",
+    "Neutrino_Recall",
 )
 
 
@@ -98,7 +109,21 @@ def plane_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float
         iou = torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
         out[name] = float(iou.mean())
     out["mIoU"] = 0.5 * (out["Cosmic_IoU"] + out["Neutrino_IoU"])
+    for cls, name in ((1, "Cosmic"), (2, "Neutrino")):
+        p, t = pred == cls, lab == cls
+        hits = (p & t).sum(dims).double()
+        out.update(precision_recall(name, hits, p.sum(dims).double(), t.sum(dims).double()))
     return out
+
+
+def precision_recall(name: str, hits: torch.Tensor, predicted: torch.Tensor, true: torch.Tensor) -> dict[str, float]:
+    """``<name>_Precision`` and ``<name>_Recall`` from per-image counts ``(B,)`` (float64).
+
+    Per image ``hits / predicted`` and ``hits / true``; each averaged over the images where its
+    denominator is not 0 (NaN if there is none), as ``Non_Bkg_Accuracy``.
+    """
+    return {f"{name}_Precision": masked_mean(hits / predicted.clamp_min(1), predicted > 0),
+            f"{name}_Recall": masked_mean(hits / true.clamp_min(1), true > 0)}
 
 
 def segmentation_metrics(logits_per_plane: Sequence[torch.Tensor] | torch.Tensor,

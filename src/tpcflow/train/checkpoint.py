@@ -86,6 +86,16 @@ class CheckpointManager:
             old.unlink(missing_ok=True)
         return path
 
+    @property
+    def best_path(self) -> Path:
+        """``<dir>/best.pt``: the checkpoint of the best validation so far (never rotated)."""
+        return self.directory / "best.pt"
+
+    def save_best(self, iteration: int, model, network_config, extra: dict) -> Path:
+        """Write ``best.pt`` atomically (model, network, ``extra`` such as the metric and the data section)."""
+        save_checkpoint(self.best_path, model, network_config, extra=dict(extra, iteration=iteration))
+        return self.best_path
+
     def load_latest(self, network_config, map_location="cpu") -> dict | None:
         """Return the newest checkpoint's dict, or None if there is none.
 

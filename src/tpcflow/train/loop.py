@@ -9,6 +9,7 @@ is applied when set.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,13 @@ class TrainResult:
         Metrics of the last validation (empty if none ran).
     checkpoint : Path or None
         The newest checkpoint written.
+    best : dict
+        ``{"metric", "value", "iteration", "stale"}`` of the best validation so far (``mode.best_metric``;
+        ``stale``: validations since), empty before the first validation.
+    best_checkpoint : Path or None
+        ``checkpoints/best.pt``, the network at that validation.
+    stopped_early : bool
+        True when ``mode.early_stopping`` ended the run.
     n_parameters : int
     start_iteration : int
         0, or the iteration resumed from.
@@ -68,6 +76,9 @@ class TrainResult:
     metrics: dict = field(default_factory=dict)
     validation: dict = field(default_factory=dict)
     checkpoint: Path | None = None
+    best: dict = field(default_factory=dict)
+    best_checkpoint: Path | None = None
+    stopped_early: bool = False
     n_parameters: int = 0
     start_iteration: int = 0
     images_per_second: float = 0.0
@@ -121,6 +132,7 @@ class _Run:
     scheduler: object
     scaler: object
     manager: CheckpointManager
+    best: dict = field(default_factory=dict)  # the best validation so far, saved in every checkpoint
 
 
 def _build(cfg: Config, info: distributed.DistInfo, echo) -> _Run:
@@ -204,6 +216,7 @@ def _resume(run: _Run, echo) -> int:
     if run.aux is not None and ckpt.get("aux_loader"):
         run.aux.load_state_dict(ckpt["aux_loader"])
     set_rng_state(ckpt["rng"])
+    run.best = dict(ckpt.get("best") or {})
     start = int(ckpt["iteration"])
     echo(f"resumed from {path} at iteration {start}")
     return start
@@ -264,7 +277,47 @@ def _training_state(run: _Run) -> dict:
         "loader": run.source.state_dict(),
         "aux_loader": run.aux.state_dict() if run.aux is not None else {},
         "data": data_section(run.cfg.data.downsample, run.source.shape),
+        "best": dict(run.best),
     }
+
+
+def _track_best(run: _Run, result: TrainResult, iteration: int, echo) -> bool:
+    """After a validation: keep ``best.pt`` when ``mode.best_metric`` improved; True when the run should stop.
+
+    ``loss`` (and names ending in ``loss``) improve downwards, every other metric upwards; a NaN
+    value (a metric undefined for the validation minibatch) is not counted either way.
+
+    Raises
+    ------
+    ConfigError
+        ``mode.best_metric`` is not one of the validation metrics (listing them).
+    """
+    metric = run.cfg.mode.best_metric
+    if not metric:
+        return False
+    if metric not in result.validation:
+        raise ConfigError(f"mode.best_metric={metric!r} is not a validation metric; choose one of "
+                          f"{sorted(result.validation)[:12]}... (or mode.best_metric= for none)")
+    value = float(result.validation[metric])
+    if math.isnan(value):
+        return False
+    lower = metric.endswith("loss")
+    old = run.best.get("value") if run.best.get("metric") == metric else None
+    if old is None or (value < old if lower else value > old):
+        run.best = {"metric": metric, "value": value, "iteration": iteration, "stale": 0}
+        if run.info.is_main:
+            extra = {"best": dict(run.best), "data": data_section(run.cfg.data.downsample, run.source.shape)}
+            result.best_checkpoint = run.manager.save_best(iteration, run.net.model, run.netcfg, extra)
+    else:
+        run.best["stale"] = int(run.best.get("stale", 0)) + 1
+    result.best = dict(run.best)
+    patience = run.cfg.mode.early_stopping
+    if patience and run.best["stale"] >= patience:
+        echo(f"early stopping at iteration {iteration}: {metric} has not improved on {run.best['value']:.4g} "
+             f"(iteration {run.best['iteration']}) for {patience} validations; best network: "
+             f"{run.manager.best_path}")
+        return True
+    return False
 
 
 def _save_checkpoint(run: _Run, result: TrainResult, iteration: int, state: dict, *, last: bool, echo) -> None:
@@ -298,6 +351,8 @@ def _train(cfg: Config, info: distributed.DistInfo, echo, stop_at=None) -> Train
     net.compile()
     result = TrainResult(run_dir=run_directory(cfg), n_parameters=net.n_parameters, start_iteration=start,
                          model=net.model, network_config=run.netcfg, is_main=info.is_main)
+    result.best = dict(run.best)
+    result.best_checkpoint = run.manager.best_path if run.best and run.manager.best_path.is_file() else None
     total = cfg.run.iterations
     logger = MetricsLogger(result.run_dir, enabled=info.is_main, progress_total=total if cfg.run.progress else None,
                            initial=start)
@@ -312,14 +367,16 @@ def _train(cfg: Config, info: distributed.DistInfo, echo, stop_at=None) -> Train
             if (it + 1) % cfg.mode.logging_iteration == 0 or it + 1 == total:
                 logger.log(it + 1, "train", {**metrics, "lr": lr, "img_per_s": result.images_per_second})
             logger.progress(1, loss=metrics["loss"], img_s=result.images_per_second)
+            stop = False
             if run.aux is not None and (it + 1) % cfg.run.aux_iterations == 0:
                 result.validation = distributed.all_reduce_mean(evaluate(net, run.aux, max_batches=1), info)
                 logger.log(it + 1, "val", result.validation)
-            if (it + 1) % cfg.mode.checkpoint_iteration == 0 or it + 1 == total:
+                stop = result.stopped_early = _track_best(run, result, it + 1, echo)
+            if (it + 1) % cfg.mode.checkpoint_iteration == 0 or it + 1 == total or stop:
                 state = _training_state(run)
                 if info.is_main:
-                    _save_checkpoint(run, result, it + 1, state, last=it + 1 == total, echo=echo)
-            if stop_at is not None and it + 1 >= stop_at:
+                    _save_checkpoint(run, result, it + 1, state, last=it + 1 == total or stop, echo=echo)
+            if stop or (stop_at is not None and it + 1 >= stop_at):
                 break
     finally:
         logger.close()
@@ -330,7 +387,10 @@ def _train(cfg: Config, info: distributed.DistInfo, echo, stop_at=None) -> Train
         echo(f"the run is already at iteration {start} >= run.iterations={total}: nothing to train (raise run.iterations)")
     if result.losses:
         echo(
-            f"trained iterations {start}..{total}: loss {result.losses[-1]:.4g}, "
+            f"trained iterations {start}..{start + len(result.losses)}: loss {result.losses[-1]:.4g}, "
             f"{result.images_per_second:.2f} img/s on {info.device} x{info.world_size}"
         )
+    if result.best_checkpoint is not None:
+        echo(f"best validation {result.best['metric']} {result.best['value']:.4g} at iteration "
+             f"{result.best['iteration']}: {result.best_checkpoint}")
     return result

@@ -6,7 +6,8 @@ import math
 
 __all__ = ["format_metrics"]
 
-_ORDER = ("Total_Accuracy", "Non_Bkg_Accuracy", "Neutrino_Accuracy", "Cosmic_IoU", "Neutrino_IoU", "mIoU")
+_ORDER = ("Total_Accuracy", "Non_Bkg_Accuracy", "Neutrino_Accuracy", "Cosmic_IoU", "Neutrino_IoU", "mIoU",
+          "Cosmic_Precision", "Cosmic_Recall", "Neutrino_Precision", "Neutrino_Recall")
 
 
 def format_metrics(columns: dict[str, dict[str, float]], scope: str = "Average") -> str:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from tpcflow.models.metrics import combine_planes, masked_mean
+from tpcflow.models.metrics import combine_planes, masked_mean, precision_recall
 
 __all__ = ["SparseMinibatch", "predictions_at", "voxel_metrics"]
 
@@ -238,5 +238,9 @@ def voxel_metrics(logits: list[torch.Tensor], batch: SparseMinibatch) -> dict[st
             iou = torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
             out[name] = float(iou.mean())
         out["mIoU"] = 0.5 * (out["Cosmic_IoU"] + out["Neutrino_IoU"])
+        for cls, name in ((1, "Cosmic"), (2, "Neutrino")):  # pixels without charge are never predicted cls
+            pc, tc = pred == cls, lab == cls
+            out.update(precision_recall(name, _count(img, pc & tc, b), _count(img, pc, b),
+                                        _count(img, tc, b) + missed[:, cls]))
         per_plane.append(out)
     return combine_planes(per_plane)
