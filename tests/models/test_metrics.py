@@ -24,8 +24,8 @@ def _np_plane(pred, lab):
     for p, t in zip(pred, lab):
         for c in (1, 2):
             hits = np.sum((p == c) & (t == c))
-            if np.sum(p == c):
-                prec[c].append(hits / np.sum(p == c))
+            if np.sum(p == c) or np.sum(t == c):
+                prec[c].append(hits / np.sum(p == c) if np.sum(p == c) else 0.0)
             if np.sum(t == c):
                 rec[c].append(hits / np.sum(t == c))
         mask = t != 0
@@ -84,6 +84,9 @@ def test_empty_union_gives_iou_one_and_empty_images_are_skipped():
     assert m["plane1/Non_Bkg_Accuracy"] == 0.0
     # no neutrino pixel anywhere: undefined
     assert math.isnan(m["plane1/Neutrino_Accuracy"]) and math.isnan(m["Average/Neutrino_Accuracy"])
+    # a cosmic pixel that nothing predicts: precision 0 and recall 0 (image 0, with neither, is skipped)
+    assert m["plane1/Cosmic_Precision"] == 0.0 and m["plane1/Cosmic_Recall"] == 0.0
+    assert math.isnan(m["plane1/Neutrino_Precision"]) and math.isnan(m["plane1/Neutrino_Recall"])
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -123,8 +123,13 @@ def test_run_directory_logs_and_checkpoints(tmp_path, capsys):
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["run"]["iterations"] == 4 and saved["network"]["n_initial_filters"] == 4
     assert saved["network"]["network_depth"] == 3
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["checkpoint-00000003.pt", "checkpoint-00000004.pt"]
+    # the newest two rotate; best.pt (the best validation's network) stays beside them
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "best.pt", "checkpoint-00000003.pt", "checkpoint-00000004.pt"]
+    assert res.best["iteration"] in (2, 4) and res.best_checkpoint == run / "checkpoints" / "best.pt"
     rows = list(csv.DictReader((run / "metrics.csv").open()))
+    val = [r for r in rows if r["split"] == "val"]
+    assert {"Average/Cosmic_Precision", "Average/Neutrino_Recall", "plane2/Cosmic_Recall"} <= set(val[0])
     assert [r["split"] for r in rows].count("train") == 4
     assert [r["split"] for r in rows].count("val") == 2
     assert "Average/mIoU" in rows[0] and float(rows[0]["loss"]) > 0

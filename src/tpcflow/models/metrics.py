@@ -16,8 +16,9 @@ Cosmic_IoU           per image: |pred=1 and label=1| / |pred=1 or label=1|, 1.0 
                      empty; then the batch mean
 Neutrino_IoU         the same for class 2
 mIoU                 (Cosmic_IoU + Neutrino_IoU) / 2 (background excluded)
-Cosmic_Precision     per image: |pred=1 and label=1| / |pred=1|; the mean over the images that
-                     predict cosmic pixels (tpcflow's addition, for quality work)
+Cosmic_Precision     per image: |pred=1 and label=1| / |pred=1|, 0 if the image has cosmic pixels
+                     but none is predicted; the mean over the images that have or predict cosmic
+                     pixels (tpcflow's addition, for quality work)
 Cosmic_Recall        per image: |pred=1 and label=1| / |label=1|; the mean over the images that
                      have cosmic pixels
 Neutrino_Precision   the same for class 2
@@ -119,10 +120,12 @@ def plane_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float
 def precision_recall(name: str, hits: torch.Tensor, predicted: torch.Tensor, true: torch.Tensor) -> dict[str, float]:
     """``<name>_Precision`` and ``<name>_Recall`` from per-image counts ``(B,)`` (float64).
 
-    Per image ``hits / predicted`` and ``hits / true``; each averaged over the images where its
-    denominator is not 0 (NaN if there is none), as ``Non_Bkg_Accuracy``.
+    Per image ``hits / predicted`` (0 when the class is there but nothing is predicted: nothing
+    found is no precision, scikit-learn's ``zero_division=0``) averaged over the images that have
+    or predict the class, and ``hits / true`` averaged over the images that have it; NaN when no
+    image qualifies.
     """
-    return {f"{name}_Precision": masked_mean(hits / predicted.clamp_min(1), predicted > 0),
+    return {f"{name}_Precision": masked_mean(hits / predicted.clamp_min(1), (predicted > 0) | (true > 0)),
             f"{name}_Recall": masked_mean(hits / true.clamp_min(1), true > 0)}
 
 

@@ -1,0 +1,161 @@
+"""Cosmic-tagger quality under a fixed CPU budget: train on synthetic SBND events, measure on held-out and real events.
+
+Run: ``python benchmarks/bench_quality.py`` (45 minutes of training by default) or ``--minutes 1``.
+
+The network (default: the sparse ``a21`` preset at downsample 1, 640x1024 per plane) trains through
+``tpcflow train`` (``tpcflow.train.loop.train``) on ``--events`` synthetic events, in segments that
+resume exactly from the previous one, until ``--minutes`` of training have passed.  After each
+segment the network is measured on ``--test-events`` held-out synthetic events (another seed): the
+learning curve goes to ``<out>/learning_curve.csv`` and ``.png``.  At the end the network is measured
+on every held-out event and on the real ``cosmic_tagging_light.h5`` (pooled to the same resolution;
+never trained on).
+
+``BENCH`` lines give each metric against CosmicTagger's README targets (Non_Bkg_Accuracy 0.95,
+Cosmic_IoU 0.90, Neutrino_IoU 0.75 for this issue's bar; mIoU against their mean), so that a ratio
+>= 1 means the target is met; the untrained network's values of the same run are printed beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+import time
+from pathlib import Path
+
+TARGETS = {"Non_Bkg_Accuracy": 0.95, "Cosmic_IoU": 0.90, "Neutrino_IoU": 0.75, "mIoU": 0.825}
+
+
+def _metrics(cfg, model, files, downsample: int) -> dict:
+    """Mean metrics of ``model`` (None: the untrained network) over every entry of ``files``."""
+    import dataclasses
+
+    from tpcflow.models.runtime import pick_device
+    from tpcflow.train.data import FileSource
+    from tpcflow.train.network import TrainNetwork, evaluate, takes_voxels
+    from tpcflow.train.resolve import resolve_network
+
+    netcfg = resolve_network(cfg)
+    data = dataclasses.replace(cfg.data, file=str(files[0]), downsample=downsample)
+    source = FileSource(files, data, 1, cycle=False, shuffle=False, sparse=takes_voxels(cfg, netcfg))
+    try:
+        net = TrainNetwork(cfg, netcfg, pick_device(cfg.run.compute_mode), source.shape)
+        if model is not None:
+            net.use_model(model)
+        return evaluate(net, source)
+    finally:
+        source.close()
+
+
+def _write_curve(out: Path, rows: list[dict]) -> None:
+    from tpcflow.atomic import atomic_path
+
+    with atomic_path(out / "learning_curve.csv") as tmp, tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
+    minutes = [r["minutes"] for r in rows]
+    for name in ("Non_Bkg_Accuracy", "Cosmic_IoU", "Neutrino_IoU"):
+        ax.plot(minutes, [r[name] for r in rows], marker="o", label=f"held-out {name}")
+        ax.axhline(TARGETS[name], ls=":", lw=0.8, color=ax.lines[-1].get_color())
+    ax.set_xlabel("training time [min]")
+    ax.set_ylim(0, 1)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title("cosmic tagger on held-out synthetic events (dotted: targets)")
+    with atomic_path(out / "learning_curve.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+
+
+def run(args) -> dict:
+    import torch
+
+    from tpcflow.config import load_config
+    from tpcflow.sim.sbnd import generate_file
+    from tpcflow.train.loop import train
+    from tpcflow.workflows.demo import find_real_file
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    base = [f"network={args.network}", f"network.conv_mode={args.conv_mode}", "data.synthetic=true",
+            f"data.downsample={args.downsample}", f"data.synthetic_events={args.events}",
+            f"data.synthetic_seed={args.seed}", f"run.minibatch_size={args.minibatch}", "run.aux_iterations=0",
+            "run.progress=false", f"run.output_dir={out}", "run.id=quality", "mode.keep_checkpoints=1",
+            f"mode.optimizer.learning_rate={args.learning_rate}",
+            f"mode.optimizer.loss_balance_scheme={args.scheme}", f"run.seed={args.seed}", *args.set]
+    heldout = out / f"heldout-n{args.test_events}-ds{args.downsample}.h5"
+    if not heldout.is_file():
+        generate_file(heldout, args.test_events, args.seed + 7919, downsample=args.downsample)
+    cfg = load_config([*base, "run.iterations=1"])
+    torch.manual_seed(args.seed)
+    untrained = _metrics(cfg, None, [heldout], 0)
+    budget, t0, done, rows, result, seg, train_s = args.minutes * 60.0, time.perf_counter(), 0, [], None, 10, 0.0
+    while time.perf_counter() - t0 < budget:
+        cfg = load_config([*base, f"run.iterations={done + seg}", f"mode.checkpoint_iteration={done + seg}"])
+        t_seg = time.perf_counter()
+        result = train(cfg, echo=lambda *_a, **_k: None)
+        train_s += time.perf_counter() - t_seg
+        step_s = (time.perf_counter() - t_seg) / max(len(result.losses), 1)
+        done += len(result.losses)
+        m = _metrics(cfg, result.model, [heldout], 0)
+        rows.append({"iteration": done, "minutes": round((time.perf_counter() - t0) / 60, 3),
+                     "train_loss": result.losses[-1],
+                     **{k: m.get(f"Average/{k}", math.nan) for k in
+                        ("Non_Bkg_Accuracy", "Cosmic_IoU", "Neutrino_IoU", "mIoU", "Cosmic_Precision",
+                         "Cosmic_Recall", "Neutrino_Precision", "Neutrino_Recall")}})
+        print(f"# {rows[-1]}", flush=True)
+        if len(rows) == 1:  # from the first segment's speed: about 10 points on the curve
+            seg = max(5, min(int(budget / 10 / max(step_s, 1e-3)), 5000))
+    _write_curve(out, rows)
+    final = {"synthetic": _metrics(cfg, result.model, [heldout], 0)}
+    real = Path(args.real) if args.real else find_real_file()
+    if real is not None and real.is_file():
+        final["real"] = _metrics(cfg, result.model, [real], args.downsample)
+        untrained_real = _metrics(cfg, None, [real], args.downsample)
+    images_s = done * args.minibatch / max(train_s, 1e-9)
+    print(f"# {args.network} ({args.conv_mode}), downsample {args.downsample}, {done} iterations of "
+          f"{args.minibatch} images in a {args.minutes:g} min budget: {images_s:.2f} img/s while training (each "
+          f"segment's start included); curve in {out}/learning_curve.png", flush=True)
+    for where, metrics in final.items():
+        before = untrained if where == "synthetic" else untrained_real
+        for name, target in TARGETS.items():
+            value = metrics.get(f"Average/{name}", math.nan)
+            print(f"# {where} {name}: untrained {before.get(f'Average/{name}', math.nan):.4f} -> {value:.4f}")
+            print(f"BENCH quality_{where}_{name} {value:.4g} fraction baseline={target:.4g} "
+                  f"ratio={value / target:.2f}", flush=True)
+    return {"untrained": untrained, "final": final, "rows": rows, "iterations": done, "images_per_second": images_s}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=45.0, help="training budget [min]")
+    parser.add_argument("--network", default="a21", help="network preset")
+    parser.add_argument("--conv-mode", default="sparse", help="2D or sparse")
+    parser.add_argument("--downsample", type=int, default=1, help="images pooled by 2**downsample per axis")
+    parser.add_argument("--events", type=int, default=256, help="synthetic training events")
+    parser.add_argument("--test-events", type=int, default=32, help="held-out synthetic events")
+    parser.add_argument("--minibatch", type=int, default=2, help="images per step")
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--scheme", default="focal", help="loss balance scheme: none, light, even, focal")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--real", default=None, help="real events file (default: cosmic_tagging_light.h5 if found)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="another tpcflow override")
+    parser.add_argument("--out", default="bench_quality_out", help="output folder")
+    return parser
+
+
+def main(argv=None) -> int:
+    run(build_parser().parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""Issue 15: benchmarks/bench_quality.py's one-minute path trains, writes its learning curve and improves on
+the untrained network, on held-out synthetic events and on the real cosmic_tagging_light.h5."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import math
+
+from conftest import REPO, data_path
+
+DEMO_NET = ["network.n_initial_filters=8", "network.network_depth=5", "network.blocks_per_layer=1",
+            "network.blocks_deepest_layer=2", "network.blocks_final=1", "network.bottleneck_deepest=64"]
+
+
+def test_one_minute_of_training_beats_the_untrained_network(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("bench_quality", REPO / "benchmarks" / "bench_quality.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    real = data_path("larcv3/cosmic_tagging_light.h5")
+    args = ["--minutes", "1", "--network", "uresnet", "--conv-mode", "2D", "--downsample", "3", "--events", "16",
+            "--test-events", "4", "--minibatch", "4", "--learning-rate", "0.003", "--real", str(real),
+            "--out", str(tmp_path), *[a for kv in DEMO_NET for a in ("--set", kv)]]
+    result = bench.run(bench.build_parser().parse_args(args))
+    before, after = result["untrained"], result["final"]["synthetic"]
+    for name in ("Average/Non_Bkg_Accuracy", "Average/Cosmic_IoU", "Average/mIoU"):
+        assert after[name] > before[name] + 0.1, name  # trained, not a fluke of rounding
+    assert not math.isnan(result["final"]["real"]["Average/mIoU"])
+    rows = list(csv.DictReader((tmp_path / "learning_curve.csv").open()))
+    assert len(rows) >= 3 and int(rows[-1]["iteration"]) == result["iterations"]
+    assert (tmp_path / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
+    bench_lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("BENCH ")]
+    assert len(bench_lines) == 8 and all("baseline=" in line and "ratio=" in line for line in bench_lines)
