@@ -44,7 +44,7 @@ import torch
 
 from tpcflow.models.logits import plane_pairs
 
-__all__ = ["METRIC_NAMES", "combine_planes", "masked_mean", "plane_metrics", "precision_recall",
+__all__ = ["METRIC_NAMES", "REFERENCE_TARGETS", "combine_planes", "masked_mean", "plane_metrics", "precision_recall",
            "segmentation_metrics"]
 
 METRIC_NAMES = (
@@ -59,6 +59,14 @@ METRIC_NAMES = (
     "Neutrino_Precision",
     "Neutrino_Recall",
 )
+
+#: CosmicTagger's quality bar (its README): the lower bounds of the averaged metrics of a network that works
+REFERENCE_TARGETS = {
+    "Average/Total_Accuracy": 0.999,
+    "Average/Non_Bkg_Accuracy": 0.95,
+    "Average/Cosmic_IoU": 0.90,
+    "Average/Neutrino_IoU": 0.70,
+}
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float:

@@ -295,8 +295,10 @@ def stage_serve(state: DemoState) -> None:
 
 
 def stage_report(state: DemoState) -> None:
-    """Print the metrics table and write ``summary.json`` and ``metrics.txt``."""
-    table = format_metrics(state.metrics)
+    """Print the metrics table, CosmicTagger's targets beside it, and write ``summary.json`` and ``metrics.txt``."""
+    from tpcflow.models.metrics import REFERENCE_TARGETS
+
+    table = format_metrics({**state.metrics, "CosmicTagger target": dict(REFERENCE_TARGETS)})
     state.echo("\n" + table)
     out = state.settings.out
     atomic.write_text(out / "metrics.txt", table + "\n")
