@@ -204,6 +204,25 @@ class CosmicTaggerHandler:
                     replies[i] = err
         return replies
 
+    def map(self, service: str, bodies, where: str):
+        """:meth:`tpcflow.serve.mdp.Client.map` in-process: yield ``(key, reply frames)`` per ``(key, body)``.
+
+        One request per call, as a worker with ``--max-batch 1`` runs them.  ``where`` names the
+        server in errors (the local fallback, a KServe URL).
+
+        Raises
+        ------
+        ServiceError
+            The handler's error for one request (what a worker's error reply would say).
+        """
+        from tpcflow.errors import ServiceError
+
+        for key, body in bodies:
+            (reply,) = self([[bytes(f) for f in body]])
+            if isinstance(reply, BaseException):
+                raise ServiceError(f"request to service {service!r} ({where}) failed: {type(reply).__name__}: {reply}")
+            yield key, reply
+
     def _voxels(self, items: list, shape, replies: list) -> None:
         """A sparse checkpoint: the batch's voxels straight into ``forward_sparse``, never a dense image."""
         per_event = self.predict.predict_voxels([planes for _, _, planes in items], shape)

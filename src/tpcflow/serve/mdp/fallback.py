@@ -17,8 +17,6 @@ import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from tpcflow.errors import ServiceError
-
 __all__ = ["LocalFallback"]
 
 log = logging.getLogger(__name__)
@@ -70,13 +68,7 @@ class LocalFallback:
         ServiceError
             The model's error for one request (as a worker's error reply would say it).
         """
-        handler = self.handler()
-        for key, body in bodies:
-            (reply,) = handler([[bytes(f) for f in body]])
-            if isinstance(reply, BaseException):
-                raise ServiceError(f"request to service {service!r} (local fallback {self.describe()}) failed: "
-                                   f"{type(reply).__name__}: {reply}")
-            yield key, reply
+        yield from self.handler().map(service, bodies, f"local fallback {self.describe()}")
 
     def close(self) -> None:
         self._handler = None

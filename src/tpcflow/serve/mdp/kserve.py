@@ -117,16 +117,11 @@ class KServeService:
         """
         from tpcflow.serve.http.client import HTTPServiceError
 
-        handler = self._ensure()
-        for key, body in bodies:
-            try:
-                (reply,) = handler([[bytes(f) for f in body]])
-            except HTTPServiceError as err:
-                kind = ServiceUnavailableError if err.status is None else ServiceError
-                raise kind(f"KServe model {self.model!r} at {self.url}: {err}") from None
-            if isinstance(reply, BaseException):
-                raise ServiceError(f"KServe model {self.model!r}: {type(reply).__name__}: {reply}")
-            yield key, reply
+        try:
+            yield from self._ensure().map(service, bodies, f"KServe model {self.model!r} at {self.url}")
+        except HTTPServiceError as err:
+            kind = ServiceUnavailableError if err.status is None else ServiceError
+            raise kind(f"KServe model {self.model!r} at {self.url}: {err}") from None
 
     def close(self) -> None:
         self.client.close()
