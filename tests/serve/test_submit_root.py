@@ -118,7 +118,7 @@ def test_several_products_per_request_and_larcv3_image2d(tmp_path):
 def test_a_resumed_submit_refuses_another_service(tmp_path):
     """Issue 16, item 3 (in part): the resume record names the service; another one is refused."""
     from tpcflow.errors import ServiceError
-    from tpcflow.serve.mdp.submit import _Sidecar
+    from tpcflow.serve.mdp.sidecar import Sidecar
 
     module = tmp_path / "flaky.py"
     module.write_text("import numpy as np\nCALLS = [0]\n"
@@ -137,7 +137,7 @@ def test_a_resumed_submit_refuses_another_service(tmp_path):
     manifest = json.loads((partial / "manifest.json").read_text())
     assert manifest["service"] == "tagger_a"
     with pytest.raises(ConfigError, match=r"service differ: service='tagger_a' before"):
-        _Sidecar(out, dict(manifest, service="tagger_b"))
+        Sidecar(out, dict(manifest, service="tagger_b"))
 
 
 def test_a_resumed_submit_refuses_another_network_under_the_same_service(tmp_path):
