@@ -133,6 +133,35 @@ def run(args) -> dict:
     return {"untrained": untrained, "final": final, "rows": rows, "iterations": done, "images_per_second": images_s}
 
 
+def compare_schemes(args) -> dict:
+    """Run :func:`run` once per loss balance scheme of ``args.schemes`` on the same budget and events.
+
+    Each scheme trains from the same seed in ``<out>/<scheme>``; a table of the final held-out and real
+    metrics follows, with one ``BENCH quality_scheme_<scheme>_<where>_<metric>`` line each (baseline: the
+    target, as in :func:`run`).
+    """
+    import copy
+
+    results = {}
+    for scheme in args.schemes.split(","):
+        a = copy.copy(args)
+        a.scheme, a.out = scheme, str(Path(args.out) / scheme)
+        print(f"# --- loss balance scheme {scheme!r}", flush=True)
+        results[scheme] = run(a)
+    print(f"# {'scheme':8s} {'iterations':>10s} " + " ".join(f"{w[:5]} {n:>16s}" for w in ("synthetic", "real")
+                                                             for n in TARGETS))
+    for scheme, r in results.items():
+        cells = [f"{r['final'].get(w, {}).get(f'Average/{n}', math.nan):22.4f}" for w in ("synthetic", "real")
+                 for n in TARGETS]
+        print(f"# {scheme:8s} {r['iterations']:10d} " + " ".join(cells))
+        for w in ("synthetic", "real"):
+            for name, target in TARGETS.items():
+                value = r["final"].get(w, {}).get(f"Average/{name}", math.nan)
+                print(f"BENCH quality_scheme_{scheme}_{w}_{name} {value:.4g} fraction baseline={target:.4g} "
+                      f"ratio={value / target:.2f}", flush=True)
+    return results
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -145,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--minibatch", type=int, default=2, help="images per step")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--scheme", default="focal", help="loss balance scheme: none, light, even, focal")
+    parser.add_argument("--schemes", default=None, metavar="A,B,...",
+                        help="compare these loss balance schemes, each with the whole budget (e.g. none,light,even,focal)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--real", default=None, help="real events file (default: cosmic_tagging_light.h5 if found)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="another tpcflow override")
@@ -153,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    run(build_parser().parse_args(argv))
+    args = build_parser().parse_args(argv)
+    compare_schemes(args) if args.schemes else run(args)
     return 0
 
 

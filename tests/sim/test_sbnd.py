@@ -59,13 +59,18 @@ def test_products_layout(full_event):
 
 
 def test_planes_are_views_of_one_event(full_event):
-    """The drift coordinate is shared: neutrino voxels span the same ticks on all three planes."""
-    ticks = []
+    """The drift coordinate is shared: the neutrino's charge lies at the same ticks on all three planes.
+
+    Charge-weighted deciles of the neutrino voxels' ticks (plain percentiles would follow the
+    faint blips, which fall partly outside one plane's active wires).
+    """
+    deciles = []
     for c, lb in zip(full_event.products[CHARGE], full_event.products[LABEL]):
-        t = c.coords[lb.values == 2, 1]
-        ticks.append((np.percentile(t, 2), np.percentile(t, 98)))
-    lo, hi = np.array(ticks).T
-    assert np.ptp(lo) < 15 and np.ptp(hi) < 15, ticks
+        nu = lb.values == 2
+        order = np.argsort(c.coords[nu, 1])
+        cum = np.cumsum(c.values[nu][order]) / c.values[nu].sum()
+        deciles.append(c.coords[nu, 1][order][np.searchsorted(cum, [0.1, 0.5, 0.9])])
+    assert np.ptp(np.array(deciles), axis=0).max() <= 8, deciles
 
 
 @pytest.mark.parametrize("k", [1, 3])

@@ -1,9 +1,14 @@
-"""Compare the statistics of synthetic events with a real larcv3 file (the table in ``docs/synthetic.md``).
+"""Compare the statistics of synthetic events with a real larcv3 file (the tables in ``docs/synthetic.md``).
 
-Run ``python -m tpcflow.sim.compare REAL.h5 [--events N] [--seed S]``; it prints a
-Markdown table of, per plane: voxels per event, occupancy, charge min / median /
-p90 / max and the label fractions (background / cosmic / neutrino), for the real
-file and for ``N`` synthetic events, plus the same over all planes.
+Run ``python -m tpcflow.sim.compare REAL.h5 [--events N] [--seed S]``; it prints two
+Markdown tables, for the real file and for ``N`` synthetic events:
+
+* per plane and over all planes (:func:`stats_from_events`): voxels per event, occupancy,
+  charge min / median / p90 / max and the label fractions (background / cosmic / neutrino);
+* per plane, the structure around the tracks (:func:`structure_from_events`): the halo of
+  background voxels around labelled ones and its direction, the charge per class, the
+  clusters of each class, the neutrino voxels far from the neutrino's main clusters, and the
+  noise hits far from any track.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ import numpy as np
 
 from tpcflow.io.products import Event
 
-__all__ = ["format_table", "stats_from_events", "stats_from_file"]
+__all__ = ["file_events", "format_structure", "format_table", "stats_from_events", "stats_from_file",
+           "structure_from_events"]
 
 CHARGE_KEY = "sparse2d/sbndwire"
 LABEL_KEY = "sparse2d/sbnd_cosmicseg"
@@ -110,18 +116,157 @@ _ROWS = [
 ]
 
 
-def format_table(real: dict, synthetic: dict) -> str:
+def format_table(real: dict, synthetic: dict, rows=None) -> str:
     """Render the Markdown comparison table (columns: per plane and all planes, real | synthetic)."""
     groups = list(real)
     head = "| statistic | " + " | ".join(f"{g} real | {g} synth" for g in groups) + " |"
     sep = "|---|" + "---:|---:|" * len(groups)
     lines = [head, sep]
-    for key, name, fmt in _ROWS:
+    for key, name, fmt in rows or _ROWS:
         cells = []
         for g in groups:
             cells += [fmt.format(real[g][key]), fmt.format(synthetic[g][key])]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+#: clusters of at least this many voxels (8-connected, one class) are a class's main tracks
+MAIN_CLUSTER = 50
+#: clusters of fewer voxels are "small" (blips, delta-ray fragments)
+SMALL_CLUSTER = 10
+
+
+def file_events(path) -> Iterable[Event]:
+    """The events of a larcv3 file with the charge and label products, one at a time."""
+    from tpcflow.io import open_larcv3
+
+    with open_larcv3(path, products=[CHARGE_KEY, LABEL_KEY]) as r:
+        for entry in range(len(r)):
+            yield r.read(entry)
+
+
+def _plane_structure(charge: np.ndarray, label: np.ndarray) -> dict:
+    """Sums and samples of one dense plane (wire x tick); see :func:`structure_from_events`."""
+    from scipy import ndimage
+
+    occ = charge > 0
+    tagged = occ & (label > 0)
+    bg = occ & (label == 0)
+    near = ndimage.distance_transform_edt(~tagged) if tagged.any() else np.full(charge.shape, np.inf)
+    wire_nb = np.zeros_like(tagged)
+    wire_nb[1:] |= tagged[:-1]
+    wire_nb[:-1] |= tagged[1:]
+    tick_nb = np.zeros_like(tagged)
+    tick_nb[:, 1:] |= tagged[:, :-1]
+    tick_nb[:, :-1] |= tagged[:, 1:]
+    out = {"bg": int(bg.sum()), "halo": int((bg & (near <= 2)).sum()), "adjacent": int((bg & (wire_nb | tick_nb)).sum()),
+           "tick_only": int((bg & tick_nb & ~wire_nb).sum()), "wire_only": int((bg & wire_nb & ~tick_nb).sum()),
+           "halo_q": charge[bg & (near <= 2)]}
+    noise = bg & (near > 5)
+    half = charge.shape[1] // 2
+    out["noise"] = (int(noise[:, :half].sum()), int(noise[:, half:].sum()))
+    runs = np.diff(np.pad(noise, ((0, 0), (1, 1))).astype(np.int8), axis=1)
+    out["noise_streaks"] = int((runs == 1).sum())
+    eight = np.ones((3, 3), bool)
+    for cls, name in ((1, "cosmic"), (2, "neutrino")):
+        mask = occ & (label == cls)
+        out[f"{name}_q"] = charge[mask]
+        lbl, n = ndimage.label(mask, structure=eight)
+        sizes = np.bincount(lbl.ravel())[1:]
+        out[f"{name}_clusters"] = int(n)
+        out[f"{name}_small"] = int(sizes[sizes < SMALL_CLUSTER].sum())
+        out[f"{name}_voxels"] = int(mask.sum())
+        if cls == 2:
+            main = np.isin(lbl, 1 + np.flatnonzero(sizes >= MAIN_CLUSTER))
+            d = ndimage.distance_transform_edt(~main)[mask] if main.any() else np.full(int(mask.sum()), np.inf)
+            out["nu_far5"], out["nu_far20"] = int((d > 5).sum()), int((d > 20).sum())
+    return out
+
+
+def structure_from_events(events: Iterable[Event]) -> dict:
+    """Per-plane structure statistics of full-resolution events (the second table of ``docs/synthetic.md``).
+
+    Returns
+    -------
+    dict
+        ``{"plane 0": {...}, ...}`` with, per plane: ``halo`` (share of the background voxels that lie
+        within 2 voxels of a labelled one), ``halo_tick`` / ``halo_wire`` (of the background voxels next
+        to a labelled one, the share whose labelled neighbours are only along the tick / only along the
+        wire axis), ``halo_charge`` (their median charge [ADC]), ``cosmic_charge`` / ``neutrino_charge``
+        (median charge [ADC]), ``cosmic_clusters`` / ``neutrino_clusters`` (8-connected clusters of the
+        class per event), ``cosmic_small`` / ``neutrino_small`` (share of the class's voxels in clusters
+        of fewer than :data:`SMALL_CLUSTER` voxels), ``neutrino_far5`` / ``neutrino_far20`` (share of the
+        neutrino voxels more than 5 / 20 voxels from a neutrino cluster of at least :data:`MAIN_CLUSTER`
+        voxels), ``noise_low`` / ``noise_high`` (background voxels more than 5 voxels from any labelled
+        one, per event, in ticks below / above the middle of the readout: the two TPCs) and
+        ``noise_streak`` (their mean run length along the tick axis).
+
+    Raises
+    ------
+    ValueError
+        If there are no events.
+    """
+    acc: dict[int, list[dict]] = {}
+    for ev in events:
+        for p, (c, lb) in enumerate(zip(ev.products[CHARGE_KEY], ev.products[LABEL_KEY])):
+            acc.setdefault(p, []).append(_plane_structure(c.to_dense(), lb.to_dense()))
+    if not acc:
+        raise ValueError("no events to summarise")
+
+    def tot(rows, key):
+        return sum(r[key] for r in rows)
+
+    def share(a, b):
+        return a / b if b else 0.0
+
+    def median(rows, key):
+        v = np.concatenate([r[key] for r in rows])
+        return float(np.median(v)) if v.size else 0.0
+
+    out = {}
+    for p, rows in acc.items():
+        n = len(rows)
+        noise = np.array([r["noise"] for r in rows]).sum(axis=0)
+        out[f"plane {p}"] = {
+            "events": n,
+            "halo": share(tot(rows, "halo"), tot(rows, "bg")),
+            "halo_tick": share(tot(rows, "tick_only"), tot(rows, "adjacent")),
+            "halo_wire": share(tot(rows, "wire_only"), tot(rows, "adjacent")),
+            "halo_charge": median(rows, "halo_q"),
+            **{f"{c}_charge": median(rows, f"{c}_q") for c in ("cosmic", "neutrino")},
+            **{f"{c}_clusters": tot(rows, f"{c}_clusters") / n for c in ("cosmic", "neutrino")},
+            **{f"{c}_small": share(tot(rows, f"{c}_small"), tot(rows, f"{c}_voxels")) for c in ("cosmic", "neutrino")},
+            "neutrino_far5": share(tot(rows, "nu_far5"), tot(rows, "neutrino_voxels")),
+            "neutrino_far20": share(tot(rows, "nu_far20"), tot(rows, "neutrino_voxels")),
+            "noise_low": noise[0] / n,
+            "noise_high": noise[1] / n,
+            "noise_streak": share(int(noise.sum()), tot(rows, "noise_streaks")),
+        }
+    return out
+
+
+_STRUCTURE_ROWS = [
+    ("halo", "background within 2 voxels of a track", "{:.0%}"),
+    ("halo_tick", "track-adjacent background: tick neighbours only", "{:.0%}"),
+    ("halo_wire", "track-adjacent background: wire neighbours only", "{:.0%}"),
+    ("halo_charge", "halo charge median [ADC]", "{:.1f}"),
+    ("cosmic_charge", "cosmic charge median [ADC]", "{:.1f}"),
+    ("neutrino_charge", "neutrino charge median [ADC]", "{:.1f}"),
+    ("cosmic_clusters", "cosmic clusters / event", "{:.0f}"),
+    ("neutrino_clusters", "neutrino clusters / event", "{:.0f}"),
+    ("cosmic_small", f"cosmic voxels in clusters < {SMALL_CLUSTER}", "{:.1%}"),
+    ("neutrino_small", f"neutrino voxels in clusters < {SMALL_CLUSTER}", "{:.1%}"),
+    ("neutrino_far5", "neutrino voxels > 5 from its main tracks", "{:.1%}"),
+    ("neutrino_far20", "neutrino voxels > 20 from its main tracks", "{:.1%}"),
+    ("noise_low", "noise voxels / event, ticks < half", "{:,.0f}"),
+    ("noise_high", "noise voxels / event, ticks >= half", "{:,.0f}"),
+    ("noise_streak", "noise streak length along ticks", "{:.2f}"),
+]
+
+
+def format_structure(real: dict, synthetic: dict) -> str:
+    """Render the Markdown table of :func:`structure_from_events` (columns: per plane, real | synthetic)."""
+    return format_table(real, synthetic, rows=_STRUCTURE_ROWS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     synth = stats_from_events(generate_events(args.events, args.seed))
     print(f"real: {args.real} ({real['all']['events']} events); synthetic: {args.events} events, seed {args.seed}\n")
     print(format_table(real, synth))
+    print()
+    print(format_structure(structure_from_events(file_events(args.real)),
+                           structure_from_events(generate_events(args.events, args.seed))))
     return 0
 
 

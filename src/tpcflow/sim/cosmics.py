@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from tpcflow.sim import geometry as geo
-from tpcflow.sim.tracks import Segments, concat, polylines, random_directions, unit
+from tpcflow.sim.tracks import Segments, blips, concat, polylines, random_directions, unit
 
 __all__ = ["cosmic_muons"]
 
@@ -57,7 +57,15 @@ def cosmic_muons(rng: np.random.Generator, mean: float = 6.5) -> Segments:
     sigma = 0.004 * np.exp(rng.normal(0.0, 1.0, n))
     s0, s1, trk, _ = polylines(rng, entry, d, length, piece=10.0, sigma=sigma)
     muons = Segments.make(s0, s1, dqdx=1.0, label=COSMIC_LABEL, t0_cm=t0[trk])
-    return concat([muons, delta_rays(rng, muons)])
+    return concat([muons, delta_rays(rng, muons), _muon_blips(rng, muons)])
+
+
+def _muon_blips(rng: np.random.Generator, muons: Segments, per_cm: float = 0.05, distance: float = 15.0) -> Segments:
+    """Blips (Poisson ``per_cm`` per cm of muon) within about ``distance`` cm of the muons."""
+    seglen = np.linalg.norm(muons.end - muons.start, axis=1)
+    src = np.repeat(np.arange(len(muons)), rng.poisson(per_cm * seglen))
+    at = muons.start[src] + rng.random(src.shape[0])[:, None] * (muons.end[src] - muons.start[src])
+    return blips(rng, at, distance, label=COSMIC_LABEL, t0_cm=muons.t0_cm[src])
 
 
 def delta_rays(rng: np.random.Generator, parent: Segments, per_cm: float = 0.015) -> Segments:

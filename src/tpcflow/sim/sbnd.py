@@ -3,7 +3,7 @@
 Every event is built in 3D (:mod:`tpcflow.sim.cosmics`, :mod:`tpcflow.sim.neutrino`),
 sampled into charge points (:mod:`tpcflow.sim.tracks`) and projected onto the
 U, V and Y planes (:mod:`tpcflow.sim.geometry`), so the three planes are views
-of one event.  Each point's charge is spread over 3 wires x 5 ticks with a
+of one event.  Each point's charge is spread over 3 wires x 7 ticks with a
 Gaussian response (:data:`SIGMA_WIRE`, :data:`SIGMA_TICK` per plane), electronics noise is added,
 noise hits (short streaks along the time axis) are laid over the planes, and
 voxels below the 5 ADC threshold are dropped (zero suppression).
@@ -14,8 +14,10 @@ Products (as in CosmicTagger's ``cosmic_tagging_light.h5``):
   = (2048 >> k, 1280 >> k)`` (axis 0 wire, axis 1 tick).
 * ``sparse2d/sbnd_cosmicseg``: labels 0 background, 1 cosmic, 2 neutrino as
   float32, with exactly the voxel ids of the charge.  A voxel takes the label
-  of the class that deposited most charge in it; noise-dominated voxels and a
-  share of the faint halo around tracks are background, as in the real file.
+  of the class that deposited most charge in it; noise-dominated voxels and
+  the time-direction halo of the response (voxels with less than
+  :data:`LABEL_SHARE` of their charge under the narrower :data:`LABEL_SIGMA_TICK`
+  spread) are background, as in the real file.
 
 ``downsample=k`` generates at full resolution and pools ``2**k x 2**k``
 blocks: the charge is average-pooled (block sum / 4**k, empty voxels counting
@@ -46,19 +48,21 @@ __all__ = ["CHARGE_PRODUCER", "LABEL_PRODUCER", "generate_event", "generate_even
 CHARGE_PRODUCER = "sbndwire"
 LABEL_PRODUCER = "sbnd_cosmicseg"
 THRESHOLD = 5.0  # ADC, zero suppression
-ADC_PER_MIP_CM = 300.0  # ADC of 1 cm of minimum-ionising track, before the spread
+ADC_PER_MIP_CM = 330.0  # ADC of 1 cm of minimum-ionising track, before the spread
 PLANE_GAIN = (1.0, 1.0, 1.12)  # relative gain U, V, Y (collection signals are larger)
 ELECTRONICS_SIGMA = 1.2  # ADC, per voxel
 SIGMA_WIRE = (0.45, 0.45, 0.5)  # per plane U, V, Y [wires]
-SIGMA_TICK = (0.7, 0.7, 1.1)  # per plane [ticks]; collection signals are longer
-HALO_ADC = 12.0  # faint voxels below this may be labelled background...
-HALO_PROB = 0.4  # ...with this probability
+SIGMA_TICK = (0.9, 0.9, 1.2)  # per plane [ticks]; collection signals are longer
+#: the labels' footprint: each point's charge deposited with this narrower time spread [ticks]...
+LABEL_SIGMA_TICK = (0.6, 0.6, 0.8)
+#: ...a voxel with less than this share of its charge so deposited is background (the tick-direction halo)
+LABEL_SHARE = 0.2
 #: noise hit voxels per plane in (ticks < 640, ticks >= 640); induction planes are noisy on one TPC side
-NOISE_VOXELS = ((1600, 11500), (11500, 1600), (350, 350))
-NOISE_STREAK_P = 0.62  # geometric streak length along the tick axis, mean 1/p
+NOISE_VOXELS = ((1000, 10700), (11300, 900), (220, 180))
+NOISE_STREAK_P = (0.75, 0.75, 0.95)  # per plane: geometric streak length along the tick axis, mean 1/p
 _NV = geo.N_WIRES * geo.N_TICKS
 _W_OFF = np.arange(-1, 2)
-_T_OFF = np.arange(-2, 3)
+_T_OFF = np.arange(-3, 4)
 
 
 def _gauss_weights(frac: np.ndarray, offsets: np.ndarray, sigma: float) -> np.ndarray:
@@ -66,8 +70,14 @@ def _gauss_weights(frac: np.ndarray, offsets: np.ndarray, sigma: float) -> np.nd
     return w / w.sum(axis=1, keepdims=True)
 
 
-def _render_particles(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Return dense (3 * NV,) particle charge and cosmic charge [ADC] of one event."""
+def _render_particles(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return dense (3 * NV,) particle charge, cosmic share of the labelled charge and labelled charge [ADC].
+
+    The labelled charge is the same deposit with the narrower time spread :data:`LABEL_SIGMA_TICK`: the
+    labels of the real file follow the deposits, while its charge is spread further along the time
+    axis (there 30-47% of the background voxels next to a labelled one are its time neighbours, 1% its
+    wire neighbours; ``docs/synthetic.md``).
+    """
     seg = concat([cosmic_muons(rng), neutrino_interaction(rng)])
     pts, q, lab, t0 = sample_points(rng, seg)
     inside = np.all((pts >= geo.BOX_LO) & (pts < geo.BOX_HI), axis=1)
@@ -76,24 +86,29 @@ def _render_particles(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]
     ok = ~np.isnan(tick)
     wire, tick, q, lab = wire[:, ok], tick[ok], q[ok] * ADC_PER_MIP_CM, lab[ok]
     it = np.floor(tick).astype(np.int64)
-    ids, qs, cos = [], [], []
+    ids, qs, truth, cos = [], [], [], []
     for p in range(geo.N_PLANES):
         iw = np.floor(wire[p]).astype(np.int64)
         ww = _gauss_weights(wire[p] - iw - 0.5, _W_OFF, SIGMA_WIRE[p])  # (N, 3)
-        wt = _gauss_weights(tick - it - 0.5, _T_OFF, SIGMA_TICK[p])  # (N, 5)
+        wt = _gauss_weights(tick - it - 0.5, _T_OFF, SIGMA_TICK[p])  # (N, 7)
+        wl = _gauss_weights(tick - it - 0.5, _T_OFF, LABEL_SIGMA_TICK[p])
         wires = iw[:, None, None] + _W_OFF[None, :, None]
         ticks = it[:, None, None] + _T_OFF[None, None, :]
         lo, hi = geo.ACTIVE_WIRES[p]
         keep = (wires >= lo) & (wires < hi) & (ticks >= 0) & (ticks < geo.N_TICKS)
-        w = (ww[:, :, None] * wt[:, None, :]) * (q * PLANE_GAIN[p])[:, None, None]
+        qp = (q * PLANE_GAIN[p])[:, None, None]
+        w = (ww[:, :, None] * wt[:, None, :]) * qp
+        t = (ww[:, :, None] * wl[:, None, :]) * qp
         idx = p * _NV + wires * geo.N_TICKS + ticks
         ids.append(idx[keep])
         qs.append(w[keep])
-        cos.append((w * (lab == 1)[:, None, None])[keep])
+        truth.append(t[keep])
+        cos.append((t * (lab == 1)[:, None, None])[keep])
     ids_a = np.concatenate(ids)
     part = np.bincount(ids_a, np.concatenate(qs), minlength=3 * _NV)
+    labelled = np.bincount(ids_a, np.concatenate(truth), minlength=3 * _NV)
     cosmic = np.bincount(ids_a, np.concatenate(cos), minlength=3 * _NV)
-    return part, cosmic
+    return part, cosmic, labelled
 
 
 def _noise_hits(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -103,8 +118,8 @@ def _noise_hits(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     for p, per_half in enumerate(NOISE_VOXELS):
         lo, hi = geo.ACTIVE_WIRES[p]
         for h, nvox in enumerate(per_half):
-            nseed = int(rng.poisson(nvox * scale * NOISE_STREAK_P))
-            length = np.minimum(rng.geometric(NOISE_STREAK_P, nseed), 12)
+            nseed = int(rng.poisson(nvox * scale * NOISE_STREAK_P[p]))
+            length = np.minimum(rng.geometric(NOISE_STREAK_P[p], nseed), 12)
             w = rng.integers(lo, hi, nseed)
             t = rng.integers(h * geo.HALF_TICKS, (h + 1) * geo.HALF_TICKS, nseed)
             src = np.repeat(np.arange(nseed), length)
@@ -154,14 +169,13 @@ def generate_event(rng: np.random.Generator, *, downsample: int = 0, event_id: E
         If ``downsample`` is negative or leaves less than one voxel per axis.
     """
     downsample = _check_downsample(downsample)
-    part, cosmic = _render_particles(rng)
+    part, cosmic, labelled = _render_particles(rng)
     nz = np.flatnonzero(part > 0.5)
     charge = part[nz] + rng.normal(0.0, ELECTRONICS_SIGMA, nz.shape[0])
     cos_q = cosmic[nz]
-    nu_q = part[nz] - cos_q
+    nu_q = labelled[nz] - cos_q
     label = np.where(cos_q >= nu_q, 1.0, 2.0)
-    faint = (part[nz] < HALO_ADC) & (rng.random(nz.shape[0]) < HALO_PROB)
-    label[faint] = 0.0
+    label[labelled[nz] < LABEL_SHARE * part[nz]] = 0.0  # the time-direction halo of the charge response
     # noise hits: add to the particle charge; noise-dominated voxels are background
     nid, nq = _noise_hits(rng)
     nid, inv = np.unique(nid, return_inverse=True)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["MIP_DEDX", "Segments", "concat", "polylines", "random_directions", "sample_points", "unit"]
+__all__ = ["MIP_DEDX", "Segments", "blips", "concat", "polylines", "random_directions", "sample_points", "unit"]
 
 #: minimum-ionising dE/dx in liquid argon [MeV/cm] (PDG)
 MIP_DEDX = 2.1
@@ -89,6 +89,32 @@ def concat(parts: list[Segments]) -> Segments:
     return Segments(
         *(np.concatenate([getattr(p, f) for p in parts]) for f in Segments.__dataclass_fields__)  # type: ignore[arg-type]
     )
+
+
+def blips(rng: np.random.Generator, origin: np.ndarray, mean_distance: float, *, label, t0_cm=0.0) -> Segments:
+    """Short stopping electrons ("blips") at isotropic, exponentially distributed distances from ``origin``.
+
+    They stand for the Compton electrons of MeV photons (nuclear de-excitation, neutron capture,
+    bremsstrahlung) that scatter small deposits far from the tracks in real events.
+
+    Parameters
+    ----------
+    origin : (B, 3) float64, one point per blip [cm]
+    mean_distance : float, mean of the exponential distance from ``origin`` [cm]
+        (the attenuation length of MeV photons in liquid argon is about 20-30 cm, PDG)
+    label, t0_cm : scalar or (B,), as in :meth:`Segments.make`
+
+    Returns
+    -------
+    Segments
+        One straight, stopping piece per blip, 0.1-3 cm long (exponential, mean 0.4 cm).
+    """
+    n = origin.shape[0]
+    if n == 0:
+        return Segments.empty()
+    start = origin + random_directions(rng, n) * rng.exponential(mean_distance, n)[:, None]
+    end = start + random_directions(rng, n) * np.minimum(rng.exponential(0.3, n) + 0.1, 3.0)[:, None]
+    return Segments.make(start, end, residual_end=0.0, bragg_a=4.0, label=label, t0_cm=t0_cm)
 
 
 def polylines(
