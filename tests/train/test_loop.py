@@ -326,3 +326,20 @@ def test_the_best_validation_is_kept_and_early_stopping_ends_the_run(tmp_path, m
     with pytest.raises(ConfigError, match="not a validation metric"):
         train(cfg_of(tmp_path, "run.id=bad", "run.iterations=2", "run.aux_iterations=1",
                      "mode.best_metric=Average/nope"), echo=quiet)
+
+
+def test_warmup_decay_counts_epochs_of_the_training_set(tmp_path):
+    """An epoch is len(source) minibatches (6 events / 2 per minibatch = 3 steps), not that over the minibatch
+    size again: the warm-up of 2 epochs lasts 6 steps, then the decay starts."""
+    from tpcflow.train.optim import warmup_decay_factor
+
+    cfg = cfg_of(tmp_path, "run.id=lr", "run.iterations=9", "run.aux_iterations=0", "mode.logging_iteration=1",
+                 "mode.optimizer.learning_rate=1e-3", "mode.optimizer.lr_schedule=warmup_decay",
+                 "mode.optimizer.warmup_epochs=2", "mode.optimizer.decay_start_epoch=2",
+                 "mode.optimizer.decay_rate=0.5", "mode.optimizer.lr_floor=1e-4")
+    result = train(cfg, echo=quiet)
+    rows = [r for r in csv.DictReader((result.run_dir / "metrics.csv").open()) if r["split"] == "train"]
+    logged = [float(r["lr"]) for r in rows]
+    expected = [1e-3 * warmup_decay_factor(step, cfg.mode.optimizer, 3.0) for step in range(9)]
+    assert logged == pytest.approx(expected, rel=1e-6)
+    assert logged[5] < logged[6] == pytest.approx(1e-3)  # the peak comes after 2 epochs = 6 steps

@@ -153,7 +153,7 @@ def _build(cfg: Config, info: distributed.DistInfo, echo) -> _Run:
     echo(net.describe())
     ocfg = cfg.mode.optimizer
     optimizer = build_optimizer(net.model.parameters(), ocfg)
-    steps_per_epoch = len(source) / cfg.run.minibatch_size / ocfg.gradient_accumulation
+    steps_per_epoch = len(source) / ocfg.gradient_accumulation  # len(source) counts minibatches, not images
     scheduler = build_scheduler(optimizer, ocfg, total_steps=cfg.run.iterations, steps_per_epoch=steps_per_epoch)
     scaler = torch.amp.GradScaler("cuda") if net.needs_scaler else None
     manager = CheckpointManager(run_dir / "checkpoints", cfg.mode.keep_checkpoints)
