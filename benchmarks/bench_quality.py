@@ -2,7 +2,9 @@
 
 Run: ``python benchmarks/bench_quality.py`` (45 minutes of training by default) or ``--minutes 1``.
 
-The network (default: the sparse ``a21`` preset at downsample 1, 640x1024 per plane) trains through
+The network (default: ``demo``, the demo's 508k-parameter dense UResNet, at downsample 4, 80x128 per
+plane: on 2 CPU cores it reached the best quality per minute of the recipes in ``docs/quality.md``; the
+sparse ``a21`` at 320x512 learned about 3x slower per minute) trains through
 ``tpcflow train`` (``tpcflow.train.loop.train``) on ``--events`` synthetic events, in segments that
 resume exactly from the previous one, until ``--minutes`` of training have passed.  After each
 segment the network is measured on ``--test-events`` held-out synthetic events (another seed): the
@@ -84,7 +86,18 @@ def run(args) -> dict:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    base = [f"network={args.network}", f"network.conv_mode={args.conv_mode}", "data.synthetic=true",
+    if args.network == "demo":
+        from tpcflow.workflows.demo import DEMO_NETWORK
+
+        network = ["network=uresnet", *DEMO_NETWORK]
+    else:
+        network = [f"network={args.network}"]
+    schedule = [f"mode.optimizer.lr_schedule={args.lr_schedule}"]
+    if args.lr_schedule == "warmup_decay":
+        schedule += ["mode.optimizer.warmup_epochs=1", f"mode.optimizer.decay_start_epoch={args.decay_start}",
+                     f"mode.optimizer.decay_rate={args.decay_rate}",
+                     f"mode.optimizer.lr_floor={args.learning_rate / 1000:g}"]
+    base = [*network, f"network.conv_mode={args.conv_mode}", *schedule, "data.synthetic=true",
             f"data.downsample={args.downsample}", f"data.synthetic_events={args.events}",
             f"data.synthetic_seed={args.seed}", f"run.minibatch_size={args.minibatch}", "run.aux_iterations=0",
             "run.progress=false", f"run.output_dir={out}", "run.id=quality", "mode.keep_checkpoints=1",
@@ -166,13 +179,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--minutes", type=float, default=45.0, help="training budget [min]")
-    parser.add_argument("--network", default="a21", help="network preset")
-    parser.add_argument("--conv-mode", default="sparse", help="2D or sparse")
-    parser.add_argument("--downsample", type=int, default=1, help="images pooled by 2**downsample per axis")
-    parser.add_argument("--events", type=int, default=256, help="synthetic training events")
+    parser.add_argument("--network", default="demo", help="network preset (uresnet, a21, ...) or demo: the demo's")
+    parser.add_argument("--conv-mode", default="2D", help="2D or sparse")
+    parser.add_argument("--downsample", type=int, default=4, help="images pooled by 2**downsample per axis")
+    parser.add_argument("--events", type=int, default=512, help="synthetic training events")
     parser.add_argument("--test-events", type=int, default=32, help="held-out synthetic events")
-    parser.add_argument("--minibatch", type=int, default=2, help="images per step")
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--minibatch", type=int, default=8, help="images per step")
+    parser.add_argument("--learning-rate", type=float, default=4e-3)
+    parser.add_argument("--lr-schedule", default="warmup_decay", help="flat or warmup_decay (one_cycle needs the "
+                        "length in advance, which a time budget does not know)")
+    parser.add_argument("--decay-start", type=float, default=40.0,
+                        help="warmup_decay: epochs before the decay (40 of the ~85 that 45 minutes take on 2 cores)")
+    parser.add_argument("--decay-rate", type=float, default=0.05, help="warmup_decay: per epoch, exp(-rate * epochs)")
     parser.add_argument("--scheme", default="focal", help="loss balance scheme: none, light, even, focal")
     parser.add_argument("--schemes", default=None, metavar="A,B,...",
                         help="compare these loss balance schemes, each with the whole budget (e.g. none,light,even,focal)")
