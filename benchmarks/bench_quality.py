@@ -97,7 +97,8 @@ def run(args) -> dict:
         schedule += ["mode.optimizer.warmup_epochs=1", f"mode.optimizer.decay_start_epoch={args.decay_start}",
                      f"mode.optimizer.decay_rate={args.decay_rate}",
                      f"mode.optimizer.lr_floor={args.learning_rate / 1000:g}"]
-    base = [*network, f"network.conv_mode={args.conv_mode}", *schedule, "data.synthetic=true",
+    layout = ["run.channels_last=true"] if args.conv_mode == "2D" else []  # as the demo
+    base = [*network, f"network.conv_mode={args.conv_mode}", *layout, *schedule, "data.synthetic=true",
             f"data.downsample={args.downsample}", f"data.synthetic_events={args.events}",
             f"data.synthetic_seed={args.seed}", f"run.minibatch_size={args.minibatch}", "run.aux_iterations=0",
             "run.progress=false", f"run.output_dir={out}", "run.id=quality", "mode.keep_checkpoints=1",
