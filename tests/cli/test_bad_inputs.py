@@ -24,7 +24,7 @@ CASES = [
     ("train mode.checkpoint_iteration=0", "mode.checkpoint_iteration"),
     ("inference data.file=junk.h5 run.id=none", "mode.weights_location"),
     ("generate adir --events 1 --downsample 3", "adir"),
-    ("demo --downsample 4 --out demo_out", "--downsample 0 to 3"),
+    ("demo --downsample 5 --out demo_out", "--downsample 0 to 4"),
     ("broker --bind notaurl", "notaurl"),
     ("worker --broker notaurl --module m.py", "notaurl"),
     ("worker --broker tcp://127.0.0.1:5555 --module missing.py", "missing.py"),
