@@ -279,12 +279,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
     args = parser.parse_args(argv)
     real = stats_from_file(args.real)
-    synth = stats_from_events(generate_events(args.events, args.seed))
+    events = list(generate_events(args.events, args.seed))  # both tables, generated once
+    synth = stats_from_events(events)
     print(f"real: {args.real} ({real['all']['events']} events); synthetic: {args.events} events, seed {args.seed}\n")
     print(format_table(real, synth))
     print()
     print(format_structure(structure_from_events(file_events(args.real)),
-                           structure_from_events(generate_events(args.events, args.seed))))
+                           structure_from_events(events)))
     return 0
 
 
