@@ -125,7 +125,8 @@ def run(args) -> dict:
                         ("Non_Bkg_Accuracy", "Cosmic_IoU", "Neutrino_IoU", "mIoU", "Cosmic_Precision",
                          "Cosmic_Recall", "Neutrino_Precision", "Neutrino_Recall")}})
         print(f"# {rows[-1]}", flush=True)
-        if len(rows) == 1:  # from the first segment's speed: about 10 points on the curve
+        if len(rows) == 2:  # about 10 points on the curve, from the speed of the second segment (the first
+            # one also generated the training events)
             seg = max(5, min(int(budget / 10 / max(step_s, 1e-3)), 5000))
     _write_curve(out, rows)
     final = {"synthetic": _metrics(cfg, result.model, [heldout], 0)}
@@ -183,15 +184,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--network", default="demo", help="network preset (uresnet, a21, ...) or demo: the demo's")
     parser.add_argument("--conv-mode", default="2D", help="2D or sparse")
     parser.add_argument("--downsample", type=int, default=4, help="images pooled by 2**downsample per axis")
-    parser.add_argument("--events", type=int, default=512, help="synthetic training events")
+    parser.add_argument("--events", type=int, default=4096,
+                        help="synthetic training events (generated inside the budget, about 3 minutes on 2 cores)")
     parser.add_argument("--test-events", type=int, default=32, help="held-out synthetic events")
     parser.add_argument("--minibatch", type=int, default=8, help="images per step")
     parser.add_argument("--learning-rate", type=float, default=4e-3)
     parser.add_argument("--lr-schedule", default="warmup_decay", help="flat or warmup_decay (one_cycle needs the "
                         "length in advance, which a time budget does not know)")
-    parser.add_argument("--decay-start", type=float, default=40.0,
-                        help="warmup_decay: epochs before the decay (40 of the ~85 that 45 minutes take on 2 cores)")
-    parser.add_argument("--decay-rate", type=float, default=0.05, help="warmup_decay: per epoch, exp(-rate * epochs)")
+    parser.add_argument("--decay-start", type=float, default=4.5,
+                        help="warmup_decay: epochs before the decay (about half of the ~9 that 45 minutes take on 2 cores)")
+    parser.add_argument("--decay-rate", type=float, default=0.45, help="warmup_decay: per epoch, exp(-rate * epochs)")
     parser.add_argument("--scheme", default="focal", help="loss balance scheme: none, light, even, focal")
     parser.add_argument("--schemes", default=None, metavar="A,B,...",
                         help="compare these loss balance schemes, each with the whole budget (e.g. none,light,even,focal)")

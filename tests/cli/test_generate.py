@@ -45,4 +45,6 @@ def test_bad_options_fail_cleanly(tmp_path, capsys):
     assert "--events must be >= 0" in capsys.readouterr().err
     assert main(["generate", str(tmp_path / "x.h5"), "--compression", "12", "-q"]) == 1
     assert "--compression" in capsys.readouterr().err
+    assert main(["generate", str(tmp_path / "x.h5"), "--workers", "0", "-q"]) == 1
+    assert "--workers must be >= 1" in capsys.readouterr().err
     assert not (tmp_path / "x.h5").exists()

@@ -7,9 +7,10 @@ import time
 import numpy as np
 import pytest
 
+from tpcflow.io import Larcv3Reader
 from tpcflow.io.products import EventID
 from tpcflow.sim import geometry as geo
-from tpcflow.sim.sbnd import generate_event, generate_events
+from tpcflow.sim.sbnd import generate_event, generate_events, generate_file
 
 CHARGE = "sparse2d/sbndwire"
 LABEL = "sparse2d/sbnd_cosmicseg"
@@ -38,6 +39,20 @@ def test_same_seed_same_events_and_event_independent_of_count():
     c = next(generate_events(1, seed=12, downsample=2))
     assert not products_equal(a[0], c)
     assert not products_equal(b[0], b[1])
+
+
+def test_events_do_not_depend_on_the_worker_processes(tmp_path):
+    serial = list(generate_events(10, seed=11, downsample=3, workers=1))
+    parallel = list(generate_events(10, seed=11, downsample=3, workers=2))
+    assert [e.event_id for e in parallel] == [EventID(1, 0, i) for i in range(10)]
+    assert all(products_equal(x, y) for x, y in zip(serial, parallel))
+    early = generate_events(50, seed=11, downsample=3, workers=2)  # a consumer that stops early
+    assert products_equal(next(early), serial[0])
+    early.close()  # cancels the queued events and joins the workers: returns, no hang
+    files = [generate_file(tmp_path / f"w{w}.h5", 6, seed=4, downsample=3, workers=w) for w in (1, 2)]
+    with Larcv3Reader(files[0]) as a, Larcv3Reader(files[1]) as b:
+        assert len(a) == len(b) == 6
+        assert all(products_equal(a.read(i), b.read(i)) for i in range(6))
 
 
 def test_products_layout(full_event):
@@ -97,6 +112,8 @@ def test_bad_arguments():
         generate_event(np.random.default_rng(0), downsample=-1)
     with pytest.raises(ValueError, match="n must be"):
         list(generate_events(-1, 0))
+    with pytest.raises(ValueError, match="workers must be"):
+        list(generate_events(2, 0, workers=0))
 
 
 def test_full_resolution_event_is_fast():

@@ -125,11 +125,12 @@ def test_a_downsample_the_demo_network_cannot_take_is_refused_before_any_work(tm
 
 def test_the_default_recipe_learns_to_tag_at_a_shortened_length(tmp_path):
     """Issue 15: the demo's defaults (network, resolution, minibatch, learning rate and schedule, loss scheme)
-    with only the length cut: 60 of its 450 steps on 32 events. On the 2-core VM the whole default
-    recipe reaches Cosmic_IoU 0.81 and Neutrino_IoU 0.63 on held-out events (docs/quality.md); after 60
-    steps the learning curve stands at Cosmic_IoU ~0.6."""
+    with only the length cut: 60 of its 450 steps on 32 of its 256 events. On the 2-core VM the whole
+    default recipe reaches Cosmic_IoU 0.86 and Neutrino_IoU 0.68 on held-out events (docs/quality.md); after
+    60 steps the learning curve stands at Cosmic_IoU ~0.6."""
     d = DemoSettings()
     assert (d.downsample, d.minibatch_size, d.iterations, d.lr_schedule) == (4, 8, 450, "warmup_decay")
+    assert d.train_events == 256
     settings = DemoSettings(out=tmp_path / "demo", train_events=32, test_events=4, iterations=60, displays=1,
                             real_file=data_path("larcv3/cosmic_tagging_light.h5"), progress=False)
     state = run_demo(settings, echo=lambda *_a, **_k: None,

@@ -19,6 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--downsample", type=int, default=0,
                         help="k: planes of (2048>>k, 1280>>k) voxels, charge average-pooled, labels max-pooled")
     parser.add_argument("--compression", type=int, default=1, help="gzip level of the datasets (0-9)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="processes generating events (default: one per core, at most one per 32 events); "
+                             "the file does not depend on it")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
 
@@ -34,8 +37,11 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--downsample must be in [0, 10], but got --downsample={args.downsample}")
     if not 0 <= args.compression <= 9:
         raise ConfigError(f"--compression must be in [0, 9], but got --compression={args.compression}")
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers must be >= 1, but got --workers={args.workers}")
     with tqdm(total=args.events, unit="event", desc="generate", disable=args.quiet) as bar:
         path = generate_file(args.output, args.events, args.seed, downsample=args.downsample,
-                             compression=args.compression, callback=lambda done: bar.update(done - bar.n))
+                             compression=args.compression, callback=lambda done: bar.update(done - bar.n),
+                             workers=args.workers)
     print(f"wrote {args.events} events to {path}")
     return 0

@@ -32,7 +32,12 @@ the comparison with the real file.
 
 from __future__ import annotations
 
+import itertools
+import multiprocessing as mp
+import os
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -216,21 +221,55 @@ def _check_downsample(k: int) -> int:
     return k
 
 
-def generate_events(n: int, seed: int, downsample: int = 0) -> Iterator[Event]:
+def _event_at(entropy, i: int, downsample: int) -> Event:
+    """Event ``i`` of the seed whose ``SeedSequence`` entropy is ``entropy`` (the unit of work of a worker)."""
+    child = np.random.SeedSequence(entropy, spawn_key=(i,))
+    return generate_event(np.random.default_rng(child), downsample=downsample, event_id=EventID(1, 0, i))
+
+
+def default_workers(n: int) -> int:
+    """Processes for ``n`` events: one per usable core, and one per 32 events at most (a worker costs ~1 s to start)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, n // 32))
+
+
+def generate_events(n: int, seed: int, downsample: int = 0, workers: int | None = None) -> Iterator[Event]:
     """Yield ``n`` events; event ``i`` has id (run 1, subrun 0, event i) and generator ``SeedSequence(seed).spawn``'s i-th child.
+
+    The events do not depend on ``workers``: with ``workers > 1`` they are generated in that many
+    ``spawn``-started processes (a script calling this needs the ``if __name__ == "__main__":`` guard)
+    and yielded in order, with at most ``4 * workers`` generated ahead of the consumer.
+    ``workers=None`` takes :func:`default_workers`.
 
     Raises
     ------
     ValueError
-        If ``n < 0`` or ``downsample`` is invalid.
+        If ``n < 0``, ``downsample`` is invalid or ``workers < 1``.
     """
     if n < 0:
         raise ValueError(f"n must be >= 0, but got n={n}")
     downsample = _check_downsample(downsample)
-    root = np.random.SeedSequence(seed)
-    for i in range(n):
-        child = np.random.SeedSequence(root.entropy, spawn_key=(i,))
-        yield generate_event(np.random.default_rng(child), downsample=downsample, event_id=EventID(1, 0, i))
+    workers = default_workers(n) if workers is None else int(workers)
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, but got workers={workers}")
+    entropy = np.random.SeedSequence(seed).entropy
+    if workers == 1:
+        for i in range(n):
+            yield _event_at(entropy, i, downsample)
+        return
+    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"))
+    try:
+        pending, following = deque(), iter(range(n))
+        for i in itertools.islice(following, 4 * workers):
+            pending.append(pool.submit(_event_at, entropy, i, downsample))
+        while pending:
+            event = pending.popleft().result()
+            i = next(following, None)
+            if i is not None:
+                pending.append(pool.submit(_event_at, entropy, i, downsample))
+            yield event
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def generate_file(
@@ -240,6 +279,7 @@ def generate_file(
     downsample: int = 0,
     compression: int = 1,
     callback: Callable[[int], None] | None = None,
+    workers: int | None = None,
 ) -> Path:
     """Write ``n`` synthetic events to a larcv3 file (atomically) and return its path.
 
@@ -247,8 +287,8 @@ def generate_file(
     ----------
     path : str or Path
         Output ``.h5`` file.
-    n, seed, downsample
-        As in :func:`generate_events`.
+    n, seed, downsample, workers
+        As in :func:`generate_events` (the file does not depend on ``workers``).
     compression : int
         gzip level of the product datasets (larcv ``Output.Compression``, 0-9).
     callback : callable, optional
@@ -258,7 +298,7 @@ def generate_file(
 
     path = Path(path)
     with Larcv3Writer(path, compression=compression) as writer:
-        for i, ev in enumerate(generate_events(n, seed, downsample)):
+        for i, ev in enumerate(generate_events(n, seed, downsample, workers)):
             writer.write(ev)
             if callback is not None:
                 callback(i + 1)
