@@ -89,8 +89,9 @@ def test_killed_worker_raises_instead_of_hanging(path):
 
 
 SCRIPT = """
-import os, sys, time
+import faulthandler, os, signal, sys, time
 from tpcflow.loader import BatchLoader, cosmic_tagger_config
+faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test asks for the stacks if this hangs
 if __name__ == "__main__":
     loader = BatchLoader(cosmic_tagger_config([sys.argv[1]], num_threads=2), batch_size=2)
     it = iter(loader)
@@ -116,7 +117,13 @@ def test_interpreter_exit_and_ctrl_c(path, tmp_path, how):
         if how == "sigint":
             time.sleep(0.3)
             p.send_signal(signal.SIGINT)
-        code = p.wait(timeout=60)
+        try:
+            code = p.wait(timeout=60)
+        except subprocess.TimeoutExpired:  # seen once under CI load: fail with every thread's stack
+            p.send_signal(signal.SIGUSR1)
+            time.sleep(2)
+            p.kill()
+            pytest.fail(f"the script did not exit within 60 s ({how}); its threads:\n{p.communicate()[1]}")
     finally:
         if p.poll() is None:
             p.kill()
