@@ -92,6 +92,9 @@ SCRIPT = """
 import faulthandler, os, signal, sys, time
 from tpcflow.loader import BatchLoader, cosmic_tagger_config
 faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test asks for the stacks if this hangs
+# Ctrl-C as in a terminal: a runner that starts the tests in the background (nohup ... &) passes SIGINT
+# ignored, and Python then keeps it ignored (this is what made the test time out in such a run)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 if __name__ == "__main__":
     loader = BatchLoader(cosmic_tagger_config([sys.argv[1]], num_threads=2), batch_size=2)
     it = iter(loader)
@@ -119,7 +122,7 @@ def test_interpreter_exit_and_ctrl_c(path, tmp_path, how):
             p.send_signal(signal.SIGINT)
         try:
             code = p.wait(timeout=60)
-        except subprocess.TimeoutExpired:  # seen once under CI load: fail with every thread's stack
+        except subprocess.TimeoutExpired:  # fail with every thread's stack
             p.send_signal(signal.SIGUSR1)
             time.sleep(2)
             p.kill()
