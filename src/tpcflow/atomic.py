@@ -18,11 +18,12 @@ import errno
 import os
 import socket
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write", "commit", "sweep_stale", "temporary_path", "write_bytes", "write_text"]
+__all__ = ["atomic_path", "atomic_write", "commit", "sweep_stale", "temporary_path", "write_bytes", "write_csv",
+           "write_text"]
 
 
 #: this host in temporary names (8 hex of its name's hash): on a shared file system a sweep only
@@ -169,3 +170,17 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 def write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:
     """Write ``text`` to ``path`` atomically (``encoding``, default UTF-8); return ``path``."""
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding=encoding))
+
+
+def write_csv(path: str | os.PathLike, rows: Sequence[Mapping[str, object]]) -> Path:
+    """Write ``rows`` as CSV to ``path`` atomically (a header of the first row's keys; no rows: an empty file)."""
+    import csv
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as fh:
+            if rows:
+                writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
+
+    return atomic_write(path, write)

@@ -9,6 +9,8 @@ import math
 
 from conftest import REPO, data_path
 
+from tpcflow.train.calibrate import DEFAULT_OFFSETS
+
 
 def test_one_minute_of_training_beats_the_untrained_network(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("bench_quality", REPO / "benchmarks" / "bench_quality.py")
@@ -16,7 +18,8 @@ def test_one_minute_of_training_beats_the_untrained_network(tmp_path, capsys):
     spec.loader.exec_module(bench)
     real = data_path("larcv3/cosmic_tagging_light.h5")
     # the benchmark's own defaults (the demo's network at 80x128, its schedule), on fewer events
-    args = ["--minutes", "1", "--events", "16", "--test-events", "4", "--real", str(real), "--out", str(tmp_path)]
+    args = ["--minutes", "1", "--events", "16", "--test-events", "4", "--calibration-events", "4", "--real", str(real),
+            "--out", str(tmp_path)]
     result = bench.run(bench.build_parser().parse_args(args))
     before, after = result["untrained"], result["final"]["synthetic"]
     for name in ("Average/Cosmic_IoU", "Average/mIoU"):
@@ -28,4 +31,12 @@ def test_one_minute_of_training_beats_the_untrained_network(tmp_path, capsys):
     assert len(rows) >= 3 and int(rows[-1]["iteration"]) == result["iterations"]
     assert (tmp_path / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
     bench_lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("BENCH ")]
-    assert len(bench_lines) == 8 and all("baseline=" in line and "ratio=" in line for line in bench_lines)
+    assert len(bench_lines) == 16 and all("baseline=" in line and "ratio=" in line for line in bench_lines)
+    # the operating point: chosen on the validation events' sweep, then measured on the same held-out and real events
+    sweep = list(csv.DictReader((tmp_path / "calibration.csv").open()))
+    assert len(sweep) == len(DEFAULT_OFFSETS)
+    assert (tmp_path / "calibration.png").read_bytes()[:4] == b"\x89PNG"
+    assert result["calibrated"]["offset"] in {float(r["offset"]) for r in sweep}
+    for where in ("synthetic", "real"):
+        assert not math.isnan(result["calibrated"][where]["Average/Non_Bkg_Accuracy"])
+    assert sum(line.startswith("BENCH quality_calibrated_") for line in bench_lines) == 8

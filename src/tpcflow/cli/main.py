@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "train": "tpcflow.cli.train",
     "iotest": "tpcflow.cli.iotest",
     "inference": "tpcflow.cli.inference",
+    "calibrate": "tpcflow.cli.calibrate",
     "broker": "tpcflow.cli.broker",
     "worker": "tpcflow.cli.worker",
     "submit": "tpcflow.cli.submit",

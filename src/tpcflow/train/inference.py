@@ -21,7 +21,6 @@ file has labels, the CosmicTagger metrics on the pooled grid
 
 from __future__ import annotations
 
-import csv
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -287,7 +286,7 @@ def _infer(cfg: Config, source, ckpt, wpath, netcfg, device, echo, max_events) -
                 break
         bar.close()
     result.images_per_second = result.events / max(time.perf_counter() - t0, 1e-9)
-    _write_csv(csv_path, result.rows)
+    atomic.write_csv(csv_path, result.rows)
     keys = [k for k in (result.rows[0] if result.rows else {}) if k not in ("entry", "run", "subrun", "event")]
     result.metrics = {k: float(np.nanmean([r[k] for r in result.rows])) for k in keys}
     echo(f"inference: {result.events} events, {result.images_per_second:.2f} img/s -> {out_path}")
@@ -302,10 +301,3 @@ def _label_fractions(labels: list[SparseProjection]) -> dict:
             "cosmic_fraction": float(np.count_nonzero(values == 1)) / n if n else float("nan"),
             "neutrino_fraction": float(np.count_nonzero(values == 2)) / n if n else float("nan")}
 
-
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    with atomic.atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
-        if rows:
-            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
