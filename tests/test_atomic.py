@@ -37,6 +37,26 @@ def test_failure_keeps_the_old_file_and_leaves_no_temporary(tmp_path, error):
     assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"]
 
 
+@settings(max_examples=30, deadline=None)
+@given(rows=st.lists(st.fixed_dictionaries({"entry": st.integers(0, 10**6), "name": st.text(max_size=12),
+                                            "value": st.floats(allow_nan=False)}), max_size=5))
+def test_csv_rows_round_trip(tmp_path_factory, rows):
+    import csv
+
+    path = atomic.write_csv(tmp_path_factory.mktemp("c") / "rows.csv", rows)
+    with path.open(newline="") as fh:
+        back = list(csv.DictReader(fh))
+    assert back == [{k: str(v) for k, v in r.items()} for r in rows]
+
+
+def test_a_csv_row_with_another_key_keeps_the_old_file(tmp_path):
+    path = atomic.write_csv(tmp_path / "m.csv", [{"a": 1}])
+    with pytest.raises(ValueError, match="b"):
+        atomic.write_csv(path, [{"a": 2}, {"b": 3}])
+    assert path.read_text().splitlines() == ["a", "1"]
+    assert [p.name for p in tmp_path.iterdir()] == ["m.csv"]
+
+
 def test_a_writer_that_writes_nothing_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError):
         atomic.atomic_write(tmp_path / "x", lambda tmp: None)
