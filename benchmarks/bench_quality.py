@@ -16,7 +16,9 @@ Then the operating point (:mod:`tpcflow.train.calibrate`): the background-logit 
 targets with the most margin is chosen on ``--calibration-events`` validation events (a third seed;
 the sweep goes to ``<out>/calibration.csv``), and the calibrated network is measured on the same
 held-out and real events.  ``quality_*`` lines are the argmax of the trained network,
-``quality_calibrated_*`` lines the calibrated one.
+``quality_calibrated_*`` lines the calibrated one.  ``quality_train_images_per_second`` is the training speed
+through ``tpcflow train`` (each segment's start included) against the network-only step (forward, loss,
+backward, optimizer step on one in-memory minibatch) of the same network in the same process.
 
 ``BENCH`` lines give each metric against CosmicTagger's README targets (Non_Bkg_Accuracy 0.95,
 Cosmic_IoU 0.90, Neutrino_IoU 0.75 for this issue's bar; mIoU against their mean), so that a ratio
@@ -153,8 +155,48 @@ def run(args) -> dict:
             if cal is not None:
                 print(f"BENCH quality_calibrated_{where}_{name} {cal:.4g} fraction baseline={target:.4g} "
                       f"ratio={cal / target:.2f}", flush=True)
+    network_s = _network_step_rate(cfg, result.model, heldout)
+    print(f"# training speed: {images_s:.2f} img/s through tpcflow train, {network_s:.2f} img/s for the network-only "
+          "step (forward, loss, backward, optimizer step) on one in-memory minibatch of held-out events")
+    print(f"BENCH quality_train_images_per_second {images_s:.4g} img/s baseline={network_s:.4g} "
+          f"ratio={images_s / network_s:.2f}", flush=True)
     return {"untrained": untrained, "final": final, "calibrated": calibrated, "rows": rows, "iterations": done,
-            "images_per_second": images_s}
+            "images_per_second": images_s, "network_images_per_second": network_s}
+
+
+def _network_step_rate(cfg, model, heldout: Path, steps: int = 20, warmup: int = 3) -> float:
+    """Images/s of the network-only training step of a copy of ``model``, the baseline of the training speed.
+
+    Forward, the run's loss, backward and a fresh optimizer's step, on one minibatch of ``heldout`` in memory
+    (no loader, metrics, logging or checkpoints), after ``warmup`` steps.
+    """
+    import copy
+    import dataclasses
+
+    from tpcflow.models.runtime import pick_device
+    from tpcflow.train.data import FileSource
+    from tpcflow.train.network import TrainNetwork, batch_to_device, minibatch_size
+    from tpcflow.train.optim import build_optimizer
+    from tpcflow.train.resolve import resolve_network
+
+    data = dataclasses.replace(cfg.data, file=str(heldout), downsample=0)
+    source = FileSource([heldout], data, cfg.run.minibatch_size, cycle=False, shuffle=False, sparse=False)
+    try:
+        runner = TrainNetwork(cfg, resolve_network(cfg), pick_device(cfg.run.compute_mode), source.shape)
+        batch = next(iter(source))
+    finally:
+        source.close()
+    runner.use_model(copy.deepcopy(model))
+    runner.model.train()
+    x, y = batch_to_device(batch, runner.device, cfg.run.channels_last)
+    optimizer = build_optimizer(runner.model.parameters(), cfg.mode.optimizer)
+    for i in range(warmup + steps):
+        if i == warmup:
+            t0 = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        runner.loss(runner.forward(x), y).backward()
+        optimizer.step()
+    return steps * minibatch_size(x) / (time.perf_counter() - t0)
 
 
 def _calibrate(args, cfg, model, out: Path, heldout: Path, real: Path | None) -> dict:

@@ -31,7 +31,7 @@ def test_one_minute_of_training_beats_the_untrained_network(tmp_path, capsys):
     assert len(rows) >= 3 and int(rows[-1]["iteration"]) == result["iterations"]
     assert (tmp_path / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
     bench_lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("BENCH ")]
-    assert len(bench_lines) == 16 and all("baseline=" in line and "ratio=" in line for line in bench_lines)
+    assert len(bench_lines) == 17 and all("baseline=" in line and "ratio=" in line for line in bench_lines)
     # the operating point: chosen on the validation events' sweep, then measured on the same held-out and real events
     sweep = list(csv.DictReader((tmp_path / "calibration.csv").open()))
     assert len(sweep) == len(DEFAULT_OFFSETS)
@@ -40,3 +40,5 @@ def test_one_minute_of_training_beats_the_untrained_network(tmp_path, capsys):
     for where in ("synthetic", "real"):
         assert not math.isnan(result["calibrated"][where]["Average/Non_Bkg_Accuracy"])
     assert sum(line.startswith("BENCH quality_calibrated_") for line in bench_lines) == 8
+    speed = next(line for line in bench_lines if line.startswith("BENCH quality_train_images_per_second "))
+    assert speed.split()[3] == "img/s" and result["images_per_second"] > 0 and result["network_images_per_second"] > 0
