@@ -6,11 +6,12 @@ The network (default: ``demo``, the demo's 508k-parameter dense UResNet, at down
 plane: on 2 CPU cores it reached the best quality per minute of the recipes in ``docs/quality.md``; the
 sparse ``a21`` at 320x512 learned about 3x slower per minute) trains through
 ``tpcflow train`` (``tpcflow.train.loop.train``) on ``--events`` synthetic events, in segments that
-resume exactly from the previous one, until ``--minutes`` of training have passed.  After each
-segment the network is measured on ``--test-events`` held-out synthetic events (another seed): the
-learning curve goes to ``<out>/learning_curve.csv`` and ``.png``.  At the end the network is measured
-on every held-out event and on the real ``cosmic_tagging_light.h5`` (pooled to the same resolution;
-never trained on).
+resume exactly from the previous one, until ``--minutes`` have passed (the generation of the events
+included; the last segment is shortened to end within the budget).  After each segment the network is
+measured on the first ``--curve-events`` of the ``--test-events`` held-out synthetic events (another
+seed): the learning curve goes to ``<out>/learning_curve.csv`` and ``.png``.  At the end the network is
+measured on every held-out event and on the real ``cosmic_tagging_light.h5`` (pooled to the same
+resolution; never trained on).
 
 Then the operating point (:mod:`tpcflow.train.calibrate`): the background-logit offset that meets the
 targets with the most margin is chosen on ``--calibration-events`` validation events (a third seed;
@@ -36,8 +37,9 @@ from pathlib import Path
 TARGETS = {"Non_Bkg_Accuracy": 0.95, "Cosmic_IoU": 0.90, "Neutrino_IoU": 0.75, "mIoU": 0.825}
 
 
-def _metrics(cfg, model, files, downsample: int) -> dict:
-    """Mean metrics of ``model`` (None: the untrained network) over every entry of ``files``."""
+def _metrics(cfg, model, files, downsample: int, max_events: int | None = None) -> dict:
+    """Mean metrics of ``model`` (None: the untrained network) over the entries of ``files`` (the first
+    ``max_events``; None: every one)."""
     import dataclasses
 
     from tpcflow.models.runtime import pick_device
@@ -52,7 +54,7 @@ def _metrics(cfg, model, files, downsample: int) -> dict:
         net = TrainNetwork(cfg, netcfg, pick_device(cfg.run.compute_mode), source.shape)
         if model is not None:
             net.use_model(model)
-        return evaluate(net, source)
+        return evaluate(net, source, max_batches=max_events)
     finally:
         source.close()
 
@@ -115,14 +117,16 @@ def run(args) -> dict:
     torch.manual_seed(args.seed)
     untrained = _metrics(cfg, None, [heldout], 0)
     budget, t0, done, rows, result, seg, train_s = args.minutes * 60.0, time.perf_counter(), 0, [], None, 10, 0.0
-    while time.perf_counter() - t0 < budget:
-        cfg = load_config([*base, f"run.iterations={done + seg}", f"mode.checkpoint_iteration={done + seg}"])
+    step_s, curve_events = None, min(args.curve_events, args.test_events)
+    while (left := budget - (time.perf_counter() - t0)) > 0:
+        n = seg if step_s is None else max(1, min(seg, int(left / step_s)))  # the last one ends within the budget
+        cfg = load_config([*base, f"run.iterations={done + n}", f"mode.checkpoint_iteration={done + n}"])
         t_seg = time.perf_counter()
         result = train(cfg, echo=lambda *_a, **_k: None)
         train_s += time.perf_counter() - t_seg
         step_s = (time.perf_counter() - t_seg) / max(len(result.losses), 1)
         done += len(result.losses)
-        m = _metrics(cfg, result.model, [heldout], 0)
+        m = _metrics(cfg, result.model, [heldout], 0, curve_events)
         rows.append({"iteration": done, "minutes": round((time.perf_counter() - t0) / 60, 3),
                      "train_loss": result.losses[-1],
                      **{k: m.get(f"Average/{k}", math.nan) for k in
@@ -279,7 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--downsample", type=int, default=4, help="images pooled by 2**downsample per axis")
     parser.add_argument("--events", type=int, default=4096,
                         help="synthetic training events (generated inside the budget, about 3 minutes on 2 cores)")
-    parser.add_argument("--test-events", type=int, default=32, help="held-out synthetic events")
+    parser.add_argument("--test-events", type=int, default=128, help="held-out synthetic events (the final metrics)")
+    parser.add_argument("--curve-events", type=int, default=32,
+                        help="the first this many held-out events measure the learning curve (inside the budget)")
     parser.add_argument("--minibatch", type=int, default=8, help="images per step")
     parser.add_argument("--learning-rate", type=float, default=4e-3)
     parser.add_argument("--lr-schedule", default="warmup_decay", help="flat or warmup_decay (one_cycle needs the "
