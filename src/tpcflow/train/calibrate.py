@@ -101,7 +101,7 @@ def sweep_background_offset(runner: TrainNetwork, source: Iterable[dict],
             for batch in source:
                 x, y = batch_to_device(batch, runner.device, runner.cfg.run.channels_last)
                 if y is None:
-                    raise ValueError("calibration needs labelled events (a 'label' in every minibatch)")
+                    raise ValueError("calibration needs dense labelled minibatches (an 'image' and a 'label' in each)")
                 logits = runner.forward(x)
                 for acc, offset in zip(accs, offsets):
                     shifted = logits.clone()

@@ -300,4 +300,3 @@ def _label_fractions(labels: list[SparseProjection]) -> dict:
     return {"voxels": n,
             "cosmic_fraction": float(np.count_nonzero(values == 1)) / n if n else float("nan"),
             "neutrino_fraction": float(np.count_nonzero(values == 2)) / n if n else float("nan")}
-
